@@ -1,0 +1,48 @@
+# The README's commands. Everything runs from .venv at the repository root.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export PYTHONPATH := $(CURDIR)/include:$(CURDIR)/plugins
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export AIRFLOW_HOME ?= $(CURDIR)/.sandbox/airflow
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
+export AIRFLOW__CORE__UNIT_TEST_MODE := False
+DAG ?= dr_drill_postgres_primary_loss
+CONF ?= {}
+
+.PHONY: venv drill run test sandbox-up sandbox-down sandbox-status lint clean
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "[venv] installing pinned requirements (first run takes a few minutes)"
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip install -q -r requirements.txt
+	@touch $@
+
+sandbox-up: venv
+	@$(PY) -m rehearsal.sandbox up
+
+sandbox-down: venv
+	@$(PY) -m rehearsal.sandbox down
+
+sandbox-status: venv
+	@$(PY) -m rehearsal.sandbox status
+
+drill: venv
+	@$(PY) scripts/run_dag.py --sandbox dr_drill_postgres_primary_loss --conf '{"mode": "disruptive", "path": "auto"}'
+
+run: venv
+	@$(PY) scripts/run_dag.py --sandbox $(DAG) --conf '$(CONF)'
+
+test: venv
+	@$(PY) -m pytest
+
+lint: venv
+	@$(VENV)/bin/ruff check .
+
+clean: sandbox-down
+	rm -rf reports .sandbox

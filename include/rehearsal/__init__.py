@@ -1,0 +1,1 @@
+"""Rehearsal: the plain-Python domain of disaster-recovery drills (no Airflow imports)."""

@@ -1,0 +1,41 @@
+"""Which environment a run acts on, and whether it is marked for disruptive drills.
+
+Production is, by default, not a drill environment: only an explicit ``drill_environment: true``
+(the sandbox writes it) lets a drill inject faults.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Environment:
+    name: str = "production"
+    drill_environment: bool = False
+    backup_bucket: str = ""
+    backup_cluster: str = "controlplane"
+    heartbeat_log: str | None = None
+    sandbox_state: str | None = None
+    reports_dir: str = "reports"
+    scratch_root: str | None = None
+    archive_timeout_seconds: float | None = None
+
+    @classmethod
+    def from_mapping(cls, data: dict | None) -> Environment:
+        data = dict(data or {})
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        drill = known.get("drill_environment", False)
+        known["drill_environment"] = drill is True or str(drill).lower() in ("true", "1", "yes")
+        return cls(**known)
+
+    def require_drill_environment(self, action: str) -> None:
+        from rehearsal.errors import PreconditionFailed
+
+        if not self.drill_environment:
+            raise PreconditionFailed(
+                f"refusing to {action}: environment {self.name!r} is not marked as a drill environment "
+                "(set drill_environment: true in the rehearsal_environment Variable only for drill targets)")
+
+    def heartbeat_path(self) -> Path | None:
+        return Path(self.heartbeat_log) if self.heartbeat_log else None

@@ -1,0 +1,1 @@
+"""Local PostgreSQL: binaries, clusters run as an unprivileged user, bounded probes, restores."""

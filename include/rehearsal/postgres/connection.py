@@ -1,0 +1,56 @@
+"""Endpoints and bounded connections: every probe has a connect timeout and a statement timeout."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import psycopg
+from psycopg.conninfo import make_conninfo
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    port: int
+    dbname: str
+    user: str
+    password: str = field(default="", repr=False)
+
+    def conninfo(self, **overrides: object) -> str:
+        return make_conninfo(host=self.host, port=self.port, dbname=self.dbname, user=self.user,
+                             password=self.password or None, **overrides)
+
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def describe(self) -> str:
+        """Safe to log: never includes the password."""
+        return f"postgresql://{self.user}@{self.host}:{self.port}/{self.dbname}"
+
+    def with_(self, **changes: object) -> Endpoint:
+        return replace(self, **changes)
+
+    def public(self) -> dict:
+        return {"host": self.host, "port": self.port, "dbname": self.dbname, "user": self.user}
+
+
+def connect(endpoint: Endpoint, *, connect_timeout: int = 3, statement_timeout_ms: int = 30_000,
+            autocommit: bool = True, application_name: str = "rehearsal") -> psycopg.Connection:
+    options = f"-c statement_timeout={int(statement_timeout_ms)}"
+    return psycopg.connect(endpoint.conninfo(connect_timeout=connect_timeout, options=options,
+                                             application_name=application_name), autocommit=autocommit)
+
+
+def query_one(endpoint: Endpoint, sql: str, params: tuple = (), **kwargs) -> tuple | None:
+    with connect(endpoint, **kwargs) as conn:
+        return conn.execute(sql, params).fetchone()
+
+
+def accepts_writes(endpoint: Endpoint, timeout: int = 2) -> tuple[bool, str]:
+    """Whether the server answers and is not in recovery; with the reason when it is not."""
+    try:
+        row = query_one(endpoint, "SELECT pg_is_in_recovery()", connect_timeout=timeout, statement_timeout_ms=timeout * 1000)
+    except psycopg.Error as exc:
+        return False, f"unreachable: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
+    if row and row[0]:
+        return False, "in recovery (read-only standby)"
+    return True, "accepts writes"

@@ -1,0 +1,28 @@
+"""Generated control-plane data: about 200 MB at scale 1, of realistically compressible content."""
+from __future__ import annotations
+
+from pathlib import Path
+
+SCHEMA_SQL = Path(__file__).with_name("schema.sql")
+SCHEMA_VERSION = "20261020_0005_audit_log"
+
+# Hex of md5 is ~2x compressible: far closer to real specs and logs than pgbench's ~55x.
+_NOISE = "md5(random()::text) || md5(random()::text)"
+
+
+def seed_statements(scale: float = 1.0) -> list[str]:
+    n = lambda base: max(1, int(base * scale))  # noqa: E731
+    orgs, projects, apps, hosts = n(2_000), n(8_000), n(20_000), n(3_000)
+    return [
+        f"INSERT INTO orgs (name, plan, created_at) SELECT 'org-' || g, (ARRAY['free','team','enterprise'])[1 + g % 3], now() - g * interval '1 minute' FROM generate_series(1, {orgs}) g",
+        f"INSERT INTO projects (org_id, name, created_at) SELECT 1 + g % {orgs}, 'project-' || g, now() FROM generate_series(1, {projects}) g",
+        f"INSERT INTO apps (project_id, name, created_at) SELECT 1 + g % {projects}, 'app-' || g, now() FROM generate_series(1, {apps}) g",
+        f"INSERT INTO envs (app_id, name, config) SELECT 1 + g % {apps}, (ARRAY['production','staging'])[1 + g % 2], jsonb_build_object('replicas', g % 7, 'token_ref', {_NOISE}) FROM generate_series(1, {apps * 2}) g",
+        f"INSERT INTO hosts (hostname, region, status, last_seen_at) SELECT 'host-' || g, (ARRAY['eu-west-1','us-east-1'])[1 + g % 2], 'ready', now() FROM generate_series(1, {hosts}) g",
+        f"INSERT INTO endpoints (app_id, host_id, address, port) SELECT 1 + g % {apps}, 1 + g % {hosts}, ('10.' || (g / 65536) % 256 || '.' || (g / 256) % 256 || '.' || g % 256)::inet, 8000 + g % 1000 FROM generate_series(1, {apps * 2}) g",
+        f"INSERT INTO volumes (app_id, host_id, size_gb, snapshot_id) SELECT 1 + g % {apps}, 1 + g % {hosts}, 1 + g % 500, 'snap-' || md5(g::text) FROM generate_series(1, {apps}) g",
+        f"INSERT INTO releases (env_id, version, desired_state, created_at) SELECT 1 + g % {apps * 2}, g, jsonb_build_object('image', 'registry/app:' || {_NOISE}, 'env', {_NOISE} || {_NOISE} || {_NOISE}, 'cmd', {_NOISE}), now() - g * interval '1 second' FROM generate_series(1, {n(100_000)}) g",
+        f"INSERT INTO events (kind, subject, payload, created_at) SELECT (ARRAY['deploy','scale','restart','health'])[1 + g % 4], 'app-' || g % {apps}, jsonb_build_object('detail', {_NOISE} || {_NOISE}), now() - g * interval '100 ms' FROM generate_series(1, {n(300_000)}) g",
+        f"INSERT INTO audit_log (actor, action, detail, created_at) SELECT 'user-' || g % 5000, (ARRAY['login','deploy','update_config','delete'])[1 + g % 4], {_NOISE}, now() - g * interval '200 ms' FROM generate_series(1, {n(300_000)}) g",
+        "ANALYZE",
+    ]
