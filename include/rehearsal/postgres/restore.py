@@ -1,0 +1,297 @@
+"""Restores into new clusters: point-in-time (base backup + archived WAL) and logical (pg_restore -j).
+
+A restored copy never acts like production (as Barman does on recovery): archiving goes to a
+quarantine folder beside it, no primary_conninfo, no synchronous standbys. A retry after a crash
+converges: a finished restore is reused, leftovers of an unfinished one are wiped first.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rehearsal.backups.manifest import BackupManifest
+from rehearsal.backups.store import BackupStore
+from rehearsal.backups.verification import list_archive, stream_into_tar
+from rehearsal.errors import PreconditionFailed, RestoreError
+from rehearsal.postgres.binaries import chown_to_server, pg_tool, run_as_server, server_env
+from rehearsal.postgres.cluster import LocalCluster
+from rehearsal.postgres.connection import Endpoint, connect, query_one
+from rehearsal.wal import parse_lsn, parse_segment_name, segno_of
+
+log = logging.getLogger(__name__)
+RESULT_FILE = "restore-result.json"
+
+
+@dataclass(frozen=True)
+class RecoveryTarget:
+    kind: str = "latest"  # latest | time | lsn
+    value: str | None = None
+
+    @classmethod
+    def parse(cls, text: str | None) -> RecoveryTarget:
+        text = (text or "latest").strip()
+        if text == "latest":
+            return cls()
+        if "/" in text:
+            parse_lsn(text)
+            return cls("lsn", text)
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            raise PreconditionFailed(f"recovery target {text!r} is neither 'latest', an LSN (0/3000060) nor an ISO time") from None
+        if moment.tzinfo is None:
+            raise PreconditionFailed(f"recovery target time {text!r} needs a timezone")
+        return cls("time", moment.isoformat())
+
+
+@dataclass
+class RestoreResult:
+    method: str
+    cluster: str
+    host: str
+    port: int
+    data_dir: str
+    backup_id: str
+    target: str
+    restored_lsn: str | None = None
+    timeline: int | None = None
+    finished_at: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    reused: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def choose_base_backup(manifests: list[BackupManifest], target: RecoveryTarget) -> BackupManifest:
+    if not manifests:
+        raise RestoreError("no base backup with a manifest exists")
+    ordered = sorted(manifests, key=lambda m: m.stop_time)
+    if target.kind == "latest":
+        return ordered[-1]
+    if target.kind == "time":
+        moment = datetime.fromisoformat(target.value)
+        if moment > datetime.now(UTC):
+            raise PreconditionFailed(f"recovery target time {target.value} is in the future")
+        usable = [m for m in ordered if m.stop_time <= moment]
+        if not usable:
+            raise PreconditionFailed(f"no base backup finished before target time {target.value} "
+                                     f"(oldest, {ordered[0].backup_id}, finished {ordered[0].stop_time.isoformat()})")
+        return usable[-1]
+    lsn = parse_lsn(target.value)
+    usable = [m for m in ordered if parse_lsn(m.stop_lsn) <= lsn]
+    if not usable:
+        raise PreconditionFailed(f"no base backup ends before target LSN {target.value}")
+    return usable[-1]
+
+
+def neutralized_settings(quarantine: Path) -> dict[str, object]:
+    """Settings that keep a restored copy from touching production."""
+    return {"archive_mode": "on", "archive_command": f'cp "%p" "{quarantine}/%f"', "primary_conninfo": "",
+            "primary_slot_name": "", "synchronous_standby_names": "", "archive_cleanup_command": "",
+            "recovery_end_command": ""}
+
+
+def refuse_production_target(dest: LocalCluster, production: list[tuple[str, int]]) -> None:
+    for host, port in production:
+        if port == dest.port and host in ("127.0.0.1", "localhost"):
+            raise PreconditionFailed(
+                f"restore target 127.0.0.1:{dest.port} is the production control-plane database; refusing to restore over it")
+
+
+def _reuse_finished(dest: LocalCluster, method: str) -> RestoreResult | None:
+    marker = dest.data_dir.parent / f"{dest.name}.{RESULT_FILE}"
+    if marker.exists() and dest.exists():
+        result = RestoreResult(**json.loads(marker.read_text()))
+        if result.method == method:
+            dest.start()
+            result.reused = True
+            return result
+    marker.unlink(missing_ok=True)
+    if dest.data_dir.exists() or dest.is_running():
+        log.info("wiping leftovers of an unfinished restore in %s", dest.data_dir)
+        dest.destroy()
+    return None
+
+
+def _record(dest: LocalCluster, result: RestoreResult) -> RestoreResult:
+    marker = dest.data_dir.parent / f"{dest.name}.{RESULT_FILE}"
+    marker.write_text(json.dumps(result.to_dict()))
+    return result
+
+
+def stage_wal(store: BackupStore, manifest: BackupManifest, staging: Path, workers: int = 8) -> int:
+    """Fetch every archived segment from the backup's start on, and all timeline history files."""
+    staging.mkdir(parents=True, exist_ok=True)
+    chown_to_server(staging)
+    start = segno_of(parse_lsn(manifest.start_lsn), manifest.wal_segment_size)
+    listing = list_archive(store)
+    wanted = [n for n in listing.segments if (p := parse_segment_name(n, manifest.wal_segment_size)) and p[1] >= start]
+    for tli, text in listing.histories.items():
+        path = staging / f"{tli:08X}.history"
+        path.write_text(text)
+        chown_to_server(path)
+
+    def fetch(name: str) -> None:
+        path = staging / name
+        store.download(store.wal_key(name), path)
+        chown_to_server(path)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(fetch, wanted))
+    return len(wanted)
+
+
+def restore_pitr(store: BackupStore, target: RecoveryTarget, dest: LocalCluster,
+                 production: list[tuple[str, int]], timeout: float = 3600) -> RestoreResult:
+    """Base backup + archived WAL to ``target`` into a new cluster ``dest``, promoted at the target."""
+    refuse_production_target(dest, production)
+    reused = _reuse_finished(dest, "pitr")
+    if reused:
+        return reused
+    timings: dict[str, float] = {}
+    t0 = time.monotonic()
+    manifests = [store.manifest("base_backup", i) for i in store.backup_ids("base_backup")]
+    manifest = choose_base_backup(manifests, target)
+    timings["choose_backup"] = time.monotonic() - t0
+
+    t = time.monotonic()
+    dest.make_empty_data_dir()
+    (dest.data_dir / "pg_wal").mkdir(exist_ok=True)
+    chown_to_server(dest.data_dir / "pg_wal")
+    for name, into in (("base.tar", dest.data_dir), ("pg_wal.tar", dest.data_dir / "pg_wal")):
+        obj = manifest.object(name)
+        size, digest = stream_into_tar(store, obj.key, into, as_server_user=True)
+        if digest != obj.sha256:
+            raise RestoreError(f"base backup {manifest.backup_id}: {name} sha256 {digest} does not match manifest {obj.sha256}")
+    timings["fetch_base_backup"] = time.monotonic() - t
+
+    t = time.monotonic()
+    wal_dir = dest.data_dir.parent / f"{dest.name}.wal"
+    if wal_dir.exists():
+        shutil.rmtree(wal_dir)
+    staged = stage_wal(store, manifest, wal_dir)
+    timings["stage_wal"] = time.monotonic() - t
+
+    quarantine = dest.data_dir.parent / f"{dest.name}.quarantine"
+    quarantine.mkdir(exist_ok=True)
+    chown_to_server(quarantine)
+    settings = neutralized_settings(quarantine)
+    settings["restore_command"] = f'cp "{wal_dir}/%f" "%p"'
+    settings["recovery_target_timeline"] = "latest"
+    settings["recovery_target_action"] = "promote"
+    if target.kind == "time":
+        settings["recovery_target_time"] = target.value
+    elif target.kind == "lsn":
+        settings["recovery_target_lsn"] = target.value
+    dest.configure(settings)
+    for leftover in ("standby.signal", "postmaster.pid"):
+        (dest.data_dir / leftover).unlink(missing_ok=True)
+    signal_file = dest.data_dir / "recovery.signal"
+    signal_file.touch()
+    chown_to_server(signal_file)
+
+    t = time.monotonic()
+    dest.start(timeout=int(timeout))
+    admin = Endpoint("127.0.0.1", dest.port, "postgres", "postgres")
+    _wait_promoted(dest, admin, timeout)
+    timings["replay_and_promote"] = time.monotonic() - t
+    timings["total"] = time.monotonic() - t0
+    shutil.rmtree(wal_dir, ignore_errors=True)
+    lsn, tli = _position(dest)
+    log.info("PITR of %s to %s: %s WAL segments staged, restored LSN %s on timeline %s",
+             manifest.backup_id, target.kind, staged, lsn, tli)
+    return _record(dest, RestoreResult(method="pitr", cluster=dest.name, host="127.0.0.1", port=dest.port,
+                                       data_dir=str(dest.data_dir), backup_id=manifest.backup_id,
+                                       target=target.value or "latest", restored_lsn=lsn, timeline=tli,
+                                       finished_at=datetime.now(UTC).isoformat(), timings=timings))
+
+
+def _socket_query(dest: LocalCluster, sql: str) -> str:
+    out = run_as_server([pg_tool("psql"), "-h", str(dest.socket_dir), "-p", str(dest.port), "-U", "postgres",
+                         "-d", "postgres", "-Atqc", sql], timeout=30, check=False)
+    if out.returncode != 0:
+        raise RestoreError(out.stderr.strip())
+    return out.stdout.strip()
+
+
+def _wait_promoted(dest: LocalCluster, admin: Endpoint, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not dest.is_running():
+            raise RestoreError(f"restored cluster {dest.name} stopped during recovery: {dest.log_tail()}")
+        try:
+            if _socket_query(dest, "SELECT pg_is_in_recovery()") == "f":
+                return
+        except RestoreError:
+            pass
+        time.sleep(0.1)
+    raise RestoreError(f"restored cluster {dest.name} still in recovery after {timeout}s: {dest.log_tail()}")
+
+
+def _position(dest: LocalCluster) -> tuple[str, int]:
+    row = _socket_query(dest, "SELECT pg_current_wal_lsn() || ' ' || (SELECT timeline_id FROM pg_control_checkpoint())")
+    lsn, tli = row.split()
+    return lsn, int(tli)
+
+
+def restore_logical(store: BackupStore, backup_id: str | None, dest: LocalCluster, superuser_password: str,
+                    production: list[tuple[str, int]], jobs: int = 2, dbname: str = "controlplane",
+                    owner_password: str | None = None) -> RestoreResult:
+    """``pg_restore -j N`` of a dump into a fresh cluster on ``dest``."""
+    refuse_production_target(dest, production)
+    reused = _reuse_finished(dest, "logical")
+    if reused:
+        return reused
+    timings: dict[str, float] = {}
+    t0 = time.monotonic()
+    backup_id = backup_id or store.backup_ids("logical_dump")[-1]
+    manifest = store.manifest("logical_dump", backup_id)
+    obj = manifest.objects[0]
+    dest.prepare_parent()
+    dump_path = dest.data_dir.parent / f"{dest.name}.dump"
+    size, digest = store.download(obj.key, dump_path)
+    if digest != obj.sha256:
+        dump_path.unlink(missing_ok=True)
+        raise RestoreError(f"logical dump {backup_id}: sha256 {digest} does not match manifest {obj.sha256}")
+    timings["fetch_dump"] = time.monotonic() - t0
+
+    t = time.monotonic()
+    dest.initdb(superuser_password)
+    dest.configure({"max_wal_size": "2GB", "checkpoint_timeout": "15min"})
+    dest.start()
+    timings["initdb"] = time.monotonic() - t
+    admin = Endpoint("127.0.0.1", dest.port, "postgres", "postgres", superuser_password)
+    with connect(admin) as conn:
+        conn.execute(f'CREATE DATABASE "{dbname}"')
+    t = time.monotonic()
+    proc = subprocess.run([pg_tool("pg_restore"), "-h", "127.0.0.1", "-p", str(dest.port), "-U", "postgres",
+                           "-d", dbname, "-j", str(jobs), "--no-owner", "--no-privileges", "--exit-on-error",
+                           str(dump_path)], capture_output=True, text=True,
+                          env={**server_env(), "PGPASSWORD": superuser_password}, timeout=7200)
+    dump_path.unlink(missing_ok=True)
+    if proc.returncode != 0:
+        raise RestoreError(f"pg_restore of logical dump {backup_id} failed: {proc.stderr.strip()[-500:]}")
+    timings["pg_restore"] = time.monotonic() - t
+    if owner_password:
+        with connect(admin.with_(dbname=dbname)) as conn:
+            conn.execute(f"CREATE ROLE {dbname} LOGIN PASSWORD '" + owner_password.replace("'", "''") + "'")
+            conn.execute(f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {dbname}")
+            conn.execute(f"GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {dbname}")
+    timings["total"] = time.monotonic() - t0
+    lsn = query_one(admin, "SELECT pg_current_wal_lsn()::text")[0]
+    return _record(dest, RestoreResult(method="logical", cluster=dest.name, host="127.0.0.1", port=dest.port,
+                                       data_dir=str(dest.data_dir), backup_id=backup_id, target="dump",
+                                       restored_lsn=lsn, timeline=1, finished_at=datetime.now(UTC).isoformat(),
+                                       timings=timings))
