@@ -70,7 +70,8 @@ class RecoveryMeasurement:
 
 
 def measure_recovery(acks: Iterable[Ack], fault_at: float, recovered_endpoint: str,
-                     surviving: Callable[[list[int]], set[int]], window_seconds: float = 600) -> RecoveryMeasurement:
+                     surviving: Callable[[list[int]], set[int]], window_seconds: float = 600,
+                     first_ack: Ack | None = None) -> RecoveryMeasurement:
     """RTO and RPO from acknowledged heartbeats and the rows present on the recovered primary.
 
     :param acks: acknowledged writes from the writer's log
@@ -78,11 +79,13 @@ def measure_recovery(acks: Iterable[Ack], fault_at: float, recovered_endpoint: s
     :param recovered_endpoint: host:port of the recovered primary
     :param surviving: given candidate seqs, returns those present on the recovered primary
     :param window_seconds: how far before the fault acknowledged writes are checked
+    :param first_ack: the first acknowledged write on the recovered primary, when it is not in ``acks``
+        (a non-disruptive drill's own probe write into its scratch copy)
     """
     acks = sorted(acks, key=lambda a: a.acked_at)
     before = [a for a in acks if fault_at - window_seconds <= a.acked_at <= fault_at]
     after = [a for a in acks if a.acked_at > fault_at and a.endpoint == recovered_endpoint]
-    first_after = after[0] if after else None
+    first_after = first_ack or (after[0] if after else None)
     present = surviving([a.seq for a in before]) if before else set()
     missing = [a for a in before if a.seq not in present]
     kept = [a for a in before if a.seq in present]

@@ -1,0 +1,29 @@
+"""
+### Backup freshness (every 5 minutes)
+
+Newest base backup, newest archived WAL segment and newest logical dump of the control-plane
+database, each against its maximum age from the targets catalog (`config/targets.yaml`; the WAL
+archive's limit is the control plane's RPO). Fails, naming the stale asset and by how much it is
+over its limit; on success it reports every asset's age.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import DAG
+
+from rehearsal_airflow.operators.backup_freshness import BackupFreshnessOperator
+
+with DAG(
+    dag_id="dr_backup_freshness",
+    description="Backup freshness against RPO: base backups, WAL archive, logical dumps",
+    doc_md=__doc__,
+    schedule="*/5 * * * *",
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    dagrun_timeout=timedelta(minutes=4),
+    tags=["dr", "backups", "monitoring", "postgres"],
+    default_args={"owner": "sre", "retries": 1, "retry_delay": timedelta(seconds=30)},
+) as dag:
+    BackupFreshnessOperator(task_id="check_backup_freshness")

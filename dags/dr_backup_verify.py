@@ -1,0 +1,48 @@
+"""
+### Backup verification (on every new backup)
+
+Triggered when a new base backup or logical dump lands (Assets updated by `dr_backup_postgres`).
+Verifies the newest base backup (every object's SHA-256 against our manifest, `pg_verifybackup`, WAL
+continuity from its start LSN to the newest archived segment, naming any missing segment) and the
+newest logical dump (SHA-256, `pg_restore --list`, a full read-through), then restore-tests: a PITR
+into a scratch cluster (setup), validation (schema version, reads, row counts, amcheck), and the
+scratch cluster torn down (teardown, always). The result is recorded as a report and in the results
+database.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import DAG
+
+from rehearsal_airflow.assets import BASE_BACKUPS, LOGICAL_DUMPS
+from rehearsal_airflow.operators.backup_verification import BackupVerificationOperator
+from rehearsal_airflow.operators.postgres_restore import PostgresRestoreOperator
+from rehearsal_airflow.operators.postgres_validate import PostgresValidateOperator
+from rehearsal_airflow.operators.primary_loss_drill import DrillReportOperator, DrillTeardownOperator
+
+IDEMPOTENT = {"retries": 1, "retry_delay": timedelta(seconds=10)}
+
+with DAG(
+    dag_id="dr_backup_verify",
+    description="Verify and restore-test the newest backups",
+    doc_md=__doc__,
+    schedule=(BASE_BACKUPS | LOGICAL_DUMPS),
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    tags=["dr", "backups", "verification", "postgres"],
+    default_args={"owner": "sre", "retries": 0},
+) as dag:
+    verify_base = BackupVerificationOperator(task_id="verify_base_backup", kind="base_backup", **IDEMPOTENT)
+    verify_dump = BackupVerificationOperator(task_id="verify_logical_dump", kind="logical_dump", **IDEMPOTENT)
+    restore = PostgresRestoreOperator(task_id="restore_scratch_copy", method="pitr", target="latest", **IDEMPOTENT)
+    validate = PostgresValidateOperator(
+        task_id="validate_scratch_copy", address="{{ ti.xcom_pull(task_ids='restore_scratch_copy')['address'] }}",
+        count_tolerance=0.05, **IDEMPOTENT)
+    teardown = DrillTeardownOperator(task_id="tear_down_drill_resources", **IDEMPOTENT)
+    report = DrillReportOperator(task_id="record_verification", scenario="Backup verification and restore test",
+                                 measures_recovery=False, recovery_tasks=["restore_scratch_copy"],
+                                 trigger_rule="all_done")
+
+    [verify_base, verify_dump] >> restore.as_setup() >> validate >> teardown.as_teardown(setups=restore) >> report

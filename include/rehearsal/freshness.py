@@ -1,0 +1,57 @@
+"""Backup freshness: how old the newest base backup, archived WAL and logical dump are, against RPO."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+
+from rehearsal.backups.store import BackupStore
+from rehearsal.catalog import Asset
+from rehearsal.errors import ManifestError
+
+
+@dataclass(frozen=True)
+class Freshness:
+    asset: str
+    kind: str
+    newest: str | None
+    newest_at: str | None
+    age_seconds: float | None
+    max_age_seconds: float
+    ok: bool
+    detail: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def evaluate(asset: Asset, newest: str | None, newest_at: datetime | None, now: datetime) -> Freshness:
+    limit = asset.max_age.total_seconds()
+    if newest_at is None:
+        return Freshness(asset.name, asset.kind, None, None, None, limit, False, f"{asset.name}: no {asset.kind} exists")
+    age = (now - newest_at).total_seconds()
+    ok = age <= limit
+    detail = (f"{asset.name}: newest {asset.kind} {newest} is {age:.0f}s old, within {limit:.0f}s" if ok else
+              f"{asset.name}: newest {asset.kind} {newest} is {age:.0f}s old, {age - limit:.0f}s over its {limit:.0f}s limit")
+    return Freshness(asset.name, asset.kind, newest, newest_at.isoformat(), age, limit, ok, detail)
+
+
+def newest_backup(store: BackupStore, kind: str) -> tuple[str | None, datetime | None]:
+    """Newest artifact of a kind and when it was completed."""
+    if kind == "wal_archive":
+        newest = None
+        for obj in store.iter_objects(store.prefix("wal_archive")):
+            if newest is None or obj.last_modified > newest.last_modified:
+                newest = obj
+        return (newest.key.rsplit("/", 1)[-1], newest.last_modified) if newest else (None, None)
+    ids = store.backup_ids(kind)
+    for backup_id in reversed(ids):
+        try:
+            manifest = store.manifest(kind, backup_id)
+        except ManifestError:
+            continue  # an unreadable manifest is not a backup we can count on
+        return backup_id, manifest.stop_time
+    return None, None
+
+
+def check_assets(store: BackupStore, assets: list[Asset], now: datetime) -> list[Freshness]:
+    return [evaluate(asset, *newest_backup(store, asset.kind), now) for asset in assets]

@@ -1,0 +1,99 @@
+"""The drill report: what a run claims, every number measured from events, as JSON and Markdown."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+STATUSES = ("passed", "failed", "aborted")
+
+
+@dataclass
+class Step:
+    name: str
+    status: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    detail: str = ""
+
+
+@dataclass
+class DrillReport:
+    dag_id: str
+    run_id: str
+    scenario: str
+    mode: str
+    environment: str
+    status: str
+    started_at: str | None
+    finished_at: str | None
+    component: str
+    target_rto_seconds: float
+    measured_rto_seconds: float | None
+    rto_met: bool | None
+    target_rpo_seconds: float
+    measured_rpo_seconds: float | None
+    rpo_met: bool | None
+    recovery_path: str | None
+    steps: list[Step] = field(default_factory=list)
+    checks: list[dict] = field(default_factory=list)
+    evidence: dict = field(default_factory=dict)
+    resources_created: list[str] = field(default_factory=list)
+    resources_cleaned: list[str] = field(default_factory=list)
+    failure: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def judge(measured: float | None, target: float) -> bool | None:
+    return None if measured is None else measured <= target
+
+
+def report_paths(root: str | Path, dag_id: str, run_id: str) -> tuple[Path, Path]:
+    safe = run_id.replace("/", "_")
+    folder = Path(root) / dag_id
+    return folder / f"{safe}.json", folder / f"{safe}.md"
+
+
+def write_report(report: DrillReport, root: str | Path) -> tuple[Path, Path]:
+    json_path, md_path = report_paths(root, report.dag_id, report.run_id)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
+    md_path.write_text(render_markdown(report))
+    return json_path, md_path
+
+
+def _fmt(seconds: float | None) -> str:
+    return "not measured" if seconds is None else f"{seconds:.2f} s"
+
+
+def _met(flag: bool | None) -> str:
+    return {True: "met", False: "MISSED", None: "n/a"}[flag]
+
+
+def render_markdown(r: DrillReport) -> str:
+    lines = [
+        f"# {r.scenario}: {r.status.upper()}",
+        "",
+        f"- DAG `{r.dag_id}`, run `{r.run_id}`",
+        f"- mode `{r.mode}` against environment `{r.environment}`; recovery path `{r.recovery_path}`",
+        f"- from {r.started_at} to {r.finished_at}",
+        "",
+        "| | target | measured | |",
+        "|---|---:|---:|---|",
+        f"| RTO ({r.component}) | {r.target_rto_seconds:.0f} s | {_fmt(r.measured_rto_seconds)} | {_met(r.rto_met)} |",
+        f"| RPO ({r.component}) | {r.target_rpo_seconds:.0f} s | {_fmt(r.measured_rpo_seconds)} | {_met(r.rpo_met)} |",
+        "",
+    ]
+    if r.failure:
+        lines += [f"**Failure:** {r.failure}", ""]
+    lines += ["## Steps", "", "| step | status | started | finished | detail |", "|---|---|---|---|---|"]
+    lines += [f"| {s.name} | {s.status} | {s.started_at or ''} | {s.finished_at or ''} | {s.detail.replace('|', '/')} |"
+              for s in r.steps]
+    lines += ["", "## Checks", "", "| check | ok | detail |", "|---|---|---|"]
+    lines += [f"| {c['name']} | {'yes' if c['ok'] else 'NO'} | {str(c['detail']).replace('|', '/')} |" for c in r.checks]
+    lines += ["", "## Evidence", "", "```json", json.dumps(r.evidence, indent=2, default=str), "```", "",
+              "## Resources", "", f"- created: {', '.join(r.resources_created) or 'none'}",
+              f"- cleaned: {', '.join(r.resources_cleaned) or 'none'}", ""]
+    return "\n".join(lines)

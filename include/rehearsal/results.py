@@ -1,0 +1,77 @@
+"""The results database: one row per drill or scenario run, and one per RTO breach.
+
+It is a Postgres database of ours: not Airflow's metadata DB and not the cluster drills break.
+"""
+from __future__ import annotations
+
+import json
+
+from psycopg.types.json import Jsonb
+
+from rehearsal.postgres.connection import Endpoint, connect
+from rehearsal.report import DrillReport
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS drill_results (
+    dag_id text NOT NULL, run_id text NOT NULL, scenario text NOT NULL, mode text NOT NULL,
+    environment text NOT NULL, status text NOT NULL CHECK (status IN ('in_progress', 'passed', 'failed', 'aborted')),
+    component text NOT NULL, started_at timestamptz, finished_at timestamptz,
+    target_rto_seconds double precision, measured_rto_seconds double precision, rto_met boolean,
+    target_rpo_seconds double precision, measured_rpo_seconds double precision, rpo_met boolean,
+    recovery_path text, report_path text, report jsonb NOT NULL,
+    PRIMARY KEY (dag_id, run_id));
+CREATE TABLE IF NOT EXISTS rto_breaches (
+    id bigserial PRIMARY KEY, dag_id text NOT NULL, run_id text NOT NULL, component text NOT NULL,
+    deadline_time timestamptz, detected_at timestamptz NOT NULL DEFAULT now(), late_seconds double precision,
+    detail jsonb NOT NULL);
+"""
+
+
+def ensure_schema(endpoint: Endpoint) -> None:
+    with connect(endpoint) as conn:
+        conn.execute(SCHEMA)
+
+
+def record_start(endpoint: Endpoint, dag_id: str, run_id: str, scenario: str, mode: str, environment: str,
+                 component: str, started_at: str) -> None:
+    ensure_schema(endpoint)
+    with connect(endpoint) as conn:
+        conn.execute(
+            "INSERT INTO drill_results (dag_id, run_id, scenario, mode, environment, status, component, started_at, report) "
+            "VALUES (%s, %s, %s, %s, %s, 'in_progress', %s, %s, '{}') ON CONFLICT (dag_id, run_id) DO NOTHING",
+            (dag_id, run_id, scenario, mode, environment, component, started_at))
+
+
+def record_result(endpoint: Endpoint, report: DrillReport, report_path: str) -> None:
+    ensure_schema(endpoint)
+    r = report
+    with connect(endpoint) as conn:
+        conn.execute(
+            "INSERT INTO drill_results (dag_id, run_id, scenario, mode, environment, status, component, started_at, "
+            "finished_at, target_rto_seconds, measured_rto_seconds, rto_met, target_rpo_seconds, measured_rpo_seconds, "
+            "rpo_met, recovery_path, report_path, report) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
+            "ON CONFLICT (dag_id, run_id) DO UPDATE SET status = EXCLUDED.status, finished_at = EXCLUDED.finished_at, "
+            "started_at = COALESCE(drill_results.started_at, EXCLUDED.started_at), "
+            "measured_rto_seconds = EXCLUDED.measured_rto_seconds, rto_met = EXCLUDED.rto_met, "
+            "measured_rpo_seconds = EXCLUDED.measured_rpo_seconds, rpo_met = EXCLUDED.rpo_met, "
+            "target_rto_seconds = EXCLUDED.target_rto_seconds, target_rpo_seconds = EXCLUDED.target_rpo_seconds, "
+            "recovery_path = EXCLUDED.recovery_path, report_path = EXCLUDED.report_path, report = EXCLUDED.report",
+            (r.dag_id, r.run_id, r.scenario, r.mode, r.environment, r.status, r.component, r.started_at, r.finished_at,
+             r.target_rto_seconds, r.measured_rto_seconds, r.rto_met, r.target_rpo_seconds, r.measured_rpo_seconds,
+             r.rpo_met, r.recovery_path, report_path, Jsonb(json.loads(json.dumps(r.to_dict(), default=str)))))
+
+
+def record_breach(endpoint: Endpoint, dag_id: str, run_id: str, component: str, deadline_time: str | None,
+                  late_seconds: float | None, detail: dict) -> None:
+    ensure_schema(endpoint)
+    with connect(endpoint) as conn:
+        conn.execute("INSERT INTO rto_breaches (dag_id, run_id, component, deadline_time, late_seconds, detail) "
+                     "VALUES (%s, %s, %s, %s, %s, %s)",
+                     (dag_id, run_id, component, deadline_time, late_seconds, Jsonb(detail)))
+
+
+def fetch_result(endpoint: Endpoint, dag_id: str, run_id: str) -> dict | None:
+    with connect(endpoint) as conn:
+        cur = conn.execute("SELECT * FROM drill_results WHERE dag_id = %s AND run_id = %s", (dag_id, run_id))
+        row = cur.fetchone()
+        return dict(zip([c.name for c in cur.description], row, strict=True)) if row else None

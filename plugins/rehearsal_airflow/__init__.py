@@ -1,0 +1,1 @@
+"""Rehearsal's Airflow layer: thin hooks, operators and callbacks over the plain ``rehearsal`` package."""

@@ -1,0 +1,58 @@
+"""DrillStepOperator: every step records when it ran, how it ended and why, for the drill report."""
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from airflow.sdk import BaseOperator, Context
+from airflow.sdk.exceptions import AirflowSkipException
+
+from rehearsal.drills.primary_loss import run_key
+
+log = logging.getLogger(__name__)
+STEP_KEY = "step"
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+class DrillStepOperator(BaseOperator):
+    """Runs ``run_step`` and pushes XCom ``step`` = {name, started_at, finished_at, status, detail}, even on failure."""
+
+    def run_step(self, context: Context) -> Any:
+        raise NotImplementedError
+
+    def describe(self, result: Any) -> str:
+        return result.get("detail", "") if isinstance(result, dict) else ""
+
+    def execute(self, context: Context) -> Any:
+        started = now_iso()
+        status, detail = "failed", ""
+        try:
+            result = self.run_step(context)
+            status, detail = "success", self.describe(result)
+            return result
+        except AirflowSkipException as exc:
+            status, detail = "skipped", str(exc)
+            raise
+        except Exception as exc:
+            detail = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            context["ti"].xcom_push(key=STEP_KEY, value={"name": self.task_id, "started_at": started,
+                                                         "finished_at": now_iso(), "status": status, "detail": detail})
+
+
+def key_of(context: Context) -> str:
+    return run_key(context["dag"].dag_id, context["run_id"])
+
+
+def pull_first(context: Context, task_ids: list[str], key: str = "return_value") -> Any:
+    """The first non-empty XCom among ``task_ids`` (e.g. whichever recovery path ran)."""
+    for task_id in task_ids:
+        value = context["ti"].xcom_pull(task_ids=task_id, key=key)
+        if value:
+            return value
+    return None

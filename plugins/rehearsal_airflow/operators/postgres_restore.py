@@ -1,0 +1,142 @@
+"""PostgresRestoreOperator: restore the control-plane database into a new cluster.
+
+Methods: ``pitr`` (base backup + archived WAL to a time, an LSN or ``latest``), ``logical``
+(``pg_restore -j N``), ``rds_snapshot`` and ``rds_pitr`` (through RdsHook).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+
+from airflow.providers.amazon.aws.hooks.rds import RdsHook
+from airflow.sdk import Context
+
+from rehearsal.errors import PreconditionFailed
+from rehearsal.postgres.cluster import LocalCluster, free_port
+from rehearsal.postgres.restore import RecoveryTarget, restore_logical, restore_pitr
+from rehearsal_airflow.environment import current_environment
+from rehearsal_airflow.hooks.backup_store import BackupStoreHook
+from rehearsal_airflow.hooks.controlplane_db import ControlPlaneDbHook
+from rehearsal_airflow.operators.base import DrillStepOperator, key_of
+
+METHODS = ("pitr", "logical", "rds_snapshot", "rds_pitr")
+
+
+class PostgresRestoreOperator(DrillStepOperator):
+    """Restore into a new cluster on a free port; returns its address, restored LSN and timings.
+
+    :param method: one of pitr, logical, rds_snapshot, rds_pitr
+    :param target: for pitr/rds_pitr: ``latest``, an ISO time with timezone, or an LSN
+    :param cluster_name: name of the new cluster (default: unique per run); a retry reuses or wipes it
+    """
+
+    template_fields: Sequence[str] = ("target", "backup_id", "cluster_name", "db_snapshot_identifier",
+                                      "source_db_instance_identifier")
+
+    def __init__(self, *, method: str = "pitr", target: str = "latest", backup_id: str | None = None,
+                 cluster_name: str | None = None, jobs: int = 2, controlplane_conn_id: str = "controlplane_admin",
+                 aws_conn_id: str = "aws_default", db_snapshot_identifier: str | None = None,
+                 source_db_instance_identifier: str | None = None, db_instance_class: str = "db.t3.medium",
+                 wait_timeout: int = 3600, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if method not in METHODS:
+            raise ValueError(f"unknown restore method {method!r}: use one of {', '.join(METHODS)}")
+        self.method = method
+        self.target = target
+        self.backup_id = backup_id
+        self.cluster_name = cluster_name
+        self.jobs = jobs
+        self.controlplane_conn_id = controlplane_conn_id
+        self.aws_conn_id = aws_conn_id
+        self.db_snapshot_identifier = db_snapshot_identifier
+        self.source_db_instance_identifier = source_db_instance_identifier
+        self.db_instance_class = db_instance_class
+        self.wait_timeout = wait_timeout
+
+    @cached_property
+    def controlplane(self) -> ControlPlaneDbHook:
+        return ControlPlaneDbHook(self.controlplane_conn_id, self.aws_conn_id)
+
+    def run_step(self, context: Context) -> dict:
+        name = self.cluster_name or f"{key_of(context)}-{self.method}"
+        if self.method in ("rds_snapshot", "rds_pitr"):
+            return self._restore_rds(name)
+        env = current_environment()
+        if not env.scratch_root:
+            raise PreconditionFailed("the rehearsal_environment Variable sets no scratch_root for restored clusters")
+        store = BackupStoreHook(env.backup_bucket, env.backup_cluster, self.aws_conn_id).store
+        run_dir = Path(env.scratch_root) / key_of(context)
+        dest = _existing_or_new(run_dir, name)
+        production = [self.controlplane.current_address()]
+        if self.method == "pitr":
+            result = restore_pitr(store, RecoveryTarget.parse(self.target), dest, production, timeout=self.wait_timeout)
+        else:
+            admin = self.controlplane.endpoint()
+            result = restore_logical(store, self.backup_id, dest, admin.password, production, jobs=self.jobs)
+        out = result.to_dict()
+        out["address"] = result.address
+        out["resources"] = [f"cluster:{dest.name}@{result.address}", f"dir:{run_dir}"]
+        out["detail"] = (f"{self.method} restore of {result.backup_id} to {result.target} at {result.address}, "
+                         f"LSN {result.restored_lsn}, {result.timings.get('total', 0):.1f}s"
+                         + (" (reused a finished restore)" if result.reused else ""))
+        return out
+
+    def _restore_rds(self, name: str) -> dict:
+        hook = RdsHook(aws_conn_id=self.aws_conn_id)
+        rds = hook.conn
+        started = datetime.now(UTC)
+        existing = rds.describe_db_instances(Filters=[{"Name": "db-instance-id", "Values": [name]}])["DBInstances"]
+        if not existing:
+            if self.method == "rds_snapshot":
+                if not self.db_snapshot_identifier:
+                    raise PreconditionFailed("rds_snapshot needs db_snapshot_identifier")
+                rds.restore_db_instance_from_db_snapshot(DBInstanceIdentifier=name, DBSnapshotIdentifier=self.db_snapshot_identifier,
+                                                         DBInstanceClass=self.db_instance_class)
+            else:
+                restore_time = self._validated_restore_time(rds)
+                kwargs = {"SourceDBInstanceIdentifier": self.source_db_instance_identifier, "TargetDBInstanceIdentifier": name,
+                          "DBInstanceClass": self.db_instance_class}
+                if restore_time is None:
+                    kwargs["UseLatestRestorableTime"] = True
+                else:
+                    kwargs["RestoreTime"] = restore_time
+                rds.restore_db_instance_to_point_in_time(**kwargs)
+        hook.wait_for_db_instance_state(name, target_state="available", check_interval=5, max_attempts=self.wait_timeout // 5)
+        instance = rds.describe_db_instances(DBInstanceIdentifier=name)["DBInstances"][0]
+        address = f"{instance['Endpoint']['Address']}:{instance['Endpoint']['Port']}"
+        return {"method": self.method, "cluster": name, "address": address, "backup_id": self.db_snapshot_identifier,
+                "target": self.target, "timings": {"total": (datetime.now(UTC) - started).total_seconds()},
+                "resources": [f"rds:{name}"], "detail": f"{self.method} restore into RDS instance {name} at {address}"}
+
+    def _validated_restore_time(self, rds) -> datetime | None:
+        """moto accepts any RestoreTime: check it against the source's snapshots and now ourselves."""
+        if not self.source_db_instance_identifier:
+            raise PreconditionFailed("rds_pitr needs source_db_instance_identifier")
+        if self.target in (None, "", "latest"):
+            return None
+        moment = datetime.fromisoformat(self.target)
+        if moment.tzinfo is None:
+            raise PreconditionFailed(f"restore time {self.target!r} needs a timezone")
+        if moment > datetime.now(UTC):
+            raise PreconditionFailed(f"restore time {self.target} is in the future")
+        snaps = rds.describe_db_snapshots(DBInstanceIdentifier=self.source_db_instance_identifier)["DBSnapshots"]
+        created = sorted(s["SnapshotCreateTime"] for s in snaps if s.get("SnapshotCreateTime"))
+        if not created or moment < created[0]:
+            raise PreconditionFailed(f"restore time {self.target} is before the earliest backup of "
+                                     f"{self.source_db_instance_identifier} ({created[0].isoformat() if created else 'none'})")
+        return moment
+
+
+def _existing_or_new(run_dir: Path, name: str) -> LocalCluster:
+    """The same cluster a crashed earlier try created (same port), or a new one on a free port."""
+    marker = run_dir / f"{name}.port"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir.chmod(0o755)
+    if marker.exists():
+        port = int(marker.read_text())
+    else:
+        port = free_port()
+        marker.write_text(str(port))
+    return LocalCluster(name=name, data_dir=run_dir / name, port=port)

@@ -1,0 +1,50 @@
+"""PostgresValidateOperator: schema version, basic reads, row counts against the backup manifest, amcheck."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+
+from airflow.sdk import Context
+
+from rehearsal.errors import VerificationFailed
+from rehearsal.postgres.validate import validate_controlplane
+from rehearsal_airflow.environment import current_environment
+from rehearsal_airflow.hooks.backup_store import BackupStoreHook
+from rehearsal_airflow.hooks.controlplane_db import ControlPlaneDbHook
+from rehearsal_airflow.operators.base import DrillStepOperator
+from rehearsal_airflow.operators.postgres_failover import split_address
+
+
+class PostgresValidateOperator(DrillStepOperator):
+    """:param address: host:port of the database to validate (templated)
+    :param expected_schema_version: default: the schema version in the newest base backup's manifest
+    :param count_tolerance: relative row-count drift allowed against that manifest
+    """
+
+    template_fields: Sequence[str] = ("address", "expected_schema_version")
+
+    def __init__(self, *, address: str, expected_schema_version: str | None = None, count_tolerance: float = 0.01,
+                 controlplane_conn_id: str = "controlplane_admin", aws_conn_id: str = "aws_default", **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.address = address
+        self.expected_schema_version = expected_schema_version
+        self.count_tolerance = count_tolerance
+        self.controlplane_conn_id = controlplane_conn_id
+        self.aws_conn_id = aws_conn_id
+
+    @cached_property
+    def controlplane(self) -> ControlPlaneDbHook:
+        return ControlPlaneDbHook(self.controlplane_conn_id, self.aws_conn_id)
+
+    def run_step(self, context: Context) -> dict:
+        env = current_environment()
+        manifest = BackupStoreHook(env.backup_bucket, env.backup_cluster, self.aws_conn_id).store.latest_manifest("base_backup")
+        expected = self.expected_schema_version or manifest.schema_version
+        endpoint = self.controlplane.endpoint(*split_address(self.address))
+        checks = validate_controlplane(endpoint, expected, manifest.row_counts, self.count_tolerance)
+        for check in checks.checks:
+            self.log.info("%s %s: %s", "ok  " if check.ok else "FAIL", check.name, check.detail)
+        if not checks.ok:
+            raise VerificationFailed(checks.subject, checks.failed)
+        return {"address": self.address, "ok": True, "checks": checks.as_dicts(), "schema_version": expected,
+                "detail": f"{len(checks.checks)} checks passed against backup {manifest.backup_id}"}
