@@ -56,6 +56,6 @@ def promote(standby: Endpoint, old_primary: Endpoint | None, max_lag_seconds: fl
         if not ok:
             raise PreconditionFailed(f"standby {standby.address()} did not finish promotion within {timeout}s")
         lsn, tli = conn.execute(
-            "SELECT pg_current_wal_lsn()::text, (SELECT timeline_id FROM pg_control_checkpoint())").fetchone()
+            "SELECT pg_current_wal_lsn()::text, ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int").fetchone()
     return {"promoted": True, "already_primary": False, "seconds": time.monotonic() - started,
             "replayed_lsn_at_promotion": lsn_before, "lsn": lsn, "timeline": tli}

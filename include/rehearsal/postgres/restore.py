@@ -241,7 +241,7 @@ def _wait_promoted(dest: LocalCluster, admin: Endpoint, timeout: float) -> None:
 
 
 def _position(dest: LocalCluster) -> tuple[str, int]:
-    row = _socket_query(dest, "SELECT pg_current_wal_lsn() || ' ' || (SELECT timeline_id FROM pg_control_checkpoint())")
+    row = _socket_query(dest, "SELECT pg_current_wal_lsn() || ' ' || ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int")
     lsn, tli = row.split()
     return lsn, int(tli)
 

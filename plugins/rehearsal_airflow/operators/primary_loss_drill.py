@@ -39,6 +39,7 @@ CONFIRM = "confirm_writes_resumed"
 MEASURE = "measure_rto_rpo"
 TEARDOWN = "tear_down_drill_resources"
 VALIDATE = "validate_recovered_database"
+DECISION_KEY = "decision"
 SCENARIO = "Postgres primary loss (Scenario B drill)"
 
 
@@ -164,6 +165,7 @@ class ChooseRecoveryPathOperator(_ControlPlaneMixin, DrillStepOperator, BranchMi
     def execute(self, context: Context):
         result = super().execute(context)
         task_id = "promote_standby" if result["path"] == "promote_standby" else "restore_pitr"
+        context["ti"].xcom_push(key=DECISION_KEY, value=result)  # branch operators push no return value
         self.do_branch(context, task_id)
         return result
 
@@ -377,7 +379,7 @@ class DrillReportOperator(DrillStepOperator):
             finished_at=datetime.now(UTC).isoformat(), component=self.component,
             target_rto_seconds=target.rto.total_seconds(), measured_rto_seconds=rto, rto_met=rto_met,
             target_rpo_seconds=target.rpo.total_seconds(), measured_rpo_seconds=rpo, rpo_met=rpo_met,
-            recovery_path=(ti.xcom_pull(task_ids="choose_recovery_path") or {}).get("path"), steps=steps, checks=checks,
+            recovery_path=(ti.xcom_pull(task_ids="choose_recovery_path", key=DECISION_KEY) or {}).get("path"), steps=steps, checks=checks,
             evidence=evidence, resources_created=created + teardown.get("resources_created", []),
             resources_cleaned=teardown.get("resources_cleaned", []), failure="; ".join(failures) or None)
         json_path, _md = write_report(report, env.reports_dir)
