@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import subprocess
 import time
@@ -27,6 +28,7 @@ from rehearsal.wal import parse_lsn, parse_segment_name, segno_of
 
 log = logging.getLogger(__name__)
 RESULT_FILE = "restore-result.json"
+LSN_RE = re.compile(r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$")
 
 
 @dataclass(frozen=True)
@@ -39,9 +41,8 @@ class RecoveryTarget:
         text = (text or "latest").strip()
         if text == "latest":
             return cls()
-        if "/" in text:
-            parse_lsn(text)
-            return cls("lsn", text)
+        if LSN_RE.match(text):
+            return cls("lsn", text.upper())
         try:
             moment = datetime.fromisoformat(text)
         except ValueError:

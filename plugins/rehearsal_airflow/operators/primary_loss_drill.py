@@ -300,8 +300,8 @@ class DrillTeardownOperator(DrillStepOperator):
                     LocalCluster(name, run_dir / name, int(marker.read_text())).destroy()
                     cleaned.append(f"cluster:{name}@127.0.0.1:{marker.read_text()}")
                 for leftover in run_dir.iterdir():
-                    if leftover.name in keep:
-                        continue
+                    if any(leftover.name == k or leftover.name.startswith(k + ".") for k in keep):
+                        continue  # the enrolled primary, its log and markers
                     if leftover.is_dir():
                         shutil.rmtree(leftover, ignore_errors=True)
                     else:

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import pytest
+
+from rehearsal.drills.primary_loss import check_params, choose_path, run_key
+from rehearsal.environment import Environment
+from rehearsal.errors import PreconditionFailed
+from rehearsal.postgres.restore import RecoveryTarget
+from rehearsal.report import DrillReport, Step, render_markdown, write_report
+
+
+def test_auto_promotes_a_healthy_standby_and_falls_back_to_pitr():
+    assert choose_path("auto", "disruptive", None) == ("promote_standby", "standby is healthy and within RPO")
+    assert choose_path("auto", "disruptive", "replay lag 1200.0s exceeds the RPO of 900s") == (
+        "pitr", "standby unusable: replay lag 1200.0s exceeds the RPO of 900s")
+    assert choose_path("auto", "non_disruptive", None)[0] == "pitr"
+
+
+@pytest.mark.parametrize(("mode", "path", "message"), [
+    ("chaos", "auto", "unknown mode 'chaos'"),
+    ("disruptive", "'; DROP TABLE orgs; --", "unknown path \"'; DROP TABLE orgs; --\""),
+    ("non_disruptive", "promote_standby", "path promote_standby changes production"),
+])
+def test_bad_parameters_are_refused(mode, path, message):
+    with pytest.raises(PreconditionFailed) as err:
+        check_params(mode, path)
+    assert message in str(err.value)
+
+
+def test_production_is_not_a_drill_environment_by_default():
+    env = Environment.from_mapping(None)
+    assert env.name == "production" and not env.drill_environment
+    with pytest.raises(PreconditionFailed, match="environment 'production' is not marked as a drill environment"):
+        env.require_drill_environment("run a disruptive drill")
+    assert Environment.from_mapping({"drill_environment": "true"}).drill_environment
+    assert not Environment.from_mapping({"drill_environment": "maybe"}).drill_environment
+
+
+def test_run_keys_are_unique_and_safe():
+    a, b = run_key("d", "manual__2026-11-28T05:01:54+00:00"), run_key("d", "manual__2026-11-28T05:01:55+00:00")
+    assert a != b and a.startswith("drill-") and a.replace("-", "").isalnum()
+
+
+def test_recovery_targets():
+    assert RecoveryTarget.parse("latest").kind == "latest"
+    assert RecoveryTarget.parse("0/3000060") == RecoveryTarget("lsn", "0/3000060")
+    assert RecoveryTarget.parse("2026-11-28T05:00:00+00:00").kind == "time"
+    with pytest.raises(PreconditionFailed, match="needs a timezone"):
+        RecoveryTarget.parse("2026-11-28T05:00:00")
+    with pytest.raises(PreconditionFailed, match="neither 'latest', an LSN"):
+        RecoveryTarget.parse("yesterday; rm -rf /")
+
+
+def test_report_is_written_as_json_and_markdown(tmp_path):
+    report = DrillReport(dag_id="dr_x", run_id="manual__1", scenario="S", mode="drill", environment="sandbox",
+                         status="passed", started_at="a", finished_at="b", component="control_plane_api",
+                         target_rto_seconds=7200, measured_rto_seconds=4.2, rto_met=True, target_rpo_seconds=900,
+                         measured_rpo_seconds=0.0, rpo_met=True, recovery_path="pitr",
+                         steps=[Step("guard", "success", "a", "b", "ok")])
+    json_path, md_path = write_report(report, tmp_path)
+    assert json_path == tmp_path / "dr_x" / "manual__1.json" and md_path.exists()
+    assert "| RTO (control_plane_api) | 7200 s | 4.20 s | met |" in render_markdown(report)
