@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import DAG
 
+from rehearsal_airflow.deadlines import rpo_deadline
 from rehearsal_airflow.operators.backup_freshness import BackupFreshnessOperator
 
 with DAG(
@@ -23,6 +24,7 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     dagrun_timeout=timedelta(minutes=4),
+    deadline=rpo_deadline("control_plane_api", "dr_backup_freshness"),
     tags=["dr", "backups", "monitoring", "postgres"],
     default_args={"owner": "sre", "retries": 1, "retry_delay": timedelta(seconds=30)},
 ) as dag:

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import DAG
 
 from rehearsal_airflow.assets import BASE_BACKUPS, LOGICAL_DUMPS
+from rehearsal_airflow.deadlines import rpo_deadline
 from rehearsal_airflow.operators.backups import BaseBackupOperator, LogicalDumpOperator
 
 with DAG(
@@ -23,6 +24,7 @@ with DAG(
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
+    deadline=rpo_deadline("control_plane_api", "dr_backup_postgres"),
     tags=["dr", "backups", "postgres"],
     default_args={"owner": "sre", "retries": 1, "retry_delay": timedelta(minutes=1)},
 ) as dag:

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import DAG
 
 from rehearsal_airflow.assets import BASE_BACKUPS, LOGICAL_DUMPS
+from rehearsal_airflow.deadlines import rto_deadline
 from rehearsal_airflow.operators.backup_verification import BackupVerificationOperator
 from rehearsal_airflow.operators.postgres_restore import PostgresRestoreOperator
 from rehearsal_airflow.operators.postgres_validate import PostgresValidateOperator
@@ -31,6 +32,7 @@ with DAG(
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
+    deadline=rto_deadline("control_plane_api", "dr_backup_verify"),
     tags=["dr", "backups", "verification", "postgres"],
     default_args={"owner": "sre", "retries": 0},
 ) as dag:
@@ -43,6 +45,6 @@ with DAG(
     teardown = DrillTeardownOperator(task_id="tear_down_drill_resources", **IDEMPOTENT)
     report = DrillReportOperator(task_id="record_verification", scenario="Backup verification and restore test",
                                  measures_recovery=False, recovery_tasks=["restore_scratch_copy"],
-                                 trigger_rule="all_done")
+                                 trigger_rule="all_done", **IDEMPOTENT)
 
     [verify_base, verify_dump] >> restore.as_setup() >> validate >> teardown.as_teardown(setups=restore) >> report

@@ -68,7 +68,7 @@ with DAG(
     deadline=rto_deadline(COMPONENT, DAG_ID),
 ) as dag:
     guard = DrillGuardOperator(task_id="guard_drill_environment", mode="{{ params.mode }}", path="{{ params.path }}",
-                               component=COMPONENT)
+                               component=COMPONENT, **IDEMPOTENT)
     inject = InjectPrimaryLossOperator(task_id="inject_primary_loss")
     detect = DetectPrimaryLossOperator(task_id="detect_primary_loss", **IDEMPOTENT)
     choose = ChooseRecoveryPathOperator(task_id="choose_recovery_path", component=COMPONENT, **IDEMPOTENT)

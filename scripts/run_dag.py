@@ -36,7 +36,7 @@ def ensure_sandbox() -> None:
 
     sandbox = Sandbox()
     if not sandbox.is_up():
-        say("bringing the sandbox up (SANDBOX_SCALE=%s)" % os.environ.get("SANDBOX_SCALE", "1"))
+        say(f"bringing the sandbox up (SANDBOX_SCALE={os.environ.get('SANDBOX_SCALE', '1')})")
         sandbox.up()
     load_env_file(sandbox.dir / "env")
 

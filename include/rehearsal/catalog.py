@@ -112,26 +112,28 @@ def parse_catalog(raw: object, source: str = "<memory>") -> Catalog:
         )
         if targets[name].rto <= timedelta(0):
             raise CatalogError(f"{where}.rto: must be positive")
-    assets: dict[str, Asset] = {}
-    for name, entry in (raw.get("assets") or {}).items():
-        where = f"{source}: assets.{name}"
-        if not isinstance(entry, dict):
-            raise CatalogError(f"{where}: must be a mapping")
-        component = entry.get("component")
-        if component not in targets:
-            raise CatalogError(f"{where}: unknown component {component!r}")
-        kind = entry.get("kind")
-        if kind not in ASSET_KINDS:
-            raise CatalogError(f"{where}: unknown kind {kind!r} (one of {', '.join(ASSET_KINDS)})")
-        max_age_raw = entry.get("max_age")
-        if isinstance(max_age_raw, str) and max_age_raw.startswith("rpo:"):
-            ref = max_age_raw[4:]
-            if ref not in targets:
-                raise CatalogError(f"{where}.max_age: unknown component {ref!r}")
-            max_age = targets[ref].rpo
-        else:
-            max_age = parse_duration(max_age_raw, f"{where}.max_age")
-        if max_age <= timedelta(0):
-            raise CatalogError(f"{where}.max_age: must be positive")
-        assets[name] = Asset(name=name, component=component, kind=kind, max_age=max_age)
+    assets = {name: _parse_asset(name, entry, targets, source) for name, entry in (raw.get("assets") or {}).items()}
     return Catalog(version=1, targets=targets, assets=assets, source=source)
+
+
+def _parse_asset(name: str, entry: object, targets: dict[str, Target], source: str) -> Asset:
+    where = f"{source}: assets.{name}"
+    if not isinstance(entry, dict):
+        raise CatalogError(f"{where}: must be a mapping")
+    component = entry.get("component")
+    if component not in targets:
+        raise CatalogError(f"{where}: unknown component {component!r}")
+    kind = entry.get("kind")
+    if kind not in ASSET_KINDS:
+        raise CatalogError(f"{where}: unknown kind {kind!r} (one of {', '.join(ASSET_KINDS)})")
+    max_age_raw = entry.get("max_age")
+    if isinstance(max_age_raw, str) and max_age_raw.startswith("rpo:"):
+        ref = max_age_raw[4:]
+        if ref not in targets:
+            raise CatalogError(f"{where}.max_age: unknown component {ref!r}")
+        max_age = targets[ref].rpo
+    else:
+        max_age = parse_duration(max_age_raw, f"{where}.max_age")
+    if max_age <= timedelta(0):
+        raise CatalogError(f"{where}.max_age: must be positive")
+    return Asset(name=name, component=component, kind=kind, max_age=max_age)

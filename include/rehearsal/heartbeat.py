@@ -8,7 +8,6 @@ RPO = span of acknowledged writes that are missing after recovery.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sys
 import time

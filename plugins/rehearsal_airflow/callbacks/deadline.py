@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 log = logging.getLogger(__name__)
 
 
-def _record(component: str, dag_id: str, run_id: str, deadline_time: str | None, target_rto_seconds: float,
-            context: dict) -> float | None:
+def _record(component: str, dag_id: str, run_id: str, deadline_time: str | None, target: str,
+            target_seconds: float, context: dict) -> float | None:
     from rehearsal import results
     from rehearsal_airflow.hooks.controlplane_db import results_endpoint
 
@@ -21,21 +21,21 @@ def _record(component: str, dag_id: str, run_id: str, deadline_time: str | None,
     if deadline_time:
         late = (datetime.now(UTC) - datetime.fromisoformat(str(deadline_time).replace("Z", "+00:00"))).total_seconds()
     results.record_breach(results_endpoint(), dag_id, run_id, component, deadline_time, late,
-                          {"target_rto_seconds": target_rto_seconds, "deadline": context.get("deadline"),
+                          {"target": target, "target_seconds": target_seconds, "deadline": context.get("deadline"),
                            "dag_run": {k: str(v) for k, v in (context.get("dag_run") or {}).items()}})
     return late
 
 
-async def record_rto_breach(context: dict | None = None, component: str = "", dag_id: str = "",
-                            target_rto_seconds: float = 0, **kwargs) -> None:
+async def record_rto_breach(context: dict | None = None, component: str = "", dag_id: str = "", target: str = "rto",
+                            target_seconds: float = 0, **kwargs) -> None:
     context = context or {}
     dag_run = context.get("dag_run") or {}
     run_id = str(dag_run.get("run_id", "unknown"))
     deadline_time = (context.get("deadline") or {}).get("deadline_time")
     try:
         late = await asyncio.to_thread(_record, component, dag_run.get("dag_id", dag_id), run_id,
-                                       str(deadline_time) if deadline_time else None, target_rto_seconds, context)
-        log.warning("RTO BREACH: %s run %s of %s missed its %ss RTO (late by %s s)", component, run_id, dag_id,
-                    target_rto_seconds, late)
+                                       str(deadline_time) if deadline_time else None, target, target_seconds, context)
+        log.warning("%s BREACH: %s run %s of %s missed its %ss deadline (late by %s s)", target.upper(), component,
+                    run_id, dag_id, target_seconds, late)
     except Exception:  # noqa: BLE001 - a breach record must never break recovery
         log.exception("could not record the RTO breach of %s run %s", dag_id, run_id)

@@ -15,7 +15,6 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 from rehearsal import results
 from rehearsal.catalog import load_catalog
-from rehearsal.checks import Check
 from rehearsal.drills.primary_loss import check_params, choose_path, heartbeat_limitation, wait_for_loss
 from rehearsal.environment import Environment
 from rehearsal.errors import PreconditionFailed
