@@ -93,4 +93,4 @@ def test_drill_steps_read_like_the_playbook(dagbag):
 
 
 def test_freshness_runs_at_least_every_five_minutes(dagbag):
-    assert dagbag.dags["dr_backup_freshness"].timetable._expression == "*/5 * * * *"
+    assert dagbag.dags["dr_backup_freshness"].schedule == "*/5 * * * *"
