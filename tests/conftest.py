@@ -50,6 +50,10 @@ def sandbox():
     from tests.helpers import server_processes
 
     assert server_processes(os.environ["REHEARSAL_RUNTIME"]) == [], "postgres processes left after sandbox down"
+    import shutil
+
+    shutil.rmtree(os.environ["REHEARSAL_RUNTIME"], ignore_errors=True)
+    shutil.rmtree(SESSION, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
