@@ -13,7 +13,7 @@ export AIRFLOW__CORE__UNIT_TEST_MODE := False
 DAG ?= dr_drill_postgres_primary_loss
 CONF ?= {}
 
-.PHONY: venv drill run test sandbox-up sandbox-down sandbox-status lint clean
+.PHONY: venv drill run test sandbox-up sandbox-down sandbox-status airflow airflow-down airflow-status lint clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt
@@ -31,6 +31,15 @@ sandbox-down: venv
 
 sandbox-status: venv
 	@$(PY) -m rehearsal.sandbox status
+
+airflow: venv
+	@$(PY) -m rehearsal.sandbox airflow-up
+
+airflow-down: venv
+	@$(PY) -m rehearsal.sandbox airflow-down
+
+airflow-status: venv
+	@$(PY) -m rehearsal.sandbox airflow-status
 
 drill: venv
 	@$(PY) scripts/run_dag.py --sandbox dr_drill_postgres_primary_loss --conf '{"mode": "disruptive", "path": "auto"}'

@@ -57,7 +57,7 @@ with DAG(
     schedule="0 6 1 1,4,7,10 *",
     start_date=datetime(2026, 1, 1),
     catchup=False,
-    max_active_runs=1,
+    max_active_runs=2,  # non-disruptive runs may overlap; disruptive ones take a lock per environment
     tags=["dr", "drill", "postgres", "scenario-b", "quarterly"],
     params={
         "mode": Param("non_disruptive", enum=["disruptive", "non_disruptive"],

@@ -48,6 +48,8 @@ def ensure_airflow_db() -> None:
     if not marker.exists():
         say("initialising the Airflow metadata database")
         subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
+        subprocess.run([sys.executable, "-m", "airflow", "pools", "set", "restores", "2", "Concurrent restores"],
+                       check=True, capture_output=True)
         marker.touch()
 
 

@@ -37,7 +37,7 @@ def load_env_file(path: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def sandbox():
+def sandbox_session():
     """The sandbox platform, up for the whole session and torn down (and checked for leaks) at the end."""
     from rehearsal.sandbox.platform import Sandbox
 
@@ -56,9 +56,19 @@ def sandbox():
     shutil.rmtree(SESSION, ignore_errors=True)
 
 
+@pytest.fixture
+def sandbox(sandbox_session):
+    """The sandbox as it is now: drills change its topology, so its inventory is re-read for every test."""
+    from rehearsal.sandbox.platform import Sandbox
+
+    return Sandbox(sandbox_session.dir)
+
+
 @pytest.fixture(scope="session")
 def airflow_db():
     home = Path(os.environ["AIRFLOW_HOME"])
     home.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "airflow", "pools", "set", "restores", "2", "Concurrent restores"],
+                   check=True, capture_output=True)
     return home

@@ -24,6 +24,8 @@ CREATE TABLE IF NOT EXISTS rto_breaches (
     id bigserial PRIMARY KEY, dag_id text NOT NULL, run_id text NOT NULL, component text NOT NULL,
     deadline_time timestamptz, detected_at timestamptz NOT NULL DEFAULT now(), late_seconds double precision,
     detail jsonb NOT NULL);
+CREATE TABLE IF NOT EXISTS drill_locks (
+    environment text PRIMARY KEY, dag_id text NOT NULL, run_id text NOT NULL, acquired_at timestamptz NOT NULL DEFAULT now());
 """
 
 
@@ -75,3 +77,24 @@ def fetch_result(endpoint: Endpoint, dag_id: str, run_id: str) -> dict | None:
         cur = conn.execute("SELECT * FROM drill_results WHERE dag_id = %s AND run_id = %s", (dag_id, run_id))
         row = cur.fetchone()
         return dict(zip([c.name for c in cur.description], row, strict=True)) if row else None
+
+
+def acquire_drill_lock(endpoint: Endpoint, environment: str, dag_id: str, run_id: str) -> tuple[str, str]:
+    """Take the environment's disruptive-drill lock; returns the holder (ours when acquired)."""
+    ensure_schema(endpoint)
+    with connect(endpoint) as conn:
+        conn.execute("INSERT INTO drill_locks (environment, dag_id, run_id) VALUES (%s, %s, %s) "
+                     "ON CONFLICT (environment) DO NOTHING", (environment, dag_id, run_id))
+        return conn.execute("SELECT dag_id, run_id FROM drill_locks WHERE environment = %s", (environment,)).fetchone()
+
+
+def drill_lock_holder(endpoint: Endpoint, environment: str) -> tuple[str, str] | None:
+    ensure_schema(endpoint)
+    with connect(endpoint) as conn:
+        return conn.execute("SELECT dag_id, run_id FROM drill_locks WHERE environment = %s", (environment,)).fetchone()
+
+
+def release_drill_lock(endpoint: Endpoint, environment: str, dag_id: str, run_id: str) -> bool:
+    with connect(endpoint) as conn:
+        return conn.execute("DELETE FROM drill_locks WHERE environment = %s AND dag_id = %s AND run_id = %s",
+                            (environment, dag_id, run_id)).rowcount == 1

@@ -24,14 +24,15 @@ from rehearsal.postgres.connection import connect
 from rehearsal.postgres.failover import promote
 from rehearsal.postgres.restore import RecoveryTarget, restore_logical, restore_pitr
 from rehearsal.postgres.validate import validate_controlplane
+from rehearsal.sandbox.platform import Sandbox
 from tests.helpers import leftovers, source_fingerprint
 
 pytestmark = pytest.mark.sandbox
 
 
 @pytest.fixture(scope="module")
-def store(sandbox) -> BackupStore:
-    return sandbox.store()
+def store(sandbox_session) -> BackupStore:
+    return sandbox_session.store()
 
 
 @pytest.fixture(scope="module")
@@ -40,12 +41,12 @@ def originals(store):
 
 
 @pytest.fixture(autouse=True)
-def nothing_lost_nothing_left(sandbox, store, originals):
+def nothing_lost_nothing_left(sandbox_session, store, originals):
     yield
     now = source_fingerprint(store)
     changed = {k: (v, now.get(k)) for k, v in originals.items() if now.get(k) != v}
     assert changed == {}, f"source backups changed: {changed}"
-    assert leftovers(sandbox) == {"processes": [], "scratch": []}
+    assert leftovers(Sandbox(sandbox_session.dir)) == {"processes": [], "scratch": []}
 
 
 @pytest.fixture

@@ -81,7 +81,8 @@ class LocalCluster:
             pwfile.unlink(missing_ok=True)
 
     def configure(self, settings: dict[str, object]) -> None:
-        """Append settings to postgresql.conf; later lines win, so this overrides a copied config."""
+        """Append settings to postgresql.auto.conf, which the server reads last: they override both a
+        copied postgresql.conf and anything ALTER SYSTEM left in the copy (later lines win)."""
         lines = ["", "# --- set by rehearsal ---"]
         for key, value in settings.items():
             if isinstance(value, bool):
@@ -91,9 +92,12 @@ class LocalCluster:
             else:
                 rendered = "'" + str(value).replace("'", "''") + "'"
             lines.append(f"{key} = {rendered}")
-        conf = self.data_dir / "postgresql.conf"
+        conf = self.data_dir / "postgresql.auto.conf"
+        existed = conf.exists()
         with conf.open("a") as fh:
             fh.write("\n".join(lines) + "\n")
+        if not existed:
+            chown_to_server(conf)
 
     def allow_replication(self) -> None:
         hba = self.data_dir / "pg_hba.conf"

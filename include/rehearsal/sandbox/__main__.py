@@ -15,7 +15,8 @@ from rehearsal.sandbox.platform import Sandbox
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rehearsal.sandbox")
-    parser.add_argument("command", choices=["up", "down", "status", "backup", "run-heartbeat", "run-wal-shipper"])
+    parser.add_argument("command", choices=["up", "down", "status", "backup", "run-heartbeat", "run-wal-shipper",
+                                            "airflow-up", "airflow-down", "airflow-status"])
     parser.add_argument("--state-dir", type=Path, default=None)
     parser.add_argument("--scale", type=float, default=None)
     args = parser.parse_args(argv)
@@ -24,7 +25,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "up":
         sandbox.up(scale=args.scale)
         return 0
+    if args.command.startswith("airflow-"):
+        return airflow_command(sandbox, args.command)
     if args.command == "down":
+        from rehearsal.sandbox.airflow_deployment import LocalAirflow
+
+        LocalAirflow(sandbox).down()
         sandbox.down()
         print("[sandbox] down: clusters, processes and runtime files removed")
         return 0
@@ -54,6 +60,25 @@ def main(argv: list[str] | None = None) -> int:
         heartbeat.run_writer(lambda: resolve(route53, record), connect, sandbox.dir / "heartbeat.log")
         return 0
     return 2
+
+
+def airflow_command(sandbox: Sandbox, command: str) -> int:
+    from rehearsal.sandbox.airflow_deployment import LocalAirflow
+
+    if command == "airflow-up":
+        if not sandbox.is_up():
+            sandbox.up()
+        LocalAirflow(Sandbox(sandbox.dir)).up()
+        return 0
+    deployment = LocalAirflow(sandbox)
+    if command == "airflow-down":
+        deployment.down()
+        print("[airflow] stopped")
+        return 0
+    status = deployment.status()
+    for name, item in status.items():
+        print(f"{'ok  ' if item['ok'] else 'DOWN'} {name:24} {item['detail']}")
+    return 0 if status and all(i["ok"] for i in status.values()) else 1
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ the log; it never fails or blocks the recovery run itself.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from datetime import UTC, datetime
 
@@ -20,9 +21,9 @@ def _record(component: str, dag_id: str, run_id: str, deadline_time: str | None,
     late = None
     if deadline_time:
         late = (datetime.now(UTC) - datetime.fromisoformat(str(deadline_time).replace("Z", "+00:00"))).total_seconds()
-    results.record_breach(results_endpoint(), dag_id, run_id, component, deadline_time, late,
-                          {"target": target, "target_seconds": target_seconds, "deadline": context.get("deadline"),
-                           "dag_run": {k: str(v) for k, v in (context.get("dag_run") or {}).items()}})
+    detail = json.loads(json.dumps({"target": target, "target_seconds": target_seconds, "deadline": context.get("deadline"),
+                                    "dag_run": context.get("dag_run")}, default=str))
+    results.record_breach(results_endpoint(), dag_id, run_id, component, deadline_time, late, detail)
     return late
 
 
@@ -30,7 +31,7 @@ async def record_rto_breach(context: dict | None = None, component: str = "", da
                             target_seconds: float = 0, **kwargs) -> None:
     context = context or {}
     dag_run = context.get("dag_run") or {}
-    run_id = str(dag_run.get("run_id", "unknown"))
+    run_id = str(dag_run.get("run_id") or dag_run.get("dag_run_id") or "unknown")
     deadline_time = (context.get("deadline") or {}).get("deadline_time")
     try:
         late = await asyncio.to_thread(_record, component, dag_run.get("dag_id", dag_id), run_id,

@@ -22,6 +22,7 @@ from rehearsal_airflow.hooks.controlplane_db import ControlPlaneDbHook
 from rehearsal_airflow.operators.base import DrillStepOperator, key_of
 
 METHODS = ("pitr", "logical", "rds_snapshot", "rds_pitr")
+RESTORE_POOL = "restores"  # caps concurrent restores; created by `make airflow` and the test fixtures
 
 
 class PostgresRestoreOperator(DrillStepOperator):
@@ -40,6 +41,7 @@ class PostgresRestoreOperator(DrillStepOperator):
                  aws_conn_id: str = "aws_default", db_snapshot_identifier: str | None = None,
                  source_db_instance_identifier: str | None = None, db_instance_class: str = "db.t3.medium",
                  wait_timeout: int = 3600, **kwargs) -> None:
+        kwargs.setdefault("pool", RESTORE_POOL)
         super().__init__(**kwargs)
         if method not in METHODS:
             raise ValueError(f"unknown restore method {method!r}: use one of {', '.join(METHODS)}")

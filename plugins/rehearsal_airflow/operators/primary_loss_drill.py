@@ -96,12 +96,23 @@ class DrillGuardOperator(_ControlPlaneMixin, DrillStepOperator):
                 raise PreconditionFailed(f"discovery points at port {primary_port} but the inventory's primary is "
                                          f"{sandbox.primary.name} on {sandbox.primary.port}")
             standby = f"127.0.0.1:{sandbox.standby.port}" if sandbox.standby else None
+        self._take_lock(context, env)
         started_at = now_iso()
         results.record_start(results_endpoint(), context["dag"].dag_id, context["run_id"], SCENARIO, self.mode,
                              env.name, self.component, started_at)
         return {"mode": self.mode, "path": self.path, "environment": env.name, "run_key": key_of(context),
                 "primary": f"{primary_host}:{primary_port}", "standby": standby, "started_at": started_at,
                 "detail": f"{self.mode} drill on {env.name}: primary {primary_host}:{primary_port}, standby {standby}"}
+
+
+    def _take_lock(self, context: Context, env: Environment) -> None:
+        """One disruptive drill per environment at a time; other drills wait for none but refuse to overlap one."""
+        ours = (context["dag"].dag_id, context["run_id"])
+        endpoint = results_endpoint()
+        holder = results.acquire_drill_lock(endpoint, env.name, *ours) if self.mode == "disruptive" \
+            else results.drill_lock_holder(endpoint, env.name)
+        if holder is not None and tuple(holder) != ours:
+            raise PreconditionFailed(f"a disruptive drill ({holder[0]} run {holder[1]}) is in progress on {env.name!r}")
 
 
 class InjectPrimaryLossOperator(DrillStepOperator):
@@ -277,6 +288,8 @@ class DrillTeardownOperator(DrillStepOperator):
         env = current_environment()
         cleaned, created = [], []
         keep: set[str] = set()
+        if guard.get("mode") == "disruptive":
+            results.release_drill_lock(results_endpoint(), env.name, context["dag"].dag_id, context["run_id"])
         if guard.get("mode") == "disruptive" and env.drill_environment and env.sandbox_state:
             sandbox = Sandbox(Path(env.sandbox_state))
             if sandbox.state["clusters"][sandbox.state["primary"]]["role"] == "lost":
