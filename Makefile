@@ -13,7 +13,7 @@ export AIRFLOW__CORE__UNIT_TEST_MODE := False
 DAG ?= dr_drill_postgres_primary_loss
 CONF ?= {}
 
-.PHONY: venv drill run test sandbox-up sandbox-down sandbox-status airflow airflow-down airflow-status lint clean
+.PHONY: venv drill run test sandbox-up sandbox-down sandbox-status airflow airflow-down airflow-status bench lint clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt
@@ -49,6 +49,9 @@ run: venv
 
 test: venv
 	@$(PY) -m pytest
+
+bench: venv
+	@$(PY) bench/run.py
 
 lint: venv
 	@$(VENV)/bin/ruff check .

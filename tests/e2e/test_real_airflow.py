@@ -98,3 +98,29 @@ def test_two_drills_at_once_both_pass_without_colliding(api, sandbox_session):
     created = [set(report_for(r)["resources_created"]) for r in runs]
     assert created[0] and created[1] and not (created[0] & created[1])
     assert leftovers(Sandbox(sandbox_session.dir)) == {"processes": [], "scratch": []}
+
+
+def test_bad_form_values_are_refused_by_the_api(api):
+    with pytest.raises(AssertionError, match="HTTP 400"):
+        api.call("POST", f"/dags/{DRILL}/dagRuns", {"logical_date": None,
+                                                    "conf": {"mode": "disruptive`reboot`", "path": "auto"}})
+
+
+def test_the_sandbox_passwords_never_appear_in_logs_reports_or_results(deployment, sandbox_session):
+    import os
+
+    sandbox = Sandbox(sandbox_session.dir)
+    secrets = list(sandbox.state["passwords"].values())
+    places = list(deployment.home.rglob("*.log"))
+    places += list(Path(json.loads(os.environ["AIRFLOW_VAR_REHEARSAL_ENVIRONMENT"])["reports_dir"]).rglob("*.*"))
+    assert len(places) > 5
+    for path in places:
+        text = path.read_text(errors="replace")
+        for secret in secrets:
+            assert secret not in text, f"a sandbox password appears in {path}"
+    with connect(sandbox.results_endpoint()) as conn:
+        rows = conn.execute("SELECT report::text FROM drill_results UNION ALL SELECT detail::text FROM rto_breaches").fetchall()
+    assert rows
+    for (text,) in rows:
+        for secret in secrets:
+            assert secret not in text

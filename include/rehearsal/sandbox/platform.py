@@ -190,8 +190,7 @@ class Sandbox:
         """A fresh streaming standby of the current primary (the sandbox made whole again)."""
         old = self.standby
         if old is not None:
-            old.destroy()
-            self.state["clusters"].pop(old.name, None)
+            self.forget_cluster(old.name)
         standby = self.new_cluster("standby")
         standby.make_empty_data_dir()
         primary = self.primary
@@ -354,12 +353,43 @@ class Sandbox:
         self.save()
         return {"cluster": primary.name, "port": primary.port, "pid": pid, "data_lost": lose_data}
 
+    def heal(self) -> list[str]:
+        """After a drill that failed mid-way: a lost primary is replaced by the standby, and discovery
+        points at the primary. Returns what it did."""
+        actions = []
+        if self.state["clusters"][self.state["primary"]]["role"] == "lost":
+            standby = self.standby
+            if standby is None or not standby.is_running():
+                raise RuntimeError("the primary was lost and no standby is running: run `make sandbox-down sandbox-up`")
+            with connect(self.endpoint(standby, "admin").with_(dbname="postgres")) as conn:
+                if conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+                    conn.execute("SELECT pg_promote(true, 60)")
+            self.adopt_primary(standby.name, standby.port, str(standby.data_dir))
+            actions.append(f"promoted standby {standby.name} to replace the lost primary")
+        if point_at(self.aws("route53"), self.discovery(), "127.0.0.1", self.primary.port):
+            actions.append(f"pointed discovery at the primary {self.primary.name}")
+        return actions
+
+    def forget_cluster(self, name: str) -> None:
+        """Destroy a cluster and everything beside it (log, markers, quarantine); drop an emptied scratch folder."""
+        cluster = self.cluster(name)
+        cluster.destroy()
+        parent = cluster.data_dir.parent
+        for sibling in parent.glob(f"{name}.*"):
+            if sibling.is_dir():
+                shutil.rmtree(sibling, ignore_errors=True)
+            else:
+                sibling.unlink(missing_ok=True)
+        scratch = self.runtime / "scratch"
+        if parent.parent == scratch and parent.exists() and not any(parent.iterdir()):
+            parent.rmdir()
+        self.state["clusters"].pop(name, None)
+
     def adopt_primary(self, name: str, port: int, data_dir: str) -> None:
         """Record a recovered cluster as the new primary; drop the lost one and re-enable archiving."""
         for old, info in list(self.state["clusters"].items()):
             if info["role"] == "lost":
-                self.cluster(old).destroy()
-                del self.state["clusters"][old]
+                self.forget_cluster(old)
         if self.state.get("standby") == name:
             self.state["standby"] = None
         self.state["clusters"][name] = {"data_dir": data_dir, "port": port, "role": "primary"}

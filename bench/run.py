@@ -1,0 +1,476 @@
+"""Benchmarks: the project against the raw tools, on the same data, in the same run.
+
+Each benchmark alternates project and baseline runs and reports medians, writes
+``bench/results/<name>.json`` (name, project_seconds, baseline_seconds, ratio, target, met, ...) and
+the table is printed at the end. Run with ``make bench``; ``BENCH_SCALE`` sets the data size of the
+large sandbox (5 = about 1 GB), ``BENCH_RUNS`` the runs per side, ``BENCH_ONLY`` a comma list of names.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+BENCH_STATE = REPO / ".sandbox-bench"
+os.environ.setdefault("REHEARSAL_RUNTIME", "/var/tmp/rehearsal-bench")
+os.environ.setdefault("REHEARSAL_REPORTS_DIR", str(BENCH_STATE / "reports"))
+os.environ.setdefault("AIRFLOW_HOME", str(BENCH_STATE / "airflow"))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(REPO / "dags"))
+os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(REPO / "plugins"))
+sys.path[:0] = [str(REPO / "include"), str(REPO / "plugins"), str(REPO)]
+
+from rehearsal.backups.store import CHUNK, BackupStore  # noqa: E402
+from rehearsal.backups.verification import check_wal_continuity, verify_base_backup  # noqa: E402
+from rehearsal.checks import CheckSet  # noqa: E402
+from rehearsal.freshness import newest_backup  # noqa: E402
+from rehearsal.postgres.binaries import chown_to_server, pg_tool, run_as_server, server_env  # noqa: E402
+from rehearsal.postgres.cluster import LocalCluster, free_port  # noqa: E402
+from rehearsal.postgres.restore import RecoveryTarget, neutralized_settings, restore_logical, restore_pitr  # noqa: E402
+from rehearsal.sandbox.platform import Sandbox  # noqa: E402
+from rehearsal.wal import parse_lsn, parse_segment_name, segment_name, segno_of  # noqa: E402
+
+RUNS = int(os.environ.get("BENCH_RUNS", "2"))
+
+
+def say(msg: str) -> None:
+    print(f"[bench] {msg}", flush=True)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def save(name: str, project: float, baseline: float | None, target: str, met: bool, **extra) -> dict:
+    result = {"name": name, "project_seconds": round(project, 4),
+              "baseline_seconds": round(baseline, 4) if baseline is not None else None,
+              "ratio": round(project / baseline, 4) if baseline else None, "target": target, "met": bool(met),
+              "measured_at": datetime.now(UTC).isoformat(), **extra}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    say(f"{name}: {json.dumps(result)}")
+    return result
+
+
+def alternate(project, baseline, runs: int = RUNS) -> tuple[list[float], list[float]]:
+    p, b = [], []
+    for i in range(runs):
+        order = [(project, p), (baseline, b)] if i % 2 == 0 else [(baseline, b), (project, p)]
+        for fn, out in order:
+            out.append(fn())
+    return p, b
+
+
+def sandbox_at(scale: float, name: str) -> Sandbox:
+    sb = Sandbox(BENCH_STATE / name)
+    if sb.state and sb.is_up() and sb.state.get("scale") == scale:
+        return sb
+    if sb.state:
+        sb.down()
+    say(f"bringing up a sandbox at scale {scale} ({name})")
+    sb.up(scale=scale)
+    return Sandbox(sb.dir)
+
+
+def scratch_cluster(sb: Sandbox, label: str) -> LocalCluster:
+    root = Path(sb.state["runtime"]) / "scratch" / f"bench-{uuid.uuid4().hex[:6]}"
+    return LocalCluster(label, root / label, free_port())
+
+
+def destroy(cluster: LocalCluster) -> None:
+    cluster.destroy()
+    shutil.rmtree(cluster.data_dir.parent, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- 1 logical restore
+def bench_logical_restore(sb: Sandbox) -> dict:
+    store = sb.store()
+    dump_id = store.backup_ids("logical_dump")[-1]
+    manifest = store.manifest("logical_dump", dump_id)
+    pw = sb.state["passwords"]["postgres"]
+    production = [("127.0.0.1", sb.primary.port)]
+
+    def project() -> float:
+        dest = scratch_cluster(sb, "bench-logical")
+        t = time.perf_counter()
+        restore_logical(store, dump_id, dest, pw, production, jobs=2)
+        elapsed = time.perf_counter() - t
+        destroy(dest)
+        return elapsed
+
+    def baseline() -> float:
+        dest = scratch_cluster(sb, "bench-logical-raw")
+        t = time.perf_counter()
+        dest.prepare_parent()
+        dump = dest.data_dir.parent / "raw.dump"
+        store.s3.download_file(store.bucket, manifest.objects[0].key, str(dump))
+        dest.initdb(pw)
+        dest.configure({"max_wal_size": "2GB", "checkpoint_timeout": "15min"})
+        dest.start()
+        env = {**server_env(), "PGPASSWORD": pw}
+        subprocess.run([pg_tool("createdb"), "-h", "127.0.0.1", "-p", str(dest.port), "-U", "postgres", "controlplane"],
+                       check=True, env=env, capture_output=True)
+        subprocess.run([pg_tool("pg_restore"), "-h", "127.0.0.1", "-p", str(dest.port), "-U", "postgres", "-d",
+                        "controlplane", "-j", "2", "--no-owner", "--no-privileges", str(dump)], check=True, env=env,
+                       capture_output=True)
+        elapsed = time.perf_counter() - t
+        destroy(dest)
+        return elapsed
+
+    p, b = alternate(project, baseline)
+    return save("logical_restore", median(p), median(b), "<= 1.05x pg_restore -j2 by hand", median(p) <= 1.05 * median(b),
+                dump_bytes=manifest.objects[0].size, runs=RUNS, project_runs=p, baseline_runs=b)
+
+
+# ----------------------------------------------------------------------------- 2 PITR
+def bench_pitr(sb: Sandbox) -> dict:
+    store = sb.store()
+    production = [("127.0.0.1", sb.primary.port)]
+    manifest = store.latest_manifest("base_backup")
+
+    def project() -> float:
+        dest = scratch_cluster(sb, "bench-pitr")
+        t = time.perf_counter()
+        restore_pitr(store, RecoveryTarget(), dest, production)
+        elapsed = time.perf_counter() - t
+        destroy(dest)
+        return elapsed
+
+    def baseline() -> float:
+        dest = scratch_cluster(sb, "bench-pitr-raw")
+        t = time.perf_counter()
+        dest.make_empty_data_dir()
+        work = dest.data_dir.parent
+        for name in ("base.tar", "pg_wal.tar"):
+            path = work / name
+            store.s3.download_file(store.bucket, manifest.object(name).key, str(path))
+            chown_to_server(path)
+        run_as_server(["tar", "-x", "-f", str(work / "base.tar"), "-C", str(dest.data_dir)])
+        run_as_server(["tar", "-x", "-f", str(work / "pg_wal.tar"), "-C", str(dest.data_dir / "pg_wal")])
+        wal = work / "wal"
+        wal.mkdir()
+        chown_to_server(wal)
+        start = segno_of(parse_lsn(manifest.start_lsn), manifest.wal_segment_size)
+        prefix = store.prefix("wal_archive")
+        keys = [o["Key"] for page in store.s3.get_paginator("list_objects_v2").paginate(Bucket=store.bucket, Prefix=prefix)
+                for o in page.get("Contents", [])]
+        names = [k[len(prefix):] for k in keys]
+        wanted = [n for n in names if n.endswith(".history") or
+                  ((p := parse_segment_name(n, manifest.wal_segment_size)) and p[1] >= start)]
+
+        def fetch(n: str) -> None:
+            store.s3.download_file(store.bucket, prefix + n, str(wal / n))
+            chown_to_server(wal / n)
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(fetch, wanted))
+        settings = neutralized_settings(work)
+        settings.update({"restore_command": f'cp "{wal}/%f" "%p"', "recovery_target_timeline": "latest",
+                         "recovery_target_action": "promote"})
+        dest.configure(settings)
+        (dest.data_dir / "recovery.signal").touch()
+        chown_to_server(dest.data_dir / "recovery.signal")
+        dest.start()
+        while True:
+            out = run_as_server([pg_tool("psql"), "-h", str(dest.socket_dir), "-p", str(dest.port), "-U", "postgres",
+                                 "-Atqc", "SELECT pg_is_in_recovery()"], check=False)
+            if out.stdout.strip() == "f":
+                break
+            time.sleep(0.1)
+        elapsed = time.perf_counter() - t
+        destroy(dest)
+        return elapsed
+
+    p, b = alternate(project, baseline)
+    return save("pitr_restore", median(p), median(b), "<= 1.10x the raw steps", median(p) <= 1.10 * median(b),
+                base_backup_bytes=sum(o.size for o in manifest.objects), runs=RUNS, project_runs=p, baseline_runs=b)
+
+
+# ----------------------------------------------------------------------------- 3 verification
+def bench_verification(sb: Sandbox) -> list[dict]:
+    store = sb.store()
+    manifest = store.latest_manifest("base_backup")
+    obj = manifest.object("base.tar")
+    work = Path(tempfile.mkdtemp(prefix="bench-verify-"))
+    local = work / "base.tar"
+    store.s3.download_file(store.bucket, obj.key, str(local))
+    out = []
+
+    def ours_stream() -> float:
+        t = time.perf_counter()
+        BackupStore(store.s3, store.bucket, store.cluster).stream(obj.key)
+        return time.perf_counter() - t
+
+    def boto_stream() -> float:
+        t = time.perf_counter()
+        body = store.s3.get_object(Bucket=store.bucket, Key=obj.key)["Body"]
+        digest = hashlib.sha256()
+        for chunk in iter(lambda: body.read(CHUNK), b""):
+            digest.update(chunk)
+        return time.perf_counter() - t
+
+    def sha256sum() -> float:
+        t = time.perf_counter()
+        subprocess.run(["sha256sum", str(local)], check=True, capture_output=True)
+        return time.perf_counter() - t
+
+    p, b = alternate(ours_stream, boto_stream, max(RUNS, 3))
+    mbps = obj.size / 1e6
+    out.append(save("checksum_vs_boto3_stream", median(p), median(b), ">= 0.9x plain boto3 get_object + sha256 throughput",
+                    median(b) / median(p) >= 0.9, bytes=obj.size, project_mb_per_s=round(mbps / median(p), 1),
+                    baseline_mb_per_s=round(mbps / median(b), 1)))
+    p2, b2 = alternate(ours_stream, sha256sum, max(RUNS, 3))
+    out.append(save("checksum_vs_sha256sum", median(p2), median(b2), ">= 0.9x sha256sum on a local file (throughput)",
+                    median(b2) / median(p2) >= 0.9, bytes=obj.size, project_mb_per_s=round(mbps / median(p2), 1),
+                    baseline_mb_per_s=round(mbps / median(b2), 1),
+                    note="ours streams from the local S3 endpoint; the baseline reads a local file"))
+
+    def ours_verify() -> float:
+        scratch = Path(tempfile.mkdtemp(prefix="bench-v-"))
+        t = time.perf_counter()
+        checks, _ = verify_base_backup(store, manifest.backup_id, scratch, check_wal=False)
+        elapsed = time.perf_counter() - t
+        assert checks.ok, checks.failed
+        shutil.rmtree(scratch)
+        return elapsed
+
+    def by_hand() -> float:
+        scratch = Path(tempfile.mkdtemp(prefix="bench-h-"))
+        t = time.perf_counter()
+        data = scratch / "data"
+        (data / "pg_wal").mkdir(parents=True)
+        for name, dest in (("base.tar", data), ("pg_wal.tar", data / "pg_wal")):
+            path = scratch / name
+            store.s3.download_file(store.bucket, manifest.object(name).key, str(path))
+            subprocess.run(["sha256sum", str(path)], check=True, capture_output=True)
+            subprocess.run(["tar", "-x", "-f", str(path), "-C", str(dest)], check=True)
+        store.s3.download_file(store.bucket, manifest.object("backup_manifest").key, str(data / "backup_manifest"))
+        subprocess.run([pg_tool("pg_verifybackup"), str(data)], check=True, capture_output=True)
+        elapsed = time.perf_counter() - t
+        shutil.rmtree(scratch)
+        return elapsed
+
+    p3, b3 = alternate(ours_verify, by_hand)
+    out.append(save("base_backup_verification", median(p3), median(b3), "<= 1.05x by hand (download, sha256sum, tar, pg_verifybackup)",
+                    median(p3) <= 1.05 * median(b3), bytes=sum(o.size for o in manifest.objects)))
+    shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+# ----------------------------------------------------------------------------- 4 DAG parsing
+PARSE_SNIPPET = r"""
+import json, sys, time
+sys.path[:0] = {paths!r}
+from unittest import mock
+from airflow.sdk import BaseHook, Connection
+with mock.patch.object(BaseHook, "get_connection") as gc, mock.patch.object(Connection, "get") as cg:
+    from airflow.dag_processing.dagbag import DagBag
+    t = time.perf_counter()
+    bag = DagBag(dag_folder={folder!r})
+    elapsed = time.perf_counter() - t
+print(json.dumps({{"seconds": elapsed, "dags": len(bag.dags), "errors": len(bag.import_errors),
+                  "lookups": gc.call_count + cg.call_count}}))
+"""
+
+
+def parse_in_fresh_process(folder: str) -> dict:
+    code = PARSE_SNIPPET.format(paths=[str(REPO / "include"), str(REPO / "plugins")], folder=folder)
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_dag_parsing() -> list[dict]:
+    runs = [parse_in_fresh_process(str(REPO / "dags")) for _ in range(3)]
+    folder = median([r["seconds"] for r in runs])
+    results = [save("dag_parsing_folder", folder, 2.0, "whole dags/ folder < 2 s, zero connection lookups",
+                    folder < 2.0 and all(r["lookups"] == 0 and r["errors"] == 0 for r in runs),
+                    dags=runs[0]["dags"], lookups=runs[0]["lookups"])]
+    per_file = {}
+    for path in sorted((REPO / "dags").glob("*.py")):
+        r = [parse_in_fresh_process(str(path)) for _ in range(3)]
+        per_file[path.name] = round(median([x["seconds"] for x in r]), 4)
+    worst = max(per_file.values())
+    results.append(save("dag_parsing_per_file", worst, 0.2, "each file < 0.2 s", worst < 0.2, per_file=per_file))
+    return results
+
+
+# ----------------------------------------------------------------------------- 5 WAL archive at scale
+def bench_wal_archive(sb: Sandbox) -> dict:
+    s3 = sb.aws("s3")
+    seg = 1024 * 1024
+    rows = {}
+    for count in (10_000, 100_000):
+        bucket = f"bench-wal-{count}"
+        try:
+            s3.create_bucket(Bucket=bucket)
+        except s3.exceptions.BucketAlreadyOwnedByYou:
+            pass
+        store = BackupStore(s3, bucket, "controlplane")
+        existing = sum(1 for _ in store.iter_objects(store.prefix("wal_archive")))
+        if existing < count:
+            say(f"writing {count} synthetic WAL segment objects")
+            names = [segment_name(1, 0x10 + i, seg) for i in range(count)]
+
+            def put(chunk: list[str], bucket: str = bucket, store: BackupStore = store) -> None:
+                client = sb.aws("s3")
+                for n in chunk:
+                    client.put_object(Bucket=bucket, Key=store.wal_key(n), Body=b"x")
+
+            chunks = [names[i::16] for i in range(16)]
+            with ThreadPoolExecutor(16) as pool:
+                list(pool.map(put, chunks))
+        from rehearsal.backups.manifest import BackupManifest
+        manifest = BackupManifest(backup_id="synthetic", kind="base_backup", cluster="controlplane",
+                                  start_time=datetime.now(UTC), stop_time=datetime.now(UTC), server_version="18",
+                                  server_major=18, schema_version="", objects=[], start_lsn=f"0/{0x10 * seg:X}",
+                                  stop_lsn=f"0/{0x10 * seg:X}", timeline=1, wal_segment_size=seg)
+        store.api_calls = 0
+        tracemalloc.start()
+        t = time.perf_counter()
+        checks = CheckSet("synthetic")
+        check_wal_continuity(store, manifest, checks)
+        continuity = time.perf_counter() - t
+        calls_continuity = store.api_calls
+        store.api_calls = 0
+        t = time.perf_counter()
+        newest_backup(store, "wal_archive")
+        freshness = time.perf_counter() - t
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert checks.ok, checks.failed
+        rows[count] = {"continuity_seconds": round(continuity, 3), "continuity_api_calls": calls_continuity,
+                       "freshness_seconds": round(freshness, 3), "freshness_api_calls": store.api_calls,
+                       "peak_python_mb": round(peak / 1e6, 1)}
+        say(f"{count} segments: {rows[count]}")
+    big = rows[100_000]
+    total = big["continuity_seconds"] + big["freshness_seconds"]
+    return save("wal_archive_100k", total, 30.0, "100,000 segments < 30 s and < 300 MB; API calls grow with pages",
+                total < 30 and big["peak_python_mb"] < 300 and big["continuity_api_calls"] <= 100_000 // 1000 + 2,
+                by_count=rows, growth_seconds=round(total / (rows[10_000]["continuity_seconds"] + rows[10_000]["freshness_seconds"]), 2))
+
+
+# ----------------------------------------------------------------------------- 6 end-to-end drill
+def run_drill(sb: Sandbox, path: str) -> dict:
+    env_file = sb.dir / "env"
+    env = dict(os.environ)
+    for line in env_file.read_text().splitlines():
+        if line.startswith("export "):
+            k, _, v = line[7:].partition("=")
+            env[k] = shlex.split(v)[0] if v else ""
+    env["AIRFLOW_HOME"] = str(sb.dir / "airflow")
+    env["REHEARSAL_SANDBOX_DIR"] = str(sb.dir)
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "run_dag.py"), "dr_drill_postgres_primary_loss", "--quiet",
+                          "--conf", json.dumps({"mode": "disruptive", "path": path})], env=env, capture_output=True, text=True)
+    report_line = [ln for ln in out.stdout.splitlines() if "report:" in ln]
+    if out.returncode != 0 or not report_line:
+        raise RuntimeError(f"drill failed: {out.stdout[-2000:]} {out.stderr[-2000:]}")
+    return json.loads(Path(report_line[0].split("report:", 1)[1].strip()).read_text())
+
+
+def tool_seconds(report: dict) -> float:
+    """The underlying tools' own time: the recovery (pg_promote or the restore's fetch/replay) and validation."""
+    steps = {s["name"]: s for s in report["steps"]}
+
+    def dur(name: str) -> float:
+        s = steps.get(name) or {}
+        if not s.get("started_at") or not s.get("finished_at"):
+            return 0.0
+        return (datetime.fromisoformat(s["finished_at"]) - datetime.fromisoformat(s["started_at"])).total_seconds()
+
+    timings = report["evidence"].get("restore_timings") or {}
+    recovery = timings.get("total") if report["recovery_path"] == "pitr" else dur("promote_standby")
+    return float(recovery or 0) + dur("validate_recovered_database")
+
+
+def bench_drills(sandboxes: dict[str, Sandbox]) -> list[dict]:
+    out = []
+    for label, sb in sandboxes.items():
+        for path in ("promote_standby", "pitr"):
+            report = run_drill(sb, path)
+            rto, rpo = report["measured_rto_seconds"], report["measured_rpo_seconds"]
+            tools = tool_seconds(report)
+            met = rto <= 1.2 * tools + 10 and (path != "promote_standby" or (rto < 15 and rpo < 1))
+            out.append(save(f"drill_{path}_{label}", rto, tools, "RTO <= 1.2x tool time + 10 s; promote: RTO < 15 s, RPO < 1 s",
+                            met, measured_rpo_seconds=rpo, report=report["run_id"], scale=sb.state["scale"]))
+    return out
+
+
+# ----------------------------------------------------------------------------- 7 real scheduler
+def bench_scheduler(sb: Sandbox) -> dict:
+    from rehearsal.sandbox.airflow_deployment import USERNAME, LocalAirflow
+    from tests.airflow_api import AirflowApi
+
+    airflow = LocalAirflow(sb, port=free_port())
+    airflow.up()
+    try:
+        api = AirflowApi(airflow.url, USERNAME, airflow.password)
+        api.wait_for_dag("dr_drill_postgres_primary_loss")
+        overheads = []
+        for _ in range(2):
+            run_id = api.trigger("dr_drill_postgres_primary_loss", {"mode": "non_disruptive"})
+            run = api.wait_for_run("dr_drill_postgres_primary_loss", run_id)
+            tis = [t for t in api.task_instances("dr_drill_postgres_primary_loss", run_id) if t["duration"] is not None]
+            wall = (datetime.fromisoformat(run["end_date"].replace("Z", "+00:00")) -
+                    datetime.fromisoformat(run["start_date"].replace("Z", "+00:00"))).total_seconds()
+            overheads.append((wall - sum(t["duration"] for t in tis)) / len(tis))
+    finally:
+        airflow.down()
+    per_task = median(overheads)
+    return save("scheduler_overhead_per_task", per_task, 2.0, "< 2 s per task on the real scheduler", per_task < 2.0,
+                runs=overheads)
+
+
+def main() -> int:
+    only = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))
+    started = time.perf_counter()
+    results: list[dict] = []
+
+    def want(name: str) -> bool:
+        return not only or name in only
+
+    if want("parsing"):
+        results += bench_dag_parsing()
+    big = sandbox_at(float(os.environ.get("BENCH_SCALE", "5")), "large") if any(
+        want(n) for n in ("logical", "pitr", "verification", "wal", "drill", "scheduler")) else None
+    if want("logical"):
+        results.append(bench_logical_restore(big))
+    if want("pitr"):
+        results.append(bench_pitr(big))
+    if want("verification"):
+        results += bench_verification(big)
+    if want("wal"):
+        results.append(bench_wal_archive(big))
+    if want("drill"):
+        small = sandbox_at(float(os.environ.get("BENCH_DEFAULT_SCALE", "1")), "default")
+        results += bench_drills({"default_scale": small, "1gb": Sandbox(big.dir)})
+        small.down()
+    if want("scheduler"):
+        results.append(bench_scheduler(Sandbox(big.dir)))
+    if big is not None and os.environ.get("BENCH_KEEP_SANDBOX") != "1":
+        Sandbox(big.dir).down()
+    print()
+    print(f"{'benchmark':34} {'project s':>10} {'baseline s':>11} {'ratio':>7}  met  target")
+    for r in results:
+        base = "" if r["baseline_seconds"] is None else f"{r['baseline_seconds']:.3f}"
+        ratio = "" if r["ratio"] is None else f"{r['ratio']:.3f}"
+        print(f"{r['name']:34} {r['project_seconds']:>10.3f} {base:>11} {ratio:>7}  {'yes' if r['met'] else 'NO ':3}  {r['target']}")
+    print(f"\n[bench] {len(results)} results in {time.perf_counter() - started:.0f}s; JSON in {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""The fault matrix: things going wrong in the middle. Each case asserts a clear failure naming its
+cause, the source backups byte-identical, and nothing left behind (clusters, processes, scratch
+directories, results rows marked in progress), with the sandbox whole for the next drill."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from rehearsal.discovery import point_at, resolve
+from rehearsal.postgres.connection import accepts_writes, connect
+from rehearsal.sandbox.platform import Sandbox
+from tests.e2e.test_drill_primary_loss import DRILL, report_of, run_dag
+from tests.helpers import leftovers, source_fingerprint
+
+pytestmark = [pytest.mark.sandbox, pytest.mark.e2e]
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def platform(sandbox, airflow_db):
+    before = Sandbox(sandbox.dir)
+    fingerprint = source_fingerprint(before.store())
+    yield before
+    after = Sandbox(sandbox.dir)
+    assert after.is_up(), after.status()
+    assert leftovers(after) == {"processes": [], "scratch": []}
+    now = source_fingerprint(after.store())
+    assert {k: now.get(k) for k in fingerprint} == fingerprint, "a source backup changed"
+    with connect(after.results_endpoint()) as conn:
+        assert conn.execute("SELECT run_id FROM drill_results WHERE status = 'in_progress'").fetchall() == []
+        assert conn.execute("SELECT run_id FROM drill_locks").fetchall() == []
+    assert resolve(after.aws("route53"), after.discovery()) == ("127.0.0.1", after.primary.port)
+    assert accepts_writes(after.endpoint(after.primary, "admin").with_(dbname="postgres"))[0]
+
+
+STEP_FAILURES = [
+    ("disruptive", "auto", "inject_primary_loss"),
+    ("disruptive", "auto", "detect_primary_loss"),
+    ("disruptive", "auto", "promote_standby"),
+    ("disruptive", "pitr", "restore_pitr"),
+    ("disruptive", "pitr", "validate_recovered_database"),
+    ("disruptive", "auto", "enroll_new_primary"),
+    ("disruptive", "auto", "switch_service_discovery"),
+    ("disruptive", "auto", "measure_rto_rpo"),
+    ("non_disruptive", "auto", "restore_pitr"),
+]
+
+
+@pytest.mark.parametrize(("mode", "path", "failing_step"), STEP_FAILURES)
+def test_a_failure_at_any_step_is_reported_and_torn_down(platform, monkeypatch, mode, path, failing_step):
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(REPO / "dags")).dags[DRILL]
+    operator_class = type(dag.get_task(failing_step))
+
+    def injected(self, context):
+        if self.task_id == failing_step:
+            raise RuntimeError(f"injected failure at {failing_step}")
+        return original(self, context)
+
+    original = operator_class.run_step
+    monkeypatch.setattr(operator_class, "run_step", injected)
+    dag_run = run_dag(DRILL, {"mode": mode, "path": path})
+    assert str(dag_run.state) == "failed"
+    report = report_of(dag_run)
+    assert report["status"] == "failed"
+    assert f"{failing_step}: RuntimeError: injected failure at {failing_step}" in report["failure"]
+    steps = {s["name"]: s["status"] for s in report["steps"]}
+    assert steps[failing_step] == "failed" and steps["tear_down_drill_resources"] == "success"
+
+
+def test_a_restore_killed_mid_way_then_retried_converges(platform, tmp_path):
+    runtime = Path(platform.state["runtime"])
+    script = tmp_path / "restore.py"
+    script.write_text(f"""
+import sys
+from pathlib import Path
+from rehearsal.sandbox.platform import Sandbox
+from rehearsal.postgres.cluster import LocalCluster
+from rehearsal.postgres.restore import RecoveryTarget, restore_pitr
+sb = Sandbox(Path({str(platform.dir)!r}))
+dest = LocalCluster("killed-restore", Path({str(runtime / 'scratch' / 'fault-kill')!r}) / "killed-restore", int(sys.argv[1]))
+print(restore_pitr(sb.store(), RecoveryTarget(), dest, [("127.0.0.1", sb.primary.port)]).to_dict())
+""")
+    from rehearsal.postgres.cluster import LocalCluster, free_port
+
+    port = free_port()
+    dest = LocalCluster("killed-restore", runtime / "scratch" / "fault-kill" / "killed-restore", port)
+    proc = subprocess.Popen([sys.executable, str(script), str(port)], env=os.environ.copy())
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (dest.data_dir / "PG_VERSION").exists():
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)  # mid-way: the base backup is being unpacked
+    proc.wait()
+    assert dest.data_dir.exists(), "the kill came too late to leave leftovers"
+    from rehearsal.postgres.restore import RecoveryTarget, restore_pitr
+
+    try:
+        result = restore_pitr(platform.store(), RecoveryTarget(), dest, [("127.0.0.1", platform.primary.port)])
+        assert not result.reused and result.port == port
+        with connect(platform.endpoint(platform.primary).with_(port=port)) as conn:
+            assert conn.execute("SELECT count(*) FROM orgs").fetchone()[0] > 0
+    finally:
+        dest.destroy()
+        import shutil
+
+        shutil.rmtree(dest.data_dir.parent, ignore_errors=True)
+
+
+def test_a_switch_interrupted_after_the_record_changed_is_rerun_once(platform):
+    route53, record = platform.aws("route53"), platform.discovery()
+    primary = platform.primary.port
+    # A first attempt changed the record and died before confirming; the rerun finds it done.
+    assert point_at(route53, record, "127.0.0.1", primary) is False
+    records = [r for r in route53.list_resource_record_sets(HostedZoneId=record.zone_id)["ResourceRecordSets"]
+               if r["Type"] == "SRV"]
+    assert len(records) == 1 and records[0]["ResourceRecords"] == [{"Value": f"0 0 {primary} 127.0.0.1."}]
+
+
+def test_the_heartbeat_connection_cut_mid_drill_still_measures_rto_and_rpo(platform):
+    admin = platform.endpoint(platform.primary, "admin").with_(dbname="postgres")
+    cuts = []
+
+    def cut() -> None:
+        for _ in range(3):
+            try:
+                with connect(admin, connect_timeout=1) as conn:
+                    cuts.append(conn.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                             "WHERE application_name = 'heartbeat'").fetchone()[0])
+            except Exception:  # noqa: BLE001 - the primary may already be gone: that is the drill
+                return
+            time.sleep(0.7)
+
+    cutter = threading.Thread(target=cut)
+    cutter.start()
+    dag_run = run_dag(DRILL, {"mode": "disruptive", "path": "auto"})
+    cutter.join()
+    report = report_of(dag_run)
+    assert sum(cuts) >= 1, "the writer's connection was never cut"
+    assert str(dag_run.state) == "success", report.get("failure")
+    assert report["measured_rpo_seconds"] <= 1.0
+    assert report["measured_rto_seconds"] == pytest.approx(
+        report["evidence"]["first_ack_after_recovery"]["acked_at"] - report["evidence"]["fault_at"])
+    log = Path(json.loads(os.environ["AIRFLOW_VAR_REHEARSAL_ENVIRONMENT"])["heartbeat_log"]).read_text()
+    assert "terminating connection due to administrator command" in log
+
+
+@pytest.mark.parametrize("conf", [
+    {"mode": "disruptive; rm -rf /", "path": "auto"},
+    {"mode": "non_disruptive", "path": "pitr'; DROP TABLE orgs; --"},
+])
+def test_form_values_with_shell_or_sql_metacharacters_are_refused(platform, conf):
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk.exceptions import ParamValidationError
+
+    dag = DagBag(dag_folder=str(REPO / "dags")).dags[DRILL]
+    dag.deadline = None
+    with pytest.raises(ParamValidationError, match="is not one of"):
+        dag.test(run_conf=conf)
+    with connect(platform.endpoint(platform.primary)) as conn:
+        assert conn.execute("SELECT count(*) FROM orgs").fetchone()[0] > 0
