@@ -25,6 +25,7 @@ from rehearsal.postgres.failover import promote
 from rehearsal.postgres.restore import RecoveryTarget, restore_logical, restore_pitr
 from rehearsal.postgres.validate import validate_controlplane
 from rehearsal.sandbox.platform import Sandbox
+from rehearsal.wal import parse_lsn, parse_segment_name, segno_of
 from tests.helpers import leftovers, source_fingerprint
 
 pytestmark = pytest.mark.sandbox
@@ -96,12 +97,15 @@ def copy_backup(store: BackupStore, kind: str, source_id: str, new_id: str, with
 
 @pytest.fixture
 def scratch_objects(store):
+    """Keys the test wrote; every version of them is deleted afterwards, one listing per folder."""
     keys: list[str] = []
     yield keys
-    for key in keys:
-        versions = store.s3.list_object_versions(Bucket=store.bucket, Prefix=key).get("Versions", [])
-        for v in versions:
-            store.s3.delete_object(Bucket=store.bucket, Key=v["Key"], VersionId=v["VersionId"])
+    for folder in sorted({k.rsplit("/", 1)[0] + "/" for k in keys}):
+        listing = store.s3.list_object_versions(Bucket=store.bucket, Prefix=folder)
+        doomed = [{"Key": v["Key"], "VersionId": v["VersionId"]}
+                  for v in listing.get("Versions", []) + listing.get("DeleteMarkers", [])]
+        for i in range(0, len(doomed), 1000):
+            store.s3.delete_objects(Bucket=store.bucket, Delete={"Objects": doomed[i:i + 1000], "Quiet": True})
 
 
 def failed(checks: CheckSet) -> dict[str, str]:
@@ -158,8 +162,11 @@ def test_a_wal_segment_deleted_from_the_middle_of_the_archive_is_named(sandbox, 
         wait_archived(store, segment)
     src_prefix = store.prefix("wal_archive")
     names = sorted(o.key[len(src_prefix):] for o in store.iter_objects(src_prefix) if len(o.key) - len(src_prefix) == 24)
-    needed = [n for n in names if n >= f"{manifest.timeline:08X}" and int(n[16:], 16) >= int(manifest.start_lsn.split("/")[1], 16) >> 20]
-    for name in names:
+    first = segno_of(parse_lsn(manifest.start_lsn), manifest.wal_segment_size)
+    needed = [n for n in names if parse_segment_name(n, manifest.wal_segment_size) is not None
+              and parse_segment_name(n, manifest.wal_segment_size)[0] == manifest.timeline
+              and parse_segment_name(n, manifest.wal_segment_size)[1] >= first]
+    for name in needed:  # only what replay from this backup needs: the test damages the copy
         key = copy.wal_key(name)
         put_copy(store, store.wal_key(name), key)
         scratch_objects.append(key)
