@@ -48,6 +48,8 @@ def nothing_lost_nothing_left(sandbox_session, store, originals):
     changed = {k: (v, now.get(k)) for k, v in originals.items() if now.get(k) != v}
     assert changed == {}, f"source backups changed: {changed}"
     assert leftovers(Sandbox(sandbox_session.dir)) == {"processes": [], "scratch": []}
+    test_objects = [o.key for o in store.iter_objects("") if "-test-" in o.key or o.key.startswith("controlplane-walcopy/")]
+    assert test_objects == [], "scratch objects left in the bucket"
 
 
 @pytest.fixture
@@ -70,42 +72,51 @@ def scratch(sandbox):
     shutil.rmtree(root, ignore_errors=True)
 
 
-def put_copy(store: BackupStore, source_key: str, key: str) -> None:
-    # get + put rather than copy_object: moto keeps a multipart source's checksum on the copy.
-    body = store.s3.get_object(Bucket=store.bucket, Key=source_key)["Body"].read()
-    store.s3.put_object(Bucket=store.bucket, Key=key, Body=body)
+class ScratchObjects:
+    """Objects a test writes into the bucket, every version recorded, so cleanup never has to list the
+    (versioned) bucket: moto's list_object_versions copies every version it holds, and grew past the
+    machine's memory once."""
 
+    def __init__(self, store: BackupStore) -> None:
+        self.store = store
+        self.versions: list[tuple[str, str]] = []
 
-def copy_backup(store: BackupStore, kind: str, source_id: str, new_id: str, with_manifest: bool = True) -> list[str]:
-    """Copy a backup under a new id (the tests damage copies, never the source)."""
-    manifest = store.manifest(kind, source_id)
-    keys, objects = [], []
-    for obj in manifest.objects:
-        key = store.backup_key(kind, new_id, obj.name)
-        put_copy(store, obj.key, key)
-        objects.append(BackupObject(obj.name, key, obj.size, obj.sha256))
-        keys.append(key)
-    if with_manifest:
+    def put(self, key: str, body: bytes) -> None:
+        resp = self.store.s3.put_object(Bucket=self.store.bucket, Key=key, Body=body)
+        self.versions.append((key, resp["VersionId"]))
+
+    def copy(self, source_key: str, key: str) -> None:
+        # get + put rather than copy_object: moto keeps a multipart source's checksum on the copy.
+        self.put(key, self.store.s3.get_object(Bucket=self.store.bucket, Key=source_key)["Body"].read())
+
+    def delete(self, key: str) -> None:
+        resp = self.store.s3.delete_object(Bucket=self.store.bucket, Key=key)
+        self.versions.append((key, resp["VersionId"]))
+
+    def copy_backup(self, kind: str, source_id: str, new_id: str, with_manifest: bool = True) -> None:
+        """Copy a backup under a new id (the tests damage copies, never the source)."""
         from dataclasses import replace
 
-        copy = replace(manifest, backup_id=new_id, objects=objects)
-        key = store.backup_key(kind, new_id, "manifest.json")
-        store.put_bytes(key, copy.to_json().encode())
-        keys.append(key)
-    return keys
+        manifest = self.store.manifest(kind, source_id)
+        objects = []
+        for obj in manifest.objects:
+            key = self.store.backup_key(kind, new_id, obj.name)
+            self.copy(obj.key, key)
+            objects.append(BackupObject(obj.name, key, obj.size, obj.sha256))
+        if with_manifest:
+            copy = replace(manifest, backup_id=new_id, objects=objects)
+            self.put(self.store.backup_key(kind, new_id, "manifest.json"), copy.to_json().encode())
+
+    def cleanup(self) -> None:
+        for key, version in self.versions:
+            self.store.s3.delete_object(Bucket=self.store.bucket, Key=key, VersionId=version)
 
 
 @pytest.fixture
 def scratch_objects(store):
-    """Keys the test wrote; every version of them is deleted afterwards, one listing per folder."""
-    keys: list[str] = []
-    yield keys
-    for folder in sorted({k.rsplit("/", 1)[0] + "/" for k in keys}):
-        listing = store.s3.list_object_versions(Bucket=store.bucket, Prefix=folder)
-        doomed = [{"Key": v["Key"], "VersionId": v["VersionId"]}
-                  for v in listing.get("Versions", []) + listing.get("DeleteMarkers", [])]
-        for i in range(0, len(doomed), 1000):
-            store.s3.delete_objects(Bucket=store.bucket, Delete={"Objects": doomed[i:i + 1000], "Quiet": True})
+    objects = ScratchObjects(store)
+    yield objects
+    objects.cleanup()
 
 
 def failed(checks: CheckSet) -> dict[str, str]:
@@ -127,11 +138,11 @@ def test_the_newest_dump_verifies(store, tmp_path):
 
 def test_one_flipped_byte_in_a_base_backup_object_is_named(store, tmp_path, scratch_objects):
     source = store.backup_ids("base_backup")[-1]
-    scratch_objects += copy_backup(store, "base_backup", source, "base-test-flipped")
+    scratch_objects.copy_backup("base_backup", source, "base-test-flipped")
     key = store.backup_key("base_backup", "base-test-flipped", "base.tar")
     data = bytearray(store.s3.get_object(Bucket=store.bucket, Key=key)["Body"].read())
     data[len(data) // 2] ^= 0x01
-    store.s3.put_object(Bucket=store.bucket, Key=key, Body=bytes(data))
+    scratch_objects.put(key, bytes(data))
     checks, _ = verify_base_backup(store, "base-test-flipped", tmp_path)
     assert checks.subject == "base backup base-test-flipped"
     assert set(failed(checks)) == {"sha256:base.tar", "pg_verifybackup"}
@@ -141,10 +152,10 @@ def test_one_flipped_byte_in_a_base_backup_object_is_named(store, tmp_path, scra
 
 def test_a_truncated_dump_is_named(store, tmp_path, scratch_objects):
     source = store.backup_ids("logical_dump")[-1]
-    scratch_objects += copy_backup(store, "logical_dump", source, "dump-test-truncated")
+    scratch_objects.copy_backup("logical_dump", source, "dump-test-truncated")
     key = store.backup_key("logical_dump", "dump-test-truncated", "controlplane.dump")
     data = store.s3.get_object(Bucket=store.bucket, Key=key)["Body"].read()
-    store.s3.put_object(Bucket=store.bucket, Key=key, Body=data[: len(data) // 2])
+    scratch_objects.put(key, data[: len(data) // 2])
     checks, _ = verify_logical_dump(store, "dump-test-truncated", tmp_path)
     reasons = failed(checks)
     assert {"object_size:controlplane.dump", "sha256:controlplane.dump", "pg_restore_readthrough"} <= set(reasons)
@@ -167,12 +178,10 @@ def test_a_wal_segment_deleted_from_the_middle_of_the_archive_is_named(sandbox, 
               and parse_segment_name(n, manifest.wal_segment_size)[0] == manifest.timeline
               and parse_segment_name(n, manifest.wal_segment_size)[1] >= first]
     for name in needed:  # only what replay from this backup needs: the test damages the copy
-        key = copy.wal_key(name)
-        put_copy(store, store.wal_key(name), key)
-        scratch_objects.append(key)
+        scratch_objects.copy(store.wal_key(name), copy.wal_key(name))
     assert len(needed) >= 3, needed
     victim = needed[len(needed) // 2]
-    store.s3.delete_object(Bucket=store.bucket, Key=copy.wal_key(victim))
+    scratch_objects.delete(copy.wal_key(victim))
     checks = CheckSet("archive copy")
     check_wal_continuity(copy, manifest, checks)
     assert failed(checks)["wal_continuity"].startswith("1 segment(s) missing between")
@@ -180,8 +189,8 @@ def test_a_wal_segment_deleted_from_the_middle_of_the_archive_is_named(sandbox, 
 
 
 def test_a_missing_manifest_is_named(store, tmp_path, scratch_objects):
-    scratch_objects += copy_backup(store, "base_backup", store.backup_ids("base_backup")[-1], "base-test-nomanifest",
-                                   with_manifest=False)
+    scratch_objects.copy_backup("base_backup", store.backup_ids("base_backup")[-1], "base-test-nomanifest",
+                                with_manifest=False)
     checks, manifest = verify_base_backup(store, "base-test-nomanifest", tmp_path)
     assert manifest is None
     assert failed(checks) == {"manifest": f"base_backup base-test-nomanifest (s3://{store.bucket}/controlplane/base/"
