@@ -72,3 +72,12 @@ def airflow_db():
     subprocess.run([sys.executable, "-m", "airflow", "pools", "set", "restores", "2", "Concurrent restores"],
                    check=True, capture_output=True)
     return home
+
+
+from tests.backup_fixtures import (  # noqa: E402,F401 - fixtures shared by integration and fault tests
+    nothing_lost_nothing_left,
+    originals,
+    scratch,
+    scratch_objects,
+    store,
+)

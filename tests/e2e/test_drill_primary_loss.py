@@ -11,7 +11,7 @@ import yaml
 from rehearsal.catalog import DEFAULT_CATALOG
 from rehearsal.discovery import resolve
 from rehearsal.environment import Environment
-from rehearsal.postgres.connection import accepts_writes, connect
+from rehearsal.postgres.connection import connect
 from rehearsal.report import report_paths
 from rehearsal.results import fetch_result
 from rehearsal.sandbox.platform import Sandbox
@@ -111,21 +111,6 @@ def test_a_non_disruptive_drill_restores_into_scratch_and_leaves_production_alon
     assert now.primary.port == primary
     assert resolve(now.aws("route53"), now.discovery()) == ("127.0.0.1", primary)
     assert any(r.startswith("cluster:drill-") for r in report["resources_cleaned"])
-
-
-def test_a_disruptive_drill_aimed_at_an_environment_not_marked_for_drills_is_refused(platform, monkeypatch):
-    env = json.loads(os.environ["AIRFLOW_VAR_REHEARSAL_ENVIRONMENT"])
-    env.update(name="production-eu", drill_environment=False)
-    monkeypatch.setenv("AIRFLOW_VAR_REHEARSAL_ENVIRONMENT", json.dumps(env))
-    primary = platform.endpoint(platform.primary, "admin").with_(dbname="postgres")
-    dag_run = run_dag(DRILL, {"mode": "disruptive", "path": "auto"})
-    assert str(dag_run.state) == "failed"
-    report = report_of(dag_run)
-    assert report["status"] == "aborted"
-    assert ("guard_drill_environment: PreconditionFailed: refusing to run a disruptive drill (it kills the primary and "
-            "loses its data): environment 'production-eu' is not marked as a drill environment") in report["failure"]
-    assert {s["name"]: s["status"] for s in report["steps"]}["inject_primary_loss"] == "upstream_failed"
-    assert accepts_writes(primary) == (True, "accepts writes")
 
 
 def test_new_backups_are_verified_and_restore_tested(platform):
