@@ -39,16 +39,12 @@ def load_env_file(path: Path) -> None:
 @pytest.fixture(scope="session")
 def sandbox_session():
     """The sandbox platform, up for the whole session and torn down (and checked for leaks) at the end."""
-    from rehearsal.sandbox.platform import Sandbox
-
     sb = Sandbox(Path(os.environ["REHEARSAL_SANDBOX_DIR"]))
     sb.up(scale=float(os.environ["SANDBOX_SCALE"]), archive_timeout=5)
     load_env_file(sb.dir / "env")
     yield sb
     sb = Sandbox(sb.dir)  # drills changed the topology: re-read it
     sb.down()
-    from tests.helpers import server_processes
-
     assert server_processes(os.environ["REHEARSAL_RUNTIME"]) == [], "postgres processes left after sandbox down"
     import shutil
 
@@ -59,9 +55,25 @@ def sandbox_session():
 @pytest.fixture
 def sandbox(sandbox_session):
     """The sandbox as it is now: drills change its topology, so its inventory is re-read for every test."""
-    from rehearsal.sandbox.platform import Sandbox
-
     return Sandbox(sandbox_session.dir)
+
+
+@pytest.fixture
+def platform(sandbox, airflow_db):
+    """The sandbox before a drill, and proof afterwards that it is whole, nothing leaked and no source backup changed."""
+    before = Sandbox(sandbox.dir)
+    fingerprint = source_fingerprint(before.store())
+    yield before
+    after = Sandbox(sandbox.dir)
+    assert after.is_up(), after.status()
+    assert leftovers(after) == {"processes": [], "scratch": []}
+    now = source_fingerprint(after.store())
+    assert {k: now.get(k) for k in fingerprint} == fingerprint, "a source backup changed"
+    with connect(after.results_endpoint()) as conn:
+        assert conn.execute("SELECT run_id FROM drill_results WHERE status = 'in_progress'").fetchall() == []
+        assert conn.execute("SELECT run_id FROM drill_locks").fetchall() == []
+    assert resolve(after.aws("route53"), after.discovery()) == ("127.0.0.1", after.primary.port)
+    assert accepts_writes(after.endpoint(after.primary, "admin").with_(dbname="postgres"))[0]
 
 
 @pytest.fixture(scope="session")
@@ -74,6 +86,9 @@ def airflow_db():
     return home
 
 
+from rehearsal.discovery import resolve  # noqa: E402 - after the environment above is set
+from rehearsal.postgres.connection import accepts_writes, connect  # noqa: E402
+from rehearsal.sandbox.platform import Sandbox  # noqa: E402
 from tests.backup_fixtures import (  # noqa: E402,F401 - fixtures shared by integration and fault tests
     nothing_lost_nothing_left,
     originals,
@@ -81,3 +96,4 @@ from tests.backup_fixtures import (  # noqa: E402,F401 - fixtures shared by inte
     scratch_objects,
     store,
 )
+from tests.helpers import leftovers, server_processes, source_fingerprint  # noqa: E402

@@ -15,7 +15,6 @@ from rehearsal.postgres.connection import connect
 from rehearsal.report import report_paths
 from rehearsal.results import fetch_result
 from rehearsal.sandbox.platform import Sandbox
-from tests.helpers import leftovers, source_fingerprint
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.e2e]
 REPO = Path(__file__).resolve().parents[2]
@@ -38,19 +37,6 @@ def report_of(dag_run) -> dict:
     json_path, md_path = report_paths(env.reports_dir, dag_run.dag_id, dag_run.run_id)
     assert md_path.exists()
     return json.loads(json_path.read_text())
-
-
-@pytest.fixture
-def platform(sandbox, airflow_db):
-    """The sandbox as it is now, and proof afterwards that it is whole and nothing leaked or changed."""
-    before = Sandbox(sandbox.dir)
-    fingerprint = source_fingerprint(before.store())
-    yield before
-    after = Sandbox(sandbox.dir)
-    assert after.is_up(), after.status()
-    assert leftovers(after) == {"processes": [], "scratch": []}
-    now = source_fingerprint(after.store())
-    assert {k: now.get(k) for k in fingerprint} == fingerprint, "a source backup changed"
 
 
 def assert_complete(report: dict, mode: str, path: str) -> None:

@@ -14,31 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from rehearsal.discovery import point_at, resolve
-from rehearsal.postgres.connection import accepts_writes, connect
-from rehearsal.sandbox.platform import Sandbox
+from rehearsal.discovery import point_at
+from rehearsal.postgres.connection import connect
 from tests.e2e.test_drill_primary_loss import DRILL, report_of, run_dag
-from tests.helpers import leftovers, source_fingerprint
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.e2e]
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def platform(sandbox, airflow_db):
-    before = Sandbox(sandbox.dir)
-    fingerprint = source_fingerprint(before.store())
-    yield before
-    after = Sandbox(sandbox.dir)
-    assert after.is_up(), after.status()
-    assert leftovers(after) == {"processes": [], "scratch": []}
-    now = source_fingerprint(after.store())
-    assert {k: now.get(k) for k in fingerprint} == fingerprint, "a source backup changed"
-    with connect(after.results_endpoint()) as conn:
-        assert conn.execute("SELECT run_id FROM drill_results WHERE status = 'in_progress'").fetchall() == []
-        assert conn.execute("SELECT run_id FROM drill_locks").fetchall() == []
-    assert resolve(after.aws("route53"), after.discovery()) == ("127.0.0.1", after.primary.port)
-    assert accepts_writes(after.endpoint(after.primary, "admin").with_(dbname="postgres"))[0]
 
 
 STEP_FAILURES = [

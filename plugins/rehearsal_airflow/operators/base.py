@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowSkipException
 
 from rehearsal.drills.primary_loss import run_key
+from rehearsal_airflow.hooks.controlplane_db import ControlPlaneDbHook
 
 log = logging.getLogger(__name__)
 STEP_KEY = "step"
@@ -56,3 +58,14 @@ def pull_first(context: Context, task_ids: list[str], key: str = "return_value")
         if value:
             return value
     return None
+
+
+class ControlPlaneMixin:
+    """The control-plane database hook, built lazily from ``controlplane_conn_id`` and ``aws_conn_id``."""
+
+    controlplane_conn_id = "controlplane_admin"
+    aws_conn_id = "aws_default"
+
+    @cached_property
+    def controlplane(self) -> ControlPlaneDbHook:
+        return ControlPlaneDbHook(self.controlplane_conn_id, self.aws_conn_id)

@@ -3,14 +3,12 @@ primary still accepts writes (not fenced)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import cached_property
 
 from airflow.sdk import Context
 
 from rehearsal.catalog import load_catalog
 from rehearsal.postgres.failover import promote
-from rehearsal_airflow.hooks.controlplane_db import ControlPlaneDbHook
-from rehearsal_airflow.operators.base import DrillStepOperator
+from rehearsal_airflow.operators.base import ControlPlaneMixin, DrillStepOperator
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -20,7 +18,7 @@ def split_address(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-class PostgresFailoverOperator(DrillStepOperator):
+class PostgresFailoverOperator(ControlPlaneMixin, DrillStepOperator):
     """:param standby_address: host:port of the standby to promote
     :param old_primary_address: host:port of the old primary (checked for fencing); default: where discovery points
     :param component: catalog component whose RPO bounds the allowed replay lag
@@ -38,10 +36,6 @@ class PostgresFailoverOperator(DrillStepOperator):
         self.controlplane_conn_id = controlplane_conn_id
         self.aws_conn_id = aws_conn_id
         self.promote_timeout = promote_timeout
-
-    @cached_property
-    def controlplane(self) -> ControlPlaneDbHook:
-        return ControlPlaneDbHook(self.controlplane_conn_id, self.aws_conn_id)
 
     def run_step(self, context: Context) -> dict:
         rpo = load_catalog().target(self.component).rpo.total_seconds()

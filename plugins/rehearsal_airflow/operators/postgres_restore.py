@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from functools import cached_property
 from pathlib import Path
 
 from airflow.providers.amazon.aws.hooks.rds import RdsHook
@@ -18,14 +17,13 @@ from rehearsal.postgres.cluster import LocalCluster, free_port
 from rehearsal.postgres.restore import RecoveryTarget, restore_logical, restore_pitr
 from rehearsal_airflow.environment import current_environment
 from rehearsal_airflow.hooks.backup_store import BackupStoreHook
-from rehearsal_airflow.hooks.controlplane_db import ControlPlaneDbHook
-from rehearsal_airflow.operators.base import DrillStepOperator, key_of
+from rehearsal_airflow.operators.base import ControlPlaneMixin, DrillStepOperator, key_of
 
 METHODS = ("pitr", "logical", "rds_snapshot", "rds_pitr")
 RESTORE_POOL = "restores"  # caps concurrent restores; created by `make airflow` and the test fixtures
 
 
-class PostgresRestoreOperator(DrillStepOperator):
+class PostgresRestoreOperator(ControlPlaneMixin, DrillStepOperator):
     """Restore into a new cluster on a free port; returns its address, restored LSN and timings.
 
     :param method: one of pitr, logical, rds_snapshot, rds_pitr
@@ -56,10 +54,6 @@ class PostgresRestoreOperator(DrillStepOperator):
         self.source_db_instance_identifier = source_db_instance_identifier
         self.db_instance_class = db_instance_class
         self.wait_timeout = wait_timeout
-
-    @cached_property
-    def controlplane(self) -> ControlPlaneDbHook:
-        return ControlPlaneDbHook(self.controlplane_conn_id, self.aws_conn_id)
 
     def run_step(self, context: Context) -> dict:
         name = self.cluster_name or f"{key_of(context)}-{self.method}"

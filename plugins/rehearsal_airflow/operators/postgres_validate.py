@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import cached_property
 
 from airflow.sdk import Context
 
@@ -10,12 +9,11 @@ from rehearsal.errors import VerificationFailed
 from rehearsal.postgres.validate import validate_controlplane
 from rehearsal_airflow.environment import current_environment
 from rehearsal_airflow.hooks.backup_store import BackupStoreHook
-from rehearsal_airflow.hooks.controlplane_db import ControlPlaneDbHook
-from rehearsal_airflow.operators.base import DrillStepOperator
+from rehearsal_airflow.operators.base import ControlPlaneMixin, DrillStepOperator
 from rehearsal_airflow.operators.postgres_failover import split_address
 
 
-class PostgresValidateOperator(DrillStepOperator):
+class PostgresValidateOperator(ControlPlaneMixin, DrillStepOperator):
     """:param address: host:port of the database to validate (templated)
     :param expected_schema_version: default: the schema version in the newest base backup's manifest
     :param count_tolerance: relative row-count drift allowed against that manifest
@@ -31,10 +29,6 @@ class PostgresValidateOperator(DrillStepOperator):
         self.count_tolerance = count_tolerance
         self.controlplane_conn_id = controlplane_conn_id
         self.aws_conn_id = aws_conn_id
-
-    @cached_property
-    def controlplane(self) -> ControlPlaneDbHook:
-        return ControlPlaneDbHook(self.controlplane_conn_id, self.aws_conn_id)
 
     def run_step(self, context: Context) -> dict:
         env = current_environment()

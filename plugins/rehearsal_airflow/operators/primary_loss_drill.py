@@ -6,7 +6,6 @@ import shutil
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from functools import cached_property
 from pathlib import Path
 
 from airflow.providers.standard.operators.branch import BranchMixIn
@@ -25,8 +24,8 @@ from rehearsal.report import DrillReport, Step, judge, write_report
 from rehearsal.sandbox.platform import Sandbox
 from rehearsal.sandbox.wal_shipper import archive_command
 from rehearsal_airflow.environment import current_environment
-from rehearsal_airflow.hooks.controlplane_db import ControlPlaneDbHook, results_endpoint
-from rehearsal_airflow.operators.base import STEP_KEY, DrillStepOperator, key_of, now_iso, pull_first
+from rehearsal_airflow.hooks.controlplane_db import results_endpoint
+from rehearsal_airflow.operators.base import STEP_KEY, ControlPlaneMixin, DrillStepOperator, key_of, now_iso, pull_first
 from rehearsal_airflow.operators.postgres_failover import split_address
 from rehearsal_airflow.operators.service_discovery import ServiceDiscoverySwitchOperator
 
@@ -56,16 +55,7 @@ def sandbox_of(env: Environment) -> Sandbox:
     return Sandbox(Path(env.sandbox_state))
 
 
-class _ControlPlaneMixin:
-    controlplane_conn_id = "controlplane_admin"
-    aws_conn_id = "aws_default"
-
-    @cached_property
-    def controlplane(self) -> ControlPlaneDbHook:
-        return ControlPlaneDbHook(self.controlplane_conn_id, self.aws_conn_id)
-
-
-class DrillGuardOperator(_ControlPlaneMixin, DrillStepOperator):
+class DrillGuardOperator(ControlPlaneMixin, DrillStepOperator):
     """Refuse unsafe drills before anything happens: mode and environment, heartbeat evidence, a healthy
     primary, a base backup to recover from. Records the run as in progress in the results database."""
 
@@ -133,7 +123,7 @@ class InjectPrimaryLossOperator(DrillStepOperator):
                 "detail": f"killed {killed['cluster']} (pid {killed['pid']}, port {killed['port']}) and deleted its data"}
 
 
-class DetectPrimaryLossOperator(_ControlPlaneMixin, DrillStepOperator):
+class DetectPrimaryLossOperator(ControlPlaneMixin, DrillStepOperator):
     """Probe the primary (bounded) until it stops accepting writes; non-disruptive: confirm it still does."""
 
     def __init__(self, *, timeout: float = 60, **kwargs) -> None:
@@ -153,7 +143,7 @@ class DetectPrimaryLossOperator(_ControlPlaneMixin, DrillStepOperator):
                 "detail": f"primary {guard['primary']} lost after {attempts} probe(s): {reason}"}
 
 
-class ChooseRecoveryPathOperator(_ControlPlaneMixin, DrillStepOperator, BranchMixIn):
+class ChooseRecoveryPathOperator(ControlPlaneMixin, DrillStepOperator, BranchMixIn):
     """auto: promote the standby when it is healthy and within RPO, else PITR from backups."""
 
     inherits_from_skipmixin = True
@@ -226,7 +216,7 @@ class DrillServiceDiscoverySwitchOperator(ServiceDiscoverySwitchOperator):
         return super().run_step(context)
 
 
-class ConfirmWritesResumedOperator(_ControlPlaneMixin, DrillStepOperator):
+class ConfirmWritesResumedOperator(ControlPlaneMixin, DrillStepOperator):
     """The first acknowledged write on the recovered primary: the heartbeat after the switch, or, in a
     non-disruptive drill, a probe write into the scratch copy."""
 
@@ -245,7 +235,7 @@ class ConfirmWritesResumedOperator(_ControlPlaneMixin, DrillStepOperator):
         return {"first_ack": ack, "detail": f"probe write acknowledged by the scratch copy {recovered['address']}"}
 
 
-class MeasureRecoveryOperator(_ControlPlaneMixin, DrillStepOperator):
+class MeasureRecoveryOperator(ControlPlaneMixin, DrillStepOperator):
     """RTO and RPO from the heartbeat log and the rows that survived on the recovered primary."""
 
     def __init__(self, *, component: str = "control_plane_api", **kwargs) -> None:

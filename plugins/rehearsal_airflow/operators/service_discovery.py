@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from functools import cached_property
 
 from airflow.sdk import Context
 
 from rehearsal.drills.primary_loss import wait_for_first_ack
 from rehearsal_airflow.environment import current_environment
-from rehearsal_airflow.hooks.controlplane_db import ControlPlaneDbHook
-from rehearsal_airflow.operators.base import DrillStepOperator
+from rehearsal_airflow.operators.base import ControlPlaneMixin, DrillStepOperator
 from rehearsal_airflow.operators.postgres_failover import split_address
 
 
-class ServiceDiscoverySwitchOperator(DrillStepOperator):
+class ServiceDiscoverySwitchOperator(ControlPlaneMixin, DrillStepOperator):
     template_fields: Sequence[str] = ("address",)
 
     def __init__(self, *, address: str, confirm_timeout: float = 60, controlplane_conn_id: str = "controlplane_db",
@@ -25,10 +23,6 @@ class ServiceDiscoverySwitchOperator(DrillStepOperator):
         self.confirm_timeout = confirm_timeout
         self.controlplane_conn_id = controlplane_conn_id
         self.aws_conn_id = aws_conn_id
-
-    @cached_property
-    def controlplane(self) -> ControlPlaneDbHook:
-        return ControlPlaneDbHook(self.controlplane_conn_id, self.aws_conn_id)
 
     def run_step(self, context: Context) -> dict:
         host, port = split_address(self.address)
