@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 
-from psycopg.types.json import Jsonb
-
 from rehearsal.postgres.connection import Endpoint, connect
 from rehearsal.report import DrillReport
 
@@ -45,6 +43,8 @@ def record_start(endpoint: Endpoint, dag_id: str, run_id: str, scenario: str, mo
 
 
 def record_result(endpoint: Endpoint, report: DrillReport, report_path: str) -> None:
+    from psycopg.types.json import Jsonb
+
     ensure_schema(endpoint)
     r = report
     with connect(endpoint) as conn:
@@ -65,6 +65,8 @@ def record_result(endpoint: Endpoint, report: DrillReport, report_path: str) -> 
 
 def record_breach(endpoint: Endpoint, dag_id: str, run_id: str, component: str, deadline_time: str | None,
                   late_seconds: float | None, detail: dict) -> None:
+    from psycopg.types.json import Jsonb
+
     ensure_schema(endpoint)
     with connect(endpoint) as conn:
         conn.execute("INSERT INTO rto_breaches (dag_id, run_id, component, deadline_time, late_seconds, detail) "

@@ -1,10 +1,15 @@
-"""Endpoints and bounded connections: every probe has a connect timeout and a statement timeout."""
+"""Endpoints and bounded connections: every probe has a connect timeout and a statement timeout.
+
+psycopg is imported where it is used: DAG files import operators that import this module, and
+parsing must stay fast.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
-import psycopg
-from psycopg.conninfo import make_conninfo
+if TYPE_CHECKING:
+    import psycopg
 
 
 @dataclass(frozen=True)
@@ -16,6 +21,8 @@ class Endpoint:
     password: str = field(default="", repr=False)
 
     def conninfo(self, **overrides: object) -> str:
+        from psycopg.conninfo import make_conninfo
+
         return make_conninfo(host=self.host, port=self.port, dbname=self.dbname, user=self.user,
                              password=self.password or None, **overrides)
 
@@ -35,6 +42,8 @@ class Endpoint:
 
 def connect(endpoint: Endpoint, *, connect_timeout: int = 3, statement_timeout_ms: int = 30_000,
             autocommit: bool = True, application_name: str = "rehearsal") -> psycopg.Connection:
+    import psycopg
+
     options = f"-c statement_timeout={int(statement_timeout_ms)}"
     return psycopg.connect(endpoint.conninfo(connect_timeout=connect_timeout, options=options,
                                              application_name=application_name), autocommit=autocommit)
@@ -47,6 +56,8 @@ def query_one(endpoint: Endpoint, sql: str, params: tuple = (), **kwargs) -> tup
 
 def accepts_writes(endpoint: Endpoint, timeout: int = 2) -> tuple[bool, str]:
     """Whether the server answers and is not in recovery; with the reason when it is not."""
+    import psycopg
+
     try:
         row = query_one(endpoint, "SELECT pg_is_in_recovery()", connect_timeout=timeout, statement_timeout_ms=timeout * 1000)
     except psycopg.Error as exc:

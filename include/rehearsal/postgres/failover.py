@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import time
 
-import psycopg
-
 from rehearsal.errors import PreconditionFailed
 from rehearsal.postgres.connection import Endpoint, accepts_writes, connect
 
@@ -22,6 +20,8 @@ def replay_lag_seconds(standby: Endpoint) -> tuple[float | None, str]:
 
 def promotion_limitation(old_primary: Endpoint | None, standby: Endpoint, max_lag_seconds: float) -> str | None:
     """The reason the standby must not be promoted now, or None when it may."""
+    import psycopg
+
     if old_primary is not None:
         writable, _ = accepts_writes(old_primary)
         if writable:

@@ -1,7 +1,10 @@
 """Validate a (restored or promoted) control-plane database: named checks, as the plan lists them."""
 from __future__ import annotations
 
-import psycopg
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import psycopg
 
 from rehearsal.checks import CheckSet
 from rehearsal.controlplane import CRITICAL_TABLES
@@ -16,6 +19,8 @@ def validate_controlplane(endpoint: Endpoint, expected_schema_version: str, expe
     :param endpoint: a superuser endpoint of the database to validate
     :param count_tolerance: relative difference allowed between restored and manifest row counts
     """
+    import psycopg
+
     checks = CheckSet(f"control-plane database at {endpoint.address()}")
     try:
         conn = connect(endpoint, connect_timeout=5, statement_timeout_ms=300_000)
@@ -49,6 +54,8 @@ def validate_controlplane(endpoint: Endpoint, expected_schema_version: str, expe
 
 
 def _amcheck(conn: psycopg.Connection, tables: tuple[str, ...], checks: CheckSet) -> None:
+    import psycopg
+
     try:
         conn.execute("CREATE EXTENSION IF NOT EXISTS amcheck")
     except psycopg.Error as exc:

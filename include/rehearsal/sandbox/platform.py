@@ -85,7 +85,9 @@ class Sandbox:
     def aws(self, service: str):
         return boto3.client(service, endpoint_url=self.state["aws_endpoint"], region_name=REGION,
                             aws_access_key_id="testing", aws_secret_access_key="testing",
-                            config=Config(connect_timeout=2, read_timeout=10, retries={"max_attempts": 2}))
+                            # Probes stay short; S3 completes multipart uploads of whole base backups.
+                            config=Config(connect_timeout=2, read_timeout=600 if service == "s3" else 10,
+                                          retries={"max_attempts": 2}))
 
     def store(self) -> BackupStore:
         return BackupStore(self.aws("s3"), BUCKET, DB)

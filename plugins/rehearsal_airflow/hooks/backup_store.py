@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 from functools import cached_property
+from typing import TYPE_CHECKING
 
-from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.sdk import BaseHook
 
-from rehearsal.backups.store import BackupStore
+if TYPE_CHECKING:
+    from rehearsal.backups.store import BackupStore
 
 
 class BackupStoreHook(BaseHook):
@@ -18,6 +19,11 @@ class BackupStoreHook(BaseHook):
 
     @cached_property
     def store(self) -> BackupStore:
+        # Imported here, not at module level: DAG files import this hook and must parse fast.
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        from rehearsal.backups.store import BackupStore
+
         return BackupStore(S3Hook(aws_conn_id=self.aws_conn_id).get_conn(), self.bucket, self.cluster)
 
     def get_conn(self) -> BackupStore:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from functools import cached_property
 
-from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 from airflow.sdk import BaseHook
 
 from rehearsal.discovery import DiscoveryRecord, point_at, resolve
@@ -35,6 +34,8 @@ class ControlPlaneDbHook(BaseHook):
 
     @cached_property
     def route53(self):
+        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook  # not at parse time
+
         return AwsBaseHook(aws_conn_id=self.aws_conn_id, client_type="route53").get_conn()
 
     def current_address(self) -> tuple[str, int]:

@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from airflow.providers.amazon.aws.hooks.rds import RdsHook
 from airflow.sdk import Context
 
 from rehearsal.errors import PreconditionFailed
@@ -80,6 +79,8 @@ class PostgresRestoreOperator(ControlPlaneMixin, DrillStepOperator):
         return out
 
     def _restore_rds(self, name: str) -> dict:
+        from airflow.providers.amazon.aws.hooks.rds import RdsHook  # not at parse time
+
         hook = RdsHook(aws_conn_id=self.aws_conn_id)
         rds = hook.conn
         started = datetime.now(UTC)

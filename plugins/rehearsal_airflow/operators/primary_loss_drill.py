@@ -7,6 +7,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from airflow.providers.standard.operators.branch import BranchMixIn
 from airflow.sdk import Context
@@ -21,13 +22,15 @@ from rehearsal.heartbeat import Ack, measure_recovery, read_acks
 from rehearsal.postgres.connection import accepts_writes, connect
 from rehearsal.postgres.failover import promotion_limitation
 from rehearsal.report import DrillReport, Step, judge, write_report
-from rehearsal.sandbox.platform import Sandbox
 from rehearsal.sandbox.wal_shipper import archive_command
 from rehearsal_airflow.environment import current_environment
 from rehearsal_airflow.hooks.controlplane_db import results_endpoint
 from rehearsal_airflow.operators.base import STEP_KEY, ControlPlaneMixin, DrillStepOperator, key_of, now_iso, pull_first
 from rehearsal_airflow.operators.postgres_failover import split_address
 from rehearsal_airflow.operators.service_discovery import ServiceDiscoverySwitchOperator
+
+if TYPE_CHECKING:
+    from rehearsal.sandbox.platform import Sandbox
 
 GUARD = "guard_drill_environment"
 INJECT = "inject_primary_loss"
@@ -49,6 +52,9 @@ def guard_of(context: Context) -> dict:
 
 
 def sandbox_of(env: Environment) -> Sandbox:
+    """The drill environment's platform inventory (imported lazily: boto3 is slow to import at parse time)."""
+    from rehearsal.sandbox.platform import Sandbox
+
     env.require_drill_environment("change the platform's topology")
     if not env.sandbox_state:
         raise PreconditionFailed(f"drill environment {env.name!r} has no platform inventory (sandbox_state)")
@@ -81,7 +87,7 @@ class DrillGuardOperator(ControlPlaneMixin, DrillStepOperator):
             raise PreconditionFailed(f"production primary {primary_host}:{primary_port} is not healthy before the drill: {why}")
         standby = None
         if env.drill_environment and env.sandbox_state:
-            sandbox = Sandbox(Path(env.sandbox_state))
+            sandbox = sandbox_of(env)
             if sandbox.primary.port != primary_port:
                 raise PreconditionFailed(f"discovery points at port {primary_port} but the inventory's primary is "
                                          f"{sandbox.primary.name} on {sandbox.primary.port}")
@@ -281,7 +287,7 @@ class DrillTeardownOperator(DrillStepOperator):
         if guard.get("mode") == "disruptive":
             results.release_drill_lock(results_endpoint(), env.name, context["dag"].dag_id, context["run_id"])
         if guard.get("mode") == "disruptive" and env.drill_environment and env.sandbox_state:
-            sandbox = Sandbox(Path(env.sandbox_state))
+            sandbox = sandbox_of(env)
             healed = sandbox.heal()  # a drill that failed after the fault still leaves a primary behind
             created += [f"repair:{action}" for action in healed]
             keep.add(sandbox.state["primary"])
