@@ -96,6 +96,21 @@ def destroy(cluster: LocalCluster) -> None:
     shutil.rmtree(cluster.data_dir.parent, ignore_errors=True)
 
 
+def raw_stream_into_tar(store: BackupStore, key: str, into: Path) -> None:
+    """By hand, done well: `aws s3 cp s3://... - | tar -x` (one streamed GET piped into tar)."""
+    from rehearsal.postgres.binaries import server_user
+
+    user = server_user()
+    extra = {"user": user.uid, "group": user.gid, "extra_groups": []} if user else {}
+    proc = subprocess.Popen(["tar", "-x", "-f", "-", "-C", str(into)], stdin=subprocess.PIPE, **extra)
+    body = store.s3.get_object(Bucket=store.bucket, Key=key)["Body"]
+    for chunk in iter(lambda: body.read(CHUNK), b""):
+        proc.stdin.write(chunk)
+    proc.stdin.close()
+    if proc.wait() != 0:
+        raise RuntimeError(f"tar failed on {key}")
+
+
 # ----------------------------------------------------------------------------- 1 logical restore
 def bench_logical_restore(sb: Sandbox) -> dict:
     store = sb.store()
@@ -117,7 +132,10 @@ def bench_logical_restore(sb: Sandbox) -> dict:
         t = time.perf_counter()
         dest.prepare_parent()
         dump = dest.data_dir.parent / "raw.dump"
-        store.s3.download_file(store.bucket, manifest.objects[0].key, str(dump))
+        with dump.open("wb") as fh:  # like `aws s3 cp s3://... -`: one streamed GET
+            body = store.s3.get_object(Bucket=store.bucket, Key=manifest.objects[0].key)["Body"]
+            for chunk in iter(lambda: body.read(CHUNK), b""):
+                fh.write(chunk)
         dest.initdb(pw)
         dest.configure({"max_wal_size": "2GB", "checkpoint_timeout": "15min"})
         dest.start()
@@ -155,12 +173,8 @@ def bench_pitr(sb: Sandbox) -> dict:
         t = time.perf_counter()
         dest.make_empty_data_dir()
         work = dest.data_dir.parent
-        for name in ("base.tar", "pg_wal.tar"):
-            path = work / name
-            store.s3.download_file(store.bucket, manifest.object(name).key, str(path))
-            chown_to_server(path)
-        run_as_server(["tar", "-x", "-f", str(work / "base.tar"), "-C", str(dest.data_dir)])
-        run_as_server(["tar", "-x", "-f", str(work / "pg_wal.tar"), "-C", str(dest.data_dir / "pg_wal")])
+        for name, into in (("base.tar", dest.data_dir), ("pg_wal.tar", dest.data_dir / "pg_wal")):
+            raw_stream_into_tar(store, manifest.object(name).key, into)
         wal = work / "wal"
         wal.mkdir()
         chown_to_server(wal)
@@ -255,7 +269,10 @@ def bench_verification(sb: Sandbox) -> list[dict]:
         (data / "pg_wal").mkdir(parents=True)
         for name, dest in (("base.tar", data), ("pg_wal.tar", data / "pg_wal")):
             path = scratch / name
-            store.s3.download_file(store.bucket, manifest.object(name).key, str(path))
+            with path.open("wb") as fh:
+                body = store.s3.get_object(Bucket=store.bucket, Key=manifest.object(name).key)["Body"]
+                for chunk in iter(lambda body=body: body.read(CHUNK), b""):
+                    fh.write(chunk)
             subprocess.run(["sha256sum", str(path)], check=True, capture_output=True)
             subprocess.run(["tar", "-x", "-f", str(path), "-C", str(dest)], check=True)
         store.s3.download_file(store.bucket, manifest.object("backup_manifest").key, str(data / "backup_manifest"))
@@ -454,12 +471,14 @@ def main() -> int:
         results += bench_verification(big)
     if want("wal"):
         results.append(bench_wal_archive(big))
+    small = sandbox_at(float(os.environ.get("BENCH_DEFAULT_SCALE", "1")), "default") if any(
+        want(n) for n in ("drill", "scheduler")) else None
     if want("drill"):
-        small = sandbox_at(float(os.environ.get("BENCH_DEFAULT_SCALE", "1")), "default")
         results += bench_drills({"default_scale": small, "1gb": Sandbox(big.dir)})
-        small.down()
     if want("scheduler"):
-        results.append(bench_scheduler(Sandbox(big.dir)))
+        results.append(bench_scheduler(Sandbox(small.dir)))
+    if small is not None and os.environ.get("BENCH_KEEP_SANDBOX") != "1":
+        Sandbox(small.dir).down()
     if big is not None and os.environ.get("BENCH_KEEP_SANDBOX") != "1":
         Sandbox(big.dir).down()
     print()
