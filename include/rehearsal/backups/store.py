@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from botocore.exceptions import ClientError
-
 from rehearsal.backups.manifest import BackupManifest, parse_manifest
 from rehearsal.errors import ManifestError
 
@@ -73,6 +71,8 @@ class BackupStore:
         return sorted(ids)
 
     def manifest(self, kind: str, backup_id: str) -> BackupManifest:
+        from botocore.exceptions import ClientError  # here, not at import: DAG parsing stays fast
+
         key = self.backup_key(kind, backup_id, MANIFEST_NAME)
         where = f"{kind} {backup_id} (s3://{self.bucket}/{key})"
         try:
@@ -92,6 +92,8 @@ class BackupStore:
 
     # -- reading --------------------------------------------------------------------------
     def head(self, key: str) -> dict | None:
+        from botocore.exceptions import ClientError
+
         try:
             self.api_calls += 1
             return self.s3.head_object(Bucket=self.bucket, Key=key)
