@@ -64,6 +64,8 @@ class LocalCluster:
     def initdb(self, superuser_password: str, wal_segsize_mb: int = 1) -> None:
         """Create the cluster: scram passwords over TCP, trust on the private socket only."""
         self.prepare_parent()
+        if self.is_running():
+            raise RuntimeError(f"refusing to initdb over {self.data_dir}: a server is running on it")
         if self.data_dir.exists():
             shutil.rmtree(self.data_dir)
         self.make_empty_data_dir()

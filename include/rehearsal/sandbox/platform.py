@@ -4,6 +4,7 @@ heartbeat writer. Real processes that really die; state in ``.sandbox/``.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -120,7 +121,9 @@ class Sandbox:
             self.down()
         scale = float(os.environ.get("SANDBOX_SCALE", "1")) if scale is None else scale
         archive_timeout = int(os.environ.get("SANDBOX_ARCHIVE_TIMEOUT", "5")) if archive_timeout is None else archive_timeout
-        root = runtime_root()
+        # Each sandbox has its own folder under the runtime root: two sandboxes must never share cluster dirs.
+        root = runtime_root() / f"sandbox-{hashlib.sha256(str(self.dir.resolve()).encode()).hexdigest()[:10]}"
+        root.mkdir(mode=0o755, exist_ok=True)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dir.chmod(0o700)
         self.state = {"runtime": str(root), "clusters": {}, "pids": {}, "generation": 0, "scale": scale,
@@ -289,6 +292,8 @@ class Sandbox:
         if runtime:
             for sub in ("clusters", "spool", "scratch"):
                 shutil.rmtree(Path(runtime) / sub, ignore_errors=True)
+            if Path(runtime).name.startswith("sandbox-"):
+                shutil.rmtree(runtime, ignore_errors=True)
         for path in (self.state_file, self.dir / "env"):
             path.unlink(missing_ok=True)
         self.state = {}
