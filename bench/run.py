@@ -433,7 +433,7 @@ def run_drill(sb: Sandbox, path: str) -> dict:
     env["REHEARSAL_SANDBOX_DIR"] = str(sb.dir)
     out = subprocess.run([sys.executable, str(REPO / "scripts" / "run_dag.py"), "dr_drill_postgres_primary_loss", "--quiet",
                           "--conf", json.dumps({"mode": "disruptive", "path": path})], env=env, capture_output=True, text=True)
-    report_line = [ln for ln in out.stdout.splitlines() if "report:" in ln]
+    report_line = [ln for ln in out.stdout.splitlines() if ln.startswith("[rehearsal] report:")]
     if out.returncode != 0 or not report_line:
         raise RuntimeError(f"drill failed: {out.stdout[-2000:]} {out.stderr[-2000:]}")
     return json.loads(Path(report_line[0].split("report:", 1)[1].strip()).read_text())
