@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -166,6 +165,3 @@ def _next_seq(log_path: Path) -> int:
                 last = max(last, int(line.split("\t")[1]))
     return max(last, int(time.time() * 1000))
 
-
-if __name__ == "__main__":  # pragma: no cover - started by the sandbox
-    sys.exit("start the heartbeat writer with: python -m rehearsal.sandbox heartbeat")

@@ -13,7 +13,7 @@ from rehearsal.checks import CheckSet
 from rehearsal.controlplane import CRITICAL_TABLES
 from rehearsal.errors import ManifestError
 from rehearsal.postgres.binaries import major_version, pg_tool, server_user
-from rehearsal.wal import check_continuity, parse_lsn, segno_of
+from rehearsal.wal import check_continuity, parse_lsn
 
 HISTORY_SUFFIX = ".history"
 
@@ -151,6 +151,3 @@ def verify_logical_dump(store: BackupStore, backup_id: str, scratch: Path) -> tu
                "every entry readable" if read.returncode == 0 else read.stderr.strip()[-300:])
     return checks, manifest
 
-
-def newest_segment_for(manifest: BackupManifest) -> int:
-    return segno_of(parse_lsn(manifest.start_lsn), manifest.wal_segment_size)

@@ -39,7 +39,6 @@ SWITCH = "switch_service_discovery"
 CONFIRM = "confirm_writes_resumed"
 MEASURE = "measure_rto_rpo"
 TEARDOWN = "tear_down_drill_resources"
-VALIDATE = "validate_recovered_database"
 DECISION_KEY = "decision"
 SCENARIO = "Postgres primary loss (Scenario B drill)"
 
