@@ -126,7 +126,7 @@ class Sandbox:
         root.mkdir(mode=0o755, exist_ok=True)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dir.chmod(0o700)
-        self.state = {"runtime": str(root), "clusters": {}, "pids": {}, "generation": 0, "scale": scale,
+        self.state = {"runtime": str(root), "runtime_root": str(runtime_root()), "clusters": {}, "pids": {}, "generation": 0, "scale": scale,
                       "archive_timeout": archive_timeout,
                       "passwords": {"postgres": secrets.token_urlsafe(18), DB: secrets.token_urlsafe(18)}}
         spool = root / "spool"
@@ -313,7 +313,8 @@ class Sandbox:
             "REHEARSAL_ENVIRONMENT": "sandbox",
             "REHEARSAL_DRILL_ENVIRONMENT": "true",
             "REHEARSAL_SANDBOX_DIR": str(self.dir),
-            "REHEARSAL_RUNTIME": str(self.runtime),
+            # The shared root (binaries, sockets), not this sandbox's folder: every process must agree on it.
+            "REHEARSAL_RUNTIME": self.state.get("runtime_root", str(self.runtime.parent)),
             "AWS_ENDPOINT_URL": s["aws_endpoint"],
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
