@@ -57,8 +57,10 @@ def test_a_wal_segment_deleted_from_the_middle_of_the_archive_is_named(sandbox, 
     copy = BackupStore(store.s3, store.bucket, "controlplane-walcopy")
     manifest = store.latest_manifest("base_backup")
     for _ in range(3):  # at least three archived segments after the backup
-        with connect(sandbox.endpoint(sandbox.primary, "admin")) as conn:
+        # Written as the application role: a superuser-owned table would break the app role's pg_dump.
+        with connect(sandbox.endpoint(sandbox.primary)) as conn:
             conn.execute("CREATE TABLE IF NOT EXISTS wal_filler (x int); INSERT INTO wal_filler VALUES (1)")
+        with connect(sandbox.endpoint(sandbox.primary, "admin")) as conn:
             segment = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()[0]
             conn.execute("SELECT pg_switch_wal()")
         wait_archived(store, segment)
