@@ -76,7 +76,8 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
     """Load and validate the catalog; every problem is raised with the entry it concerns."""
     path = Path(path) if path else catalog_path()
     try:
-        raw = yaml.safe_load(path.read_text())
+        # libyaml's loader when the wheel has it: the catalog is read at every DAG parse.
+        raw = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except FileNotFoundError:
         raise CatalogError(f"targets catalog not found: {path}") from None
     except yaml.YAMLError as exc:

@@ -290,9 +290,8 @@ class DrillTeardownOperator(DrillStepOperator):
             healed = sandbox.heal()  # a drill that failed after the fault still leaves a primary behind
             created += [f"repair:{action}" for action in healed]
             keep.add(sandbox.state["primary"])
-            standby = sandbox.rebuild_standby()
+            standby, backups = sandbox.rebuild_standby_and_back_up()
             created.append(f"cluster:{standby.name}@127.0.0.1:{standby.port} (new standby)")
-            backups = sandbox.take_backups()
             created += [f"backup:{b}" for b in backups.values()]
         if env.scratch_root:
             run_dir = Path(env.scratch_root) / key_of(context)
