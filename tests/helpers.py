@@ -40,4 +40,7 @@ def leftovers(sandbox) -> dict[str, list]:
             for item in run_dir.iterdir():
                 if not any(str(item) == d or str(item).startswith(d + ".") for d in known_dirs):
                     stray.append(str(item))
+    lost = runtime / "lost"  # data directories a fault moved aside: the teardown deletes them
+    if lost.exists():
+        stray += [str(item) for item in lost.iterdir()]
     return {"processes": running, "scratch": stray}

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -52,12 +53,8 @@ def take_base_backup(endpoint: Endpoint, app_endpoint: Endpoint, store: BackupSt
         stopped = datetime.now(UTC)
         pg_manifest = json.loads((staging / "backup" / "backup_manifest").read_text())
         wal_range = pg_manifest["WAL-Ranges"][0]
-        objects = []
-        for name in ("base.tar", "pg_wal.tar", "backup_manifest"):
-            path = staging / "backup" / name
-            key = store.backup_key("base_backup", backup_id, name)
-            objects.append(BackupObject(name=name, key=key, size=path.stat().st_size, sha256=sha256_file(path)))
-            store.upload_file(path, key)
+        objects = [upload_with_digest(store, staging / "backup" / name, store.backup_key("base_backup", backup_id, name))
+                   for name in ("base.tar", "pg_wal.tar", "backup_manifest")]
         manifest = BackupManifest(
             backup_id=backup_id, kind="base_backup", cluster=store.cluster, start_time=started, stop_time=stopped,
             server_version=version[0], server_major=int(version[1]), schema_version=schema, objects=objects,
@@ -70,6 +67,14 @@ def take_base_backup(endpoint: Endpoint, app_endpoint: Endpoint, store: BackupSt
         raise RuntimeError(f"pg_basebackup of {endpoint.describe()} failed: {exc.stderr.strip()}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def upload_with_digest(store: BackupStore, path: Path, key: str) -> BackupObject:
+    """Upload a staged file and take its SHA-256 at the same time (hashlib releases the GIL)."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") as pool:
+        digest = pool.submit(sha256_file, path)
+        store.upload_file(path, key)
+        return BackupObject(name=path.name, key=key, size=path.stat().st_size, sha256=digest.result())
 
 
 def _size_bytes(setting: str) -> int:

@@ -7,9 +7,9 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from rehearsal.backups.base_backup import client_env, new_backup_id
-from rehearsal.backups.manifest import BackupManifest, BackupObject
-from rehearsal.backups.store import BackupStore, sha256_file
+from rehearsal.backups.base_backup import client_env, new_backup_id, upload_with_digest
+from rehearsal.backups.manifest import BackupManifest
+from rehearsal.backups.store import BackupStore
 from rehearsal.controlplane import row_counts, schema_version
 from rehearsal.postgres.binaries import pg_tool
 from rehearsal.postgres.connection import Endpoint, query_one
@@ -35,8 +35,7 @@ def take_logical_dump(endpoint: Endpoint, store: BackupStore, work_dir: Path | N
             raise RuntimeError(f"pg_dump of {endpoint.describe()} failed: {exc.stderr.strip()}") from None
         stopped = datetime.now(UTC)
         key = store.backup_key("logical_dump", backup_id, DUMP_NAME)
-        obj = BackupObject(name=DUMP_NAME, key=key, size=path.stat().st_size, sha256=sha256_file(path))
-        store.upload_file(path, key)
+        obj = upload_with_digest(store, path, key)
         manifest = BackupManifest(
             backup_id=backup_id, kind="logical_dump", cluster=store.cluster, start_time=started, stop_time=stopped,
             server_version=version[0], server_major=int(version[1]), schema_version=schema, objects=[obj],

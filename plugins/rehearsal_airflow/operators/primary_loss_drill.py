@@ -275,7 +275,8 @@ class MeasureRecoveryOperator(ControlPlaneMixin, DrillStepOperator):
 
 class DrillTeardownOperator(DrillStepOperator):
     """Always runs. Non-disruptive: destroy this run's scratch clusters. Disruptive: make the sandbox whole
-    (new standby for the new primary, a fresh base backup) and remove what the run left in scratch."""
+    (the lost data directory deleted, a new standby for the new primary, a base backup of its new timeline)
+    and remove what the run left in scratch."""
 
     def run_step(self, context: Context) -> dict:
         ti = context["ti"]
@@ -287,10 +288,11 @@ class DrillTeardownOperator(DrillStepOperator):
             results.release_drill_lock(results_endpoint(), env.name, context["dag"].dag_id, context["run_id"])
         if guard.get("mode") == "disruptive" and env.drill_environment and env.sandbox_state:
             sandbox = sandbox_of(env)
+            cleaned += [f"lost-data:{path}" for path in sandbox.discard_lost_data()]
             healed = sandbox.heal()  # a drill that failed after the fault still leaves a primary behind
             created += [f"repair:{action}" for action in healed]
             keep.add(sandbox.state["primary"])
-            standby, backups = sandbox.rebuild_standby_and_back_up()
+            standby, backups = sandbox.rebuild_standby_and_back_up(dump=False)
             created.append(f"cluster:{standby.name}@127.0.0.1:{standby.port} (new standby)")
             created += [f"backup:{b}" for b in backups.values()]
         if env.scratch_root:
