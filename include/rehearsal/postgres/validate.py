@@ -88,10 +88,10 @@ def _check_table(endpoint: Endpoint, table: str, expected_counts: dict[str, int]
                           f"{count} rows, backup manifest says {expected} (drift {drift:.2%}, tolerance {count_tolerance:.0%})"))
         if not amcheck:
             return reads, []
-        indexes = conn.execute(
-            "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam "
-            "WHERE i.indrelid = %s::regclass AND a.amname = 'btree'", (table,)).fetchall()
         try:
+            indexes = conn.execute(
+                "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam "
+                "WHERE i.indrelid = %s::regclass AND a.amname = 'btree'", (table,)).fetchall()
             for (index,) in indexes:
                 conn.execute("SELECT bt_index_check(%s::regclass, true)", (index,))
         except psycopg.Error as exc:

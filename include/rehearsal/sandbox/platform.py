@@ -13,9 +13,10 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import boto3
@@ -33,6 +34,7 @@ from rehearsal.sandbox import seed
 from rehearsal.sandbox.wal_shipper import archive_command
 
 log = logging.getLogger(__name__)
+_CLIENT_LOCK = threading.Lock()
 
 STATE_DIR = Path(os.environ.get("REHEARSAL_SANDBOX_DIR", REPO_ROOT / ".sandbox"))
 BUCKET = "rehearsal-backups"
@@ -85,11 +87,12 @@ class Sandbox:
         return self.cluster(self.state["standby"]) if self.state.get("standby") else None
 
     def aws(self, service: str):
-        return boto3.client(service, endpoint_url=self.state["aws_endpoint"], region_name=REGION,
-                            aws_access_key_id="testing", aws_secret_access_key="testing",
-                            # Probes stay short; S3 completes multipart uploads of whole base backups.
-                            config=Config(connect_timeout=2, read_timeout=600 if service == "s3" else 10,
-                                          retries={"max_attempts": 2}))
+        with _CLIENT_LOCK:  # boto3's default session is not safe to create clients from two threads at once
+            return boto3.client(service, endpoint_url=self.state["aws_endpoint"], region_name=REGION,
+                                aws_access_key_id="testing", aws_secret_access_key="testing",
+                                # Probes stay short; S3 completes multipart uploads of whole base backups.
+                                config=Config(connect_timeout=2, read_timeout=600 if service == "s3" else 10,
+                                              retries={"max_attempts": 2}))
 
     def store(self) -> BackupStore:
         return BackupStore(self.aws("s3"), BUCKET, DB)
@@ -167,29 +170,50 @@ class Sandbox:
         with connect(self.endpoint(primary, "admin")) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS amcheck")
             conn.execute(f"GRANT CREATE ON SCHEMA public TO {DB}")
+        self._start_daemon("wal-shipper")  # ships the seed's WAL while it is written
         progress(f"seeding control-plane data at scale {scale} (about {int(200 * scale)} MB)")
         started = time.monotonic()
-        with connect(self.endpoint(primary), statement_timeout_ms=0) as conn:
-            conn.execute(seed.SCHEMA_SQL.read_text())
-
-        def fill(lane: list[str]) -> None:
-            with connect(self.endpoint(primary), statement_timeout_ms=0) as conn:
-                for statement in lane:
-                    conn.execute(statement)
-
-        lanes = seed.seed_lanes(scale)
-        with ThreadPoolExecutor(max_workers=len(lanes), thread_name_prefix="seed") as pool:
-            for done in [pool.submit(fill, lane) for lane in lanes]:
-                done.result()
+        self._seed(primary, scale)
         progress(f"seeded in {time.monotonic() - started:.1f}s")
 
         point_at(self.aws("route53"), self.discovery(), "127.0.0.1", primary.port)
-        self._start_daemon("wal-shipper")
         progress("creating the streaming standby, the first base backup and the first logical dump (in parallel)")
         self.rebuild_standby_and_back_up()
         self._start_daemon("heartbeat")
         self.save()
         progress("sandbox is up; environment in " + str(self.dir / "env"))
+
+    def _seed(self, primary: LocalCluster, scale: float) -> None:
+        """The seed's lanes side by side, as a bulk load: max_wal_size is raised for its duration so no checkpoint
+        falls between a page's insert and its vacuum (with data checksums, every page touched again after a
+        checkpoint is logged whole: at scale 5 that doubled the WAL the archive has to take)."""
+        admin = self.endpoint(primary, "admin")
+        with connect(admin) as conn:
+            conn.execute("ALTER SYSTEM SET max_wal_size = '16GB'")
+            conn.execute("SELECT pg_reload_conf()")
+        try:
+            with connect(self.endpoint(primary), statement_timeout_ms=0) as conn:
+                conn.execute(seed.SCHEMA_SQL.read_text())
+
+            def fill(lane: list[str]) -> None:
+                with connect(self.endpoint(primary), statement_timeout_ms=0) as conn:
+                    for statement in lane:
+                        conn.execute(statement)
+
+            lanes = seed.seed_lanes(scale)
+            with ThreadPoolExecutor(max_workers=len(lanes), thread_name_prefix="seed") as pool:
+                for done in [pool.submit(fill, lane) for lane in lanes]:
+                    done.result()
+        finally:
+            with connect(admin) as conn:
+                conn.execute(f"ALTER SYSTEM SET max_wal_size = '{self.primary_settings()['max_wal_size']}'")
+                conn.execute("SELECT pg_reload_conf()")
+
+    def archive_backlog(self) -> int:
+        """WAL segments not yet in the bucket: waiting for the archiver, or in the spool for the shipper."""
+        with connect(self.endpoint(self.primary, "admin")) as conn:
+            ready = conn.execute("SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'").fetchone()[0]
+        return ready + sum(1 for p in Path(self.state["spool"]).iterdir() if not p.name.startswith("."))
 
     def primary_settings(self) -> dict[str, object]:
         return {"wal_level": "replica", "archive_mode": "on", "archive_command": archive_command(Path(self.state["spool"])),
@@ -218,8 +242,8 @@ class Sandbox:
     def take_backups(self) -> dict:
         """A base backup and a logical dump of the current primary, taken at the same time (each is I/O bound)."""
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="backup") as pool:
-            base, dump = self._submit_backups(pool)
-            return {"base_backup": base.result().backup_id, "logical_dump": dump.result().backup_id}
+            jobs = self._submit_backups(pool)
+            return _results(jobs)
 
     def rebuild_standby_and_back_up(self, dump: bool = True) -> tuple[LocalCluster, dict]:
         """The sandbox made whole after its primary changed: a new standby and fresh backups, side by side.
@@ -228,19 +252,19 @@ class Sandbox:
             writes a new timeline, and its WAL is replayable from a base backup of that timeline. Logical
             dumps do not depend on timelines; they keep their own schedule (``dr_backup_postgres``).
         """
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="backup") as pool:
-            base, dumped = self._submit_backups(pool, dump)  # endpoints read before the standby entry changes
-            standby = self.rebuild_standby()
-            backups = {"base_backup": base.result().backup_id}
-            if dumped is not None:
-                backups["logical_dump"] = dumped.result().backup_id
-            return standby, backups
+        with ThreadPoolExecutor(max_workers=3, thread_name_prefix="backup") as pool:
+            jobs = self._submit_backups(pool, dump)  # endpoints read before the standby entry changes
+            standby = pool.submit(self.rebuild_standby)
+            backups = _results({**jobs, "standby": standby})
+            return backups.pop("standby"), backups
 
-    def _submit_backups(self, pool: ThreadPoolExecutor, dump: bool = True):
+    def _submit_backups(self, pool: ThreadPoolExecutor, dump: bool = True) -> dict[str, Future]:
         store, primary = self.store(), self.primary
         admin, app = self.endpoint(primary, "admin"), self.endpoint(primary)
-        return (pool.submit(take_base_backup, admin, app, store),
-                pool.submit(take_logical_dump, app, store) if dump else None)
+        jobs = {"base_backup": pool.submit(take_base_backup, admin, app, store)}
+        if dump:
+            jobs["logical_dump"] = pool.submit(take_logical_dump, app, store)
+        return jobs
 
     # ---------------------------------------------------------------- daemons
     def _start_moto(self) -> None:
@@ -382,15 +406,20 @@ class Sandbox:
         """The fault: SIGKILL the primary's processes and, optionally, lose its data directory."""
         primary = self.primary
         pid = primary.kill()
+        self.state["clusters"][primary.name]["role"] = "lost"
+        self.save()
         if lose_data:
             # Gone for the recovery in one rename: nothing can start from it or read it at its path. The bytes are
             # deleted by discard_lost_data() at teardown; deleting 1 GB here took 4 s of the measured outage.
             lost = self.runtime / "lost" / f"{primary.name}-{time.time_ns()}"
-            lost.parent.mkdir(exist_ok=True)
-            primary.data_dir.rename(lost)
-            self.state.setdefault("lost_data", []).append(str(lost))
-        self.state["clusters"][primary.name]["role"] = "lost"
-        self.save()
+            try:
+                lost.parent.mkdir(exist_ok=True)
+                primary.data_dir.rename(lost)
+                self.state.setdefault("lost_data", []).append(str(lost))
+            except OSError as exc:  # another filesystem, say: delete in place
+                log.warning("could not move %s aside (%s); deleting it now", primary.data_dir, exc)
+                shutil.rmtree(primary.data_dir, ignore_errors=True)
+            self.save()
         return {"cluster": primary.name, "port": primary.port, "pid": pid, "data_lost": lose_data}
 
     def discard_lost_data(self) -> list[str]:
@@ -452,3 +481,18 @@ def _literal(value: str) -> str:
 def _server_env_with_password(password: str) -> dict[str, str]:
     from rehearsal.postgres.binaries import server_env
     return {**server_env(), "PGPASSWORD": password, "PGCONNECT_TIMEOUT": "5"}
+
+
+def _results(jobs: dict[str, Future]) -> dict:
+    """Every job's result (a backup's id), or one error naming every job that failed and why."""
+    out, failed = {}, []
+    for name, job in jobs.items():
+        try:
+            result = job.result()
+        except Exception as exc:  # noqa: BLE001 - gathered and raised below, each with its job's name
+            failed.append(f"{name.replace('_', ' ')}: {exc}")
+            continue
+        out[name] = getattr(result, "backup_id", result)
+    if failed:
+        raise RuntimeError("; ".join(failed))
+    return out
