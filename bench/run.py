@@ -16,6 +16,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tracemalloc
 import uuid
@@ -216,9 +217,12 @@ def bench_pitr(sb: Sandbox) -> dict:
         destroy(dest)
         return elapsed
 
-    p, b = alternate(project, baseline)
+    # At least 3 runs a side: a restore is ~12 s here and one run in four was a second slower, which
+    # a median of two (a mean) cannot absorb against a 1.10x target.
+    runs = max(RUNS, 3)
+    p, b = alternate(project, baseline, runs)
     return save("pitr_restore", median(p), median(b), "<= 1.10x the raw steps", median(p) <= 1.10 * median(b),
-                base_backup_bytes=sum(o.size for o in manifest.objects), runs=RUNS, project_runs=p, baseline_runs=b)
+                base_backup_bytes=sum(o.size for o in manifest.objects), runs=runs, project_runs=p, baseline_runs=b)
 
 
 # ----------------------------------------------------------------------------- 3 verification
@@ -527,12 +531,14 @@ def bench_drills(sandboxes: dict[str, Sandbox]) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- 7 real scheduler
-def bench_scheduler(sb: Sandbox) -> dict:
+def bench_scheduler(sb: Sandbox, before_measuring: threading.Thread | None = None) -> dict:
     from rehearsal.sandbox.airflow_deployment import USERNAME, LocalAirflow
     from tests.airflow_api import AirflowApi
 
     airflow = LocalAirflow(sb, port=free_port())
     airflow.up()
+    if before_measuring is not None:
+        before_measuring.join()
     try:
         api = AirflowApi(airflow.url, USERNAME, airflow.password)
         api.wait_for_dag("dr_drill_postgres_primary_loss")
@@ -599,10 +605,15 @@ def main() -> int:
         results.append(phase("wal", bench_wal_archive, big))
     if want("drill"):
         results += phase("drill", bench_drills, {"1gb": Sandbox(big.dir), "default_scale": Sandbox(small.dir)})
+    downing = None
     if big is not None and not keep:
-        phase("down_large", Sandbox(big.dir).down)  # before the scheduler is measured
+        # Torn down while the scheduler's Airflow starts (setup), and gone before anything is measured there.
+        downing = threading.Thread(target=Sandbox(big.dir).down, name="down-large")
+        downing.start()
     if want("scheduler"):
-        results.append(phase("scheduler", bench_scheduler, Sandbox(small.dir)))
+        results.append(phase("scheduler", bench_scheduler, Sandbox(small.dir), downing))
+    if downing is not None:
+        downing.join()
     if small is not None and not keep:
         phase("down_default", Sandbox(small.dir).down)
     print()
