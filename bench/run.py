@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shlex
 import shutil
 import statistics
 import subprocess
@@ -42,7 +41,7 @@ from rehearsal.freshness import newest_backup  # noqa: E402
 from rehearsal.postgres.binaries import chown_to_server, pg_tool, run_as_server, server_env  # noqa: E402
 from rehearsal.postgres.cluster import LocalCluster, free_port  # noqa: E402
 from rehearsal.postgres.restore import RecoveryTarget, neutralized_settings, restore_logical, restore_pitr  # noqa: E402
-from rehearsal.sandbox.platform import Sandbox  # noqa: E402
+from rehearsal.sandbox.platform import Sandbox, read_env_file  # noqa: E402
 from rehearsal.wal import parse_lsn, parse_segment_name, segment_name, segno_of  # noqa: E402
 
 RUNS = int(os.environ.get("BENCH_RUNS", "2"))
@@ -485,12 +484,7 @@ def bench_wal_archive(sb: Sandbox) -> dict:
 # ----------------------------------------------------------------------------- 6 end-to-end drill
 def run_drills(sb: Sandbox, paths: list[str]) -> list[dict]:
     """One disruptive drill per path, in order, in one ``run_dag.py`` process; returns their reports."""
-    env_file = sb.dir / "env"
-    env = dict(os.environ)
-    for line in env_file.read_text().splitlines():
-        if line.startswith("export "):
-            k, _, v = line[7:].partition("=")
-            env[k] = shlex.split(v)[0] if v else ""
+    env = {**os.environ, **read_env_file(sb.dir / "env")}
     env["AIRFLOW_HOME"] = str(sb.dir / "airflow")
     env["REHEARSAL_SANDBOX_DIR"] = str(sb.dir)
     confs = [arg for path in paths for arg in ("--conf", json.dumps({"mode": "disruptive", "path": path}))]

@@ -10,7 +10,6 @@ import argparse
 import json
 import logging
 import os
-import shlex
 import subprocess
 import sys
 import time
@@ -24,21 +23,14 @@ def say(message: str) -> None:
     print(f"[rehearsal] {message}", flush=True)
 
 
-def load_env_file(path: Path) -> None:
-    for line in path.read_text().splitlines():
-        if line.startswith("export "):
-            key, _, value = line[len("export "):].partition("=")
-            os.environ[key] = shlex.split(value)[0] if value else ""
-
-
 def ensure_sandbox() -> None:
-    from rehearsal.sandbox.platform import Sandbox
+    from rehearsal.sandbox.platform import Sandbox, read_env_file
 
     sandbox = Sandbox()
     if not sandbox.is_up():
         say(f"bringing the sandbox up (SANDBOX_SCALE={os.environ.get('SANDBOX_SCALE', '1')})")
         sandbox.up()
-    load_env_file(sandbox.dir / "env")
+    os.environ.update(read_env_file(sandbox.dir / "env"))
 
 
 def ensure_airflow_db() -> None:

@@ -5,7 +5,6 @@ Environment variables are set here, before anything imports Airflow or the sandb
 from __future__ import annotations
 
 import os
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -30,10 +29,9 @@ os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PAT
 
 
 def load_env_file(path: Path) -> None:
-    for line in path.read_text().splitlines():
-        if line.startswith("export "):
-            key, _, value = line[len("export "):].partition("=")
-            os.environ[key] = shlex.split(value)[0] if value else ""
+    from rehearsal.sandbox.platform import read_env_file
+
+    os.environ.update(read_env_file(path))
 
 
 @pytest.fixture(scope="session")

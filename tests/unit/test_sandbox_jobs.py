@@ -36,3 +36,14 @@ def test_every_failed_job_is_named_in_one_error():
                   "standby": done(object())})
     assert str(err.value) == ("base backup: pg_basebackup of primary failed: no space; "
                               "logical dump: pg_dump of primary failed: timeout")
+
+
+def test_env_file_values_read_back_exactly_as_quoted(tmp_path):
+    import shlex
+
+    from rehearsal.sandbox.platform import read_env_file
+
+    values = {"PRIMARY_DSN": "host=127.0.0.1 password='p w$x'", "EMPTY": "", "JSON": '{"a": "b c"}'}
+    env = tmp_path / "env"
+    env.write_text("# comment\n" + "".join(f"export {k}={shlex.quote(v)}\n" for k, v in values.items()))
+    assert read_env_file(env) == values

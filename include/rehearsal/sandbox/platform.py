@@ -496,3 +496,13 @@ def _results(jobs: dict[str, Future]) -> dict:
     if failed:
         raise RuntimeError("; ".join(failed))
     return out
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """The variables of a sandbox's ``env`` file (what ``write_env`` wrote)."""
+    out = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("export "):
+            key, _, value = line[len("export "):].partition("=")
+            out[key] = shlex.split(value)[0] if value else ""
+    return out
