@@ -4,10 +4,11 @@
 Triggered when a new base backup or logical dump lands (Assets updated by `dr_backup_postgres`).
 Verifies the newest base backup (every object's SHA-256 against our manifest, `pg_verifybackup`, WAL
 continuity from its start LSN to the newest archived segment, naming any missing segment) and the
-newest logical dump (SHA-256, `pg_restore --list`, a full read-through), then restore-tests: a PITR
-into a scratch cluster (setup), validation (schema version, reads, row counts, amcheck), and the
-scratch cluster torn down (teardown, always). The result is recorded as a report and in the results
-database.
+newest logical dump (SHA-256, `pg_restore --list`, a full read-through), then restore-tests: this
+run's scratch area is prepared (setup), a PITR into a scratch cluster, validation (schema version,
+reads, row counts, amcheck), and every scratch cluster of the run torn down with its folder (the
+setup's teardown: it runs whenever the scratch area was prepared, even when the restore failed half-way
+after starting its cluster). The result is recorded as a report and in the results database.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from rehearsal_airflow.operators.backup_verification import BackupVerificationOp
 from rehearsal_airflow.operators.postgres_restore import PostgresRestoreOperator
 from rehearsal_airflow.operators.postgres_validate import PostgresValidateOperator
 from rehearsal_airflow.operators.primary_loss_drill import DrillReportOperator, DrillTeardownOperator
+from rehearsal_airflow.operators.scratch import PrepareScratchAreaOperator
 
 IDEMPOTENT = {"retries": 1, "retry_delay": timedelta(seconds=10)}
 
@@ -38,6 +40,7 @@ with DAG(
 ) as dag:
     verify_base = BackupVerificationOperator(task_id="verify_base_backup", kind="base_backup", **IDEMPOTENT)
     verify_dump = BackupVerificationOperator(task_id="verify_logical_dump", kind="logical_dump", **IDEMPOTENT)
+    prepare = PrepareScratchAreaOperator(task_id="prepare_scratch_area", **IDEMPOTENT)
     restore = PostgresRestoreOperator(task_id="restore_scratch_copy", method="pitr", target="latest", **IDEMPOTENT)
     validate = PostgresValidateOperator(
         task_id="validate_scratch_copy", address="{{ ti.xcom_pull(task_ids='restore_scratch_copy')['address'] }}",
@@ -47,4 +50,8 @@ with DAG(
                                  measures_recovery=False, recovery_tasks=["restore_scratch_copy"],
                                  trigger_rule="all_done", **IDEMPOTENT)
 
-    [verify_base, verify_dump] >> restore.as_setup() >> validate >> teardown.as_teardown(setups=restore) >> report
+    # The setup only creates a folder, so it succeeds and its teardown always runs: a restore that fails
+    # after starting its cluster (an ordinary task, not the setup) still has that cluster destroyed.
+    # The report runs whatever happened and fails the run when any step failed.
+    [verify_base, verify_dump] >> prepare.as_setup() >> restore >> validate >> teardown.as_teardown(setups=prepare)
+    teardown >> report

@@ -99,15 +99,6 @@ def test_a_non_disruptive_drill_restores_into_scratch_and_leaves_production_alon
     assert any(r.startswith("cluster:drill-") for r in report["resources_cleaned"])
 
 
-def test_new_backups_are_verified_and_restore_tested(platform):
-    dag_run = run_dag("dr_backup_verify", {})
-    report = report_of(dag_run)
-    assert str(dag_run.state) == "success", report.get("failure")
-    names = {c["name"] for c in report["checks"]}
-    assert {"sha256:base.tar", "pg_verifybackup", "wal_continuity", "pg_restore_list", "schema_version"} <= names
-    assert report["resources_cleaned"]
-
-
 def test_freshness_passes_then_names_the_stale_asset_when_its_limit_shrinks(platform, tmp_path, monkeypatch):
     assert str(run_dag("dr_backup_freshness", {}).state) == "success"
     data = yaml.safe_load(DEFAULT_CATALOG.read_text())

@@ -14,6 +14,7 @@ from rehearsal.errors import ManifestError, VerificationFailed
 from rehearsal_airflow.environment import current_environment
 from rehearsal_airflow.hooks.backup_store import BackupStoreHook
 from rehearsal_airflow.operators.base import DrillStepOperator
+from rehearsal_airflow.operators.scratch import ensure_traversable_dir
 
 
 class BackupVerificationOperator(DrillStepOperator):
@@ -49,7 +50,10 @@ class BackupVerificationOperator(DrillStepOperator):
             if not ids:
                 raise ManifestError(f"no {self.kind} with a manifest in s3://{store.bucket}/{store.prefix(self.kind)}")
             backup_id = ids[-1]
-        scratch = Path(tempfile.mkdtemp(prefix=f"verify-{backup_id}-", dir=current_environment().scratch_root))
+        root = current_environment().scratch_root
+        if root:
+            ensure_traversable_dir(root)  # a fresh sandbox (or host) may not have it yet
+        scratch = Path(tempfile.mkdtemp(prefix=f"verify-{backup_id}-", dir=root))
         try:
             verify = verify_base_backup if self.kind == "base_backup" else verify_logical_dump
             checks, _manifest = verify(store, backup_id, scratch)
