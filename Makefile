@@ -13,7 +13,7 @@ export AIRFLOW__CORE__UNIT_TEST_MODE := False
 DAG ?= dr_drill_postgres_primary_loss
 CONF ?= {}
 
-.PHONY: venv drill run test sandbox-up sandbox-down sandbox-status airflow airflow-down airflow-status bench lint clean
+.PHONY: venv drill run test sandbox-up sandbox-down sandbox-status drill-lock break-drill-lock airflow airflow-down airflow-status bench lint clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt
@@ -31,6 +31,15 @@ sandbox-down: venv
 
 sandbox-status: venv
 	@$(PY) -m rehearsal.sandbox status
+
+# A disruptive drill holds its environment's lock until its teardown; a run killed before its teardown leaves it
+# behind. The next drill breaks a lock whose run no longer exists by itself; this shows and breaks it by hand.
+ENV ?= sandbox
+drill-lock: venv
+	@set -a; [ ! -f .sandbox/env ] || . .sandbox/env; set +a; $(PY) -m rehearsal.results show-lock --environment '$(ENV)'
+
+break-drill-lock: venv
+	@set -a; [ ! -f .sandbox/env ] || . .sandbox/env; set +a; $(PY) -m rehearsal.results break-lock --environment '$(ENV)'
 
 airflow: venv
 	@$(PY) -m rehearsal.sandbox airflow-up

@@ -16,8 +16,12 @@ targets catalog, `config/targets.yaml`).
 PITR from base backup + archived WAL), validate, enrol the new primary, switch service discovery,
 confirm writes resumed, measure RTO and RPO from the heartbeat evidence, tear down (always), report.
 
-RTO is measured from the fault to the first acknowledged heartbeat on the recovered primary; RPO is the
-span of acknowledged heartbeats missing after recovery. The report lands in
+RTO is measured from the fault to the first acknowledged heartbeat on the recovered primary. RPO is the
+longest span of acknowledged heartbeats of the lost primary's lineage (system identifier and timeline)
+missing after recovery, over a window of twice the target RPO; when nothing in the window survived it is
+reported as at least the window, and fails. `auto` promotes the standby only when it was streaming before
+the fault and its last replayed commit is within the RPO. A non-disruptive run restores only what the
+archive held at its simulated fault time; a disruptive one loses the primary's unshipped WAL spool too. The report lands in
 `reports/dr_drill_postgres_primary_loss/<run_id>.json` and the results database. A run that outlives
 the control plane's RTO misses its Deadline Alert; the breach is recorded.
 """
@@ -76,7 +80,8 @@ with DAG(
         task_id="promote_standby", component=COMPONENT, **IDEMPOTENT,
         standby_address="{{ ti.xcom_pull(task_ids='guard_drill_environment')['standby'] }}",
         old_primary_address="{{ ti.xcom_pull(task_ids='guard_drill_environment')['primary'] }}")
-    pitr = PostgresRestoreOperator(task_id="restore_pitr", method="pitr", target="latest", **IDEMPOTENT)
+    pitr = PostgresRestoreOperator(task_id="restore_pitr", method="pitr", target="latest", **IDEMPOTENT,
+                                   archived_before="{{ ti.xcom_pull(task_ids='inject_primary_loss')['archived_before'] }}")
     validate = PostgresValidateOperator(task_id="validate_recovered_database", address=RECOVERED,
                                         trigger_rule="none_failed_min_one_success", **IDEMPOTENT)
     enroll = EnrollNewPrimaryOperator(task_id="enroll_new_primary", **IDEMPOTENT)

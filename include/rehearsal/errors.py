@@ -30,3 +30,11 @@ class PreconditionFailed(RehearsalError):
 
 class RestoreError(RehearsalError):
     """A restore did not produce a usable cluster."""
+
+
+class EvidenceError(RehearsalError):
+    """The evidence (heartbeat log, surviving rows) cannot support a measurement; the message names the ack and the fault."""
+
+
+class WalGapError(RestoreError):
+    """A point-in-time restore cannot reach, or did not reach, the end of the WAL archive; names the segment."""

@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from rehearsal.errors import EvidenceError
+
 log = logging.getLogger(__name__)
 
 
@@ -22,10 +24,18 @@ class Ack:
     seq: int
     acked_at: float  # unix seconds, on the writer's clock after COMMIT returned
     endpoint: str  # host:port the write went to
+    lineage: str | None = None  # "<system identifier>/<timeline>" of the database that acknowledged it
 
 
-def write_ack(fh, seq: int, acked_at: float, endpoint: str) -> None:
-    fh.write(f"ack\t{seq}\t{acked_at:.6f}\t{endpoint}\n")
+# The identity of the history a write belongs to: the cluster's system identifier (shared by its physical
+# copies: standbys, PITR restores) and the timeline it was written on (every promotion starts a new one).
+# Writes lost in an earlier failover stay on their old timeline and are never evidence for a later one.
+LINEAGE_SQL = ("SELECT system_identifier::text || '/' || "
+               "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int FROM pg_control_system()")
+
+
+def write_ack(fh, seq: int, acked_at: float, endpoint: str, lineage: str | None = None) -> None:
+    fh.write(f"ack\t{seq}\t{acked_at:.6f}\t{endpoint}" + (f"\t{lineage}" if lineage else "") + "\n")
     fh.flush()
 
 
@@ -39,9 +49,9 @@ def read_acks(path: Path, since: float | None = None) -> list[Ack]:
     with path.open() as fh:
         for line in fh:
             parts = line.rstrip("\n").split("\t")
-            if parts[0] != "ack" or len(parts) != 4:
+            if parts[0] != "ack" or len(parts) not in (4, 5):
                 continue
-            ack = Ack(int(parts[1]), float(parts[2]), parts[3])
+            ack = Ack(int(parts[1]), float(parts[2]), parts[3], parts[4] if len(parts) == 5 else None)
             if since is None or ack.acked_at >= since:
                 acks.append(ack)
     return acks
@@ -57,50 +67,92 @@ class RecoveryMeasurement:
     acked_before_fault: int
     missing_acked: int
     newest_surviving_ack: Ack | None
+    window_seconds: float = 0.0
+    window_start: float = 0.0
+    fault_effective_at: float | None = None
+    lineage: str | None = None
+    other_lineage_acks: int = 0
+    rpo_is_lower_bound: bool = False
+    oldest_missing_ack: Ack | None = None
+    newest_missing_ack: Ack | None = None
 
     def evidence(self) -> dict:
         def ack(a: Ack | None) -> dict | None:
-            return None if a is None else {"seq": a.seq, "acked_at": a.acked_at, "endpoint": a.endpoint}
-        return {"fault_at": self.fault_at, "last_ack_before_fault": ack(self.last_ack_before_fault),
+            return None if a is None else {"seq": a.seq, "acked_at": a.acked_at, "endpoint": a.endpoint, "lineage": a.lineage}
+        return {"fault_at": self.fault_at, "fault_effective_at": self.fault_effective_at,
+                "last_ack_before_fault": ack(self.last_ack_before_fault),
                 "first_ack_after_recovery": ack(self.first_ack_after_recovery),
                 "newest_surviving_ack_before_fault": ack(self.newest_surviving_ack),
-                "acked_before_fault": self.acked_before_fault, "missing_acked_writes": self.missing_acked}
+                "oldest_missing_ack": ack(self.oldest_missing_ack), "newest_missing_ack": ack(self.newest_missing_ack),
+                "acked_before_fault": self.acked_before_fault, "missing_acked_writes": self.missing_acked,
+                "window_seconds": self.window_seconds, "window_start": self.window_start, "lineage": self.lineage,
+                "acks_of_other_lineages_ignored": self.other_lineage_acks, "rpo_is_lower_bound": self.rpo_is_lower_bound}
 
 
 def measure_recovery(acks: Iterable[Ack], fault_at: float, recovered_endpoint: str,
-                     surviving: Callable[[list[int]], set[int]], window_seconds: float = 600,
-                     first_ack: Ack | None = None) -> RecoveryMeasurement:
+                     surviving: Callable[[list[int]], set[int]], window_seconds: float,
+                     first_ack: Ack | None = None, fault_effective_at: float | None = None,
+                     lineage: str | None = None) -> RecoveryMeasurement:
     """RTO and RPO from acknowledged heartbeats and the rows present on the recovered primary.
+
+    RTO = first acknowledged write on the recovered primary - ``fault_at``.
+    RPO = the longest span of acknowledged writes lost: for every lost write, the time since the newest write
+    before it that survived. A lost write with no survivor before it in the window makes the RPO a lower bound
+    (at least the window), and so does a window in which nothing survived. Lost writes always give RPO > 0.
 
     :param acks: acknowledged writes from the writer's log
     :param fault_at: when the fault was injected (unix seconds)
     :param recovered_endpoint: host:port of the recovered primary
     :param surviving: given candidate seqs, returns those present on the recovered primary
-    :param window_seconds: how far before the fault acknowledged writes are checked
+    :param window_seconds: how far before the fault acknowledged writes are checked (at least twice the target RPO)
     :param first_ack: the first acknowledged write on the recovered primary, when it is not in ``acks``
         (a non-disruptive drill's own probe write into its scratch copy)
+    :param fault_effective_at: when the fault had taken effect (the kill returned); writes acknowledged until
+        then were acknowledged by the lost primary and count as before the fault
+    :param lineage: the lost primary's lineage (``LINEAGE_SQL``); only its writes are evidence. Writes of other
+        lineages (another database, or a timeline abandoned in an earlier failover) are ignored and counted.
+    :raises EvidenceError: the first acknowledged write on the recovered primary predates the fault
     """
     acks = sorted(acks, key=lambda a: a.acked_at)
-    before = [a for a in acks if fault_at - window_seconds <= a.acked_at <= fault_at]
-    after = [a for a in acks if a.acked_at > fault_at and a.endpoint == recovered_endpoint]
+    cut = max(fault_at, fault_effective_at or fault_at)
+    window_start = fault_at - window_seconds
+    in_window = [a for a in acks if window_start <= a.acked_at <= cut]
+    before = [a for a in in_window if lineage is None or a.lineage == lineage]
+    after = [a for a in acks if a.acked_at > cut and a.endpoint == recovered_endpoint]
     first_after = first_ack or (after[0] if after else None)
+    if first_after is not None and first_after.acked_at < fault_at:
+        raise EvidenceError(f"the first acknowledged write on the recovered primary {first_after.endpoint} "
+                            f"(seq {first_after.seq} at {first_after.acked_at:.3f}) predates the fault at {fault_at:.3f} "
+                            f"by {fault_at - first_after.acked_at:.3f}s: it cannot mark the end of the outage")
     present = surviving([a.seq for a in before]) if before else set()
     missing = [a for a in before if a.seq not in present]
     kept = [a for a in before if a.seq in present]
-    last_before = before[-1] if before else None
-    newest_kept = kept[-1] if kept else None
-    if not before:
-        rpo = None
-    elif not missing:
-        rpo = 0.0
-    else:
-        # The loss window: from the newest write that survived to the newest acknowledged one lost.
-        since = newest_kept.acked_at if newest_kept else missing[0].acked_at
-        rpo = max(0.0, missing[-1].acked_at - since)
+    rpo, lower_bound = lost_span(before, present, window_start)
     return RecoveryMeasurement(
-        fault_at=fault_at, last_ack_before_fault=last_before, first_ack_after_recovery=first_after,
+        fault_at=fault_at, last_ack_before_fault=before[-1] if before else None, first_ack_after_recovery=first_after,
         rto_seconds=(first_after.acked_at - fault_at) if first_after else None, rpo_seconds=rpo,
-        acked_before_fault=len(before), missing_acked=len(missing), newest_surviving_ack=newest_kept)
+        acked_before_fault=len(before), missing_acked=len(missing), newest_surviving_ack=kept[-1] if kept else None,
+        window_seconds=window_seconds, window_start=window_start, fault_effective_at=fault_effective_at,
+        lineage=lineage, other_lineage_acks=len(in_window) - len(before), rpo_is_lower_bound=lower_bound,
+        oldest_missing_ack=missing[0] if missing else None, newest_missing_ack=missing[-1] if missing else None)
+
+
+def lost_span(before: list[Ack], present: set[int], window_start: float) -> tuple[float | None, bool]:
+    """(RPO, is a lower bound) over acknowledged writes in time order, given the seqs that survived."""
+    if not before:
+        return None, False
+    if not any(a.seq in present for a in before):
+        return max(before[-1].acked_at - window_start, before[-1].acked_at - before[0].acked_at), True
+    worst, lower_bound, last_kept = 0.0, False, None
+    for ack in before:
+        if ack.seq in present:
+            last_kept = ack.acked_at
+            continue
+        if last_kept is None:  # lost with nothing older surviving in the window: at least back to its start
+            worst, lower_bound = max(worst, ack.acked_at - window_start), True
+        else:
+            worst = max(worst, ack.acked_at - last_kept)
+    return worst, lower_bound
 
 
 def run_writer(resolve: Callable[[], tuple[str, int]], connect: Callable[[str, int], object], log_path: Path,
@@ -115,6 +167,7 @@ def run_writer(resolve: Callable[[], tuple[str, int]], connect: Callable[[str, i
     signal.signal(signal.SIGTERM, _stop)
     seq = _next_seq(log_path)
     conn = None
+    lineage: str | None = None
     target: tuple[str, int] | None = None
     resolved_at = 0.0
     started = time.monotonic()
@@ -133,9 +186,10 @@ def run_writer(resolve: Callable[[], tuple[str, int]], connect: Callable[[str, i
                     where = f"{target[0]}:{target[1]}"
                 if conn is None:
                     conn = connect(*target)
+                    lineage = conn.execute(LINEAGE_SQL).fetchone()[0]
                 seq += 1
                 conn.execute("INSERT INTO heartbeat (seq, writer) VALUES (%s, %s)", (seq, writer))
-                write_ack(fh, seq, time.time(), where)
+                write_ack(fh, seq, time.time(), where, lineage)
             except Exception as exc:  # noqa: BLE001 - every failure is logged and retried
                 write_error(fh, time.time(), where, f"{type(exc).__name__}: {exc}")
                 if conn is not None:

@@ -5,6 +5,7 @@ It is a Postgres database of ours: not Airflow's metadata DB and not the cluster
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 from rehearsal.postgres.connection import Endpoint, connect
 from rehearsal.report import DrillReport
@@ -81,22 +82,89 @@ def fetch_result(endpoint: Endpoint, dag_id: str, run_id: str) -> dict | None:
         return dict(zip([c.name for c in cur.description], row, strict=True)) if row else None
 
 
-def acquire_drill_lock(endpoint: Endpoint, environment: str, dag_id: str, run_id: str) -> tuple[str, str]:
+@dataclass(frozen=True)
+class DrillLock:
+    """Who holds an environment's disruptive-drill lock, and for how long."""
+
+    environment: str
+    dag_id: str
+    run_id: str
+    age_seconds: float
+
+    def describe(self) -> str:
+        return f"{self.dag_id} run {self.run_id}, held for {_duration(self.age_seconds)}"
+
+    def holder(self) -> tuple[str, str]:
+        return self.dag_id, self.run_id
+
+
+BREAK_COMMAND = "make break-drill-lock ENV={environment}"  # python -m rehearsal.results break-lock --environment ...
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+_LOCK_SELECT = ("SELECT environment, dag_id, run_id, extract(epoch FROM now() - acquired_at)::float8 "
+                "FROM drill_locks WHERE environment = %s")
+
+
+def acquire_drill_lock(endpoint: Endpoint, environment: str, dag_id: str, run_id: str) -> DrillLock:
     """Take the environment's disruptive-drill lock; returns the holder (ours when acquired)."""
     ensure_schema(endpoint)
     with connect(endpoint) as conn:
         conn.execute("INSERT INTO drill_locks (environment, dag_id, run_id) VALUES (%s, %s, %s) "
                      "ON CONFLICT (environment) DO NOTHING", (environment, dag_id, run_id))
-        return conn.execute("SELECT dag_id, run_id FROM drill_locks WHERE environment = %s", (environment,)).fetchone()
+        return DrillLock(*conn.execute(_LOCK_SELECT, (environment,)).fetchone())
 
 
-def drill_lock_holder(endpoint: Endpoint, environment: str) -> tuple[str, str] | None:
+def drill_lock_holder(endpoint: Endpoint, environment: str) -> DrillLock | None:
     ensure_schema(endpoint)
     with connect(endpoint) as conn:
-        return conn.execute("SELECT dag_id, run_id FROM drill_locks WHERE environment = %s", (environment,)).fetchone()
+        row = conn.execute(_LOCK_SELECT, (environment,)).fetchone()
+    return DrillLock(*row) if row else None
 
 
 def release_drill_lock(endpoint: Endpoint, environment: str, dag_id: str, run_id: str) -> bool:
+    ensure_schema(endpoint)
     with connect(endpoint) as conn:
         return conn.execute("DELETE FROM drill_locks WHERE environment = %s AND dag_id = %s AND run_id = %s",
                             (environment, dag_id, run_id)).rowcount == 1
+
+
+def break_drill_lock(endpoint: Endpoint, environment: str) -> DrillLock | None:
+    """Remove whatever holds the environment's lock (a run that no longer exists); returns what was removed."""
+    ensure_schema(endpoint)
+    with connect(endpoint) as conn:
+        row = conn.execute("DELETE FROM drill_locks WHERE environment = %s RETURNING environment, dag_id, run_id, "
+                           "extract(epoch FROM now() - acquired_at)::float8", (environment,)).fetchone()
+    return DrillLock(*row) if row else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m rehearsal.results show-lock|break-lock --environment NAME`` against ``RESULTS_DSN``."""
+    import argparse
+    import os
+
+    parser = argparse.ArgumentParser(prog="python -m rehearsal.results")
+    parser.add_argument("command", choices=["show-lock", "break-lock"])
+    parser.add_argument("--environment", required=True)
+    parser.add_argument("--dsn", default=os.environ.get("RESULTS_DSN"), help="the results database (default: $RESULTS_DSN)")
+    args = parser.parse_args(argv)
+    if not args.dsn:
+        parser.error("no results database: pass --dsn or set RESULTS_DSN (the sandbox writes it to .sandbox/env)")
+    endpoint = Endpoint.from_conninfo(args.dsn)
+    lock = drill_lock_holder(endpoint, args.environment) if args.command == "show-lock" \
+        else break_drill_lock(endpoint, args.environment)
+    verb = "held by" if args.command == "show-lock" else "broke the lock held by"
+    print(f"{args.environment}: {verb} {lock.describe()}" if lock else f"{args.environment}: no drill lock")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

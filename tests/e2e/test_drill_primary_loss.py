@@ -48,7 +48,9 @@ def assert_complete(report: dict, mode: str, path: str) -> None:
     ev = report["evidence"]
     assert ev["fault_at"] < ev["first_ack_after_recovery"]["acked_at"]
     assert report["measured_rto_seconds"] == pytest.approx(ev["first_ack_after_recovery"]["acked_at"] - ev["fault_at"])
-    assert ev["last_ack_before_fault"]["acked_at"] <= ev["fault_at"]
+    # Writes acknowledged until the kill took effect count as before the fault.
+    assert ev["last_ack_before_fault"]["acked_at"] <= (ev["fault_effective_at"] or ev["fault_at"])
+    assert ev["window_seconds"] == 1800 and ev["lineage"] and not ev["rpo_is_lower_bound"]
     assert ev["acked_before_fault"] > 0
     statuses = {s["name"]: s["status"] for s in report["steps"]}
     assert statuses["tear_down_drill_resources"] == "success"
@@ -86,7 +88,11 @@ def test_killing_the_primary_and_restoring_from_backups_loses_at_most_the_archiv
 
 
 def test_a_non_disruptive_drill_restores_into_scratch_and_leaves_production_alone(platform):
+    from rehearsal.results import acquire_drill_lock
+
     primary = platform.primary.port
+    # A disruptive drill killed before its teardown left its lock; its run no longer exists.
+    acquire_drill_lock(platform.results_endpoint(), "sandbox", DRILL, "manual__killed-before-its-teardown")
     dag_run = run_dag(DRILL, {"mode": "non_disruptive"})
     report = report_of(dag_run)
     assert str(dag_run.state) == "success", report.get("failure")
@@ -97,6 +103,52 @@ def test_a_non_disruptive_drill_restores_into_scratch_and_leaves_production_alon
     assert now.primary.port == primary
     assert resolve(now.aws("route53"), now.discovery()) == ("127.0.0.1", primary)
     assert any(r.startswith("cluster:drill-") for r in report["resources_cleaned"])
+    assert report["evidence"]["drill_lock"].startswith(
+        f"broke a stale drill lock ({DRILL} run manual__killed-before-its-teardown, held for ")
+    # The copy was restored from what the archive held at the simulated fault, not what it holds minutes later:
+    # the writes acknowledged after the last segment stored by then are lost, as they would have been.
+    ev = report["evidence"]
+    assert ev["restore_archive"]["archived_before"] is not None
+    assert ev["missing_acked_writes"] > 0 and report["measured_rpo_seconds"] > 0
+    assert ev["measurement_includes"].startswith("simulated loss: a scratch copy restored from what the archive held at ")
+
+
+def test_a_standby_that_stopped_streaming_is_not_promoted_and_a_missed_rpo_fails_the_run(platform, tmp_path):
+    """path=auto with a standby whose WAL receiver stopped while the primary kept committing: the drill restores
+    from backups instead and says why; with the RPO target shortened below what that loses, `make run` fails."""
+    import subprocess
+    import sys
+    import time
+
+    data = yaml.safe_load(DEFAULT_CATALOG.read_text())
+    data["components"]["control_plane_api"]["rpo"] = "0s"  # nothing may be lost: a PITR always loses the tail
+    data["assets"]["controlplane_wal_archive"]["max_age"] = "15m"
+    targets = tmp_path / "targets.yaml"
+    targets.write_text(yaml.safe_dump(data))
+    standby = platform.endpoint(platform.standby, "admin").with_(dbname="postgres")
+    with connect(standby) as conn:
+        conninfo = conn.execute("SHOW primary_conninfo").fetchone()[0]
+        conn.execute("ALTER SYSTEM SET primary_conninfo = ''")  # the receiver stops; the heartbeat goes on
+        conn.execute("SELECT pg_reload_conf()")
+    try:
+        time.sleep(2)
+        out = subprocess.run([sys.executable, str(REPO / "scripts" / "run_dag.py"), "--sandbox", DRILL,
+                              "--conf", json.dumps({"mode": "disruptive", "path": "auto"})], capture_output=True, text=True,
+                             timeout=600, env={**os.environ, "REHEARSAL_TARGETS_FILE": str(targets)})
+    finally:
+        if Sandbox(platform.dir).standby.port == standby.port:  # the drill did not replace it: reconnect it
+            with connect(standby) as conn:
+                conn.execute("ALTER SYSTEM SET primary_conninfo = '" + conninfo.replace("'", "''") + "'")
+                conn.execute("SELECT pg_reload_conf()")
+    assert out.returncode == 1, out.stdout[-3000:]
+    report_line = next(line for line in out.stdout.splitlines() if line.startswith("[rehearsal] report: "))
+    report = json.loads(Path(report_line.split("report: ", 1)[1]).read_text())
+    assert (report["status"], report["recovery_path"], report["rpo_met"], report["rto_met"]) == ("failed", "pitr", False, True)
+    assert report["measured_rpo_seconds"] > 0 and report["evidence"]["missing_acked_writes"] > 0
+    choice = next(s for s in report["steps"] if s["name"] == "choose_recovery_path")
+    assert choice["detail"].startswith(f"pitr: standby unusable: before the fault, standby 127.0.0.1:{platform.standby.port} "
+                                       "is not streaming from the primary (receiver not running")
+    assert report["failure"] is None
 
 
 def test_freshness_passes_then_names_the_stale_asset_when_its_limit_shrinks(platform, tmp_path, monkeypatch):

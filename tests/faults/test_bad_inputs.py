@@ -81,6 +81,42 @@ def test_a_wal_segment_deleted_from_the_middle_of_the_archive_is_named(sandbox, 
     assert victim in failed(checks)["wal_continuity"]
 
 
+def test_a_pitr_whose_archive_lacks_a_segment_fails_naming_it_before_any_cluster_starts(sandbox, store, scratch,
+                                                                                        scratch_objects):
+    from rehearsal.errors import WalGapError
+
+    copy = BackupStore(store.s3, store.bucket, "controlplane-walcopy")
+    manifest = store.latest_manifest("base_backup")
+    for _ in range(3):  # at least three archived segments after the backup
+        with connect(sandbox.endpoint(sandbox.primary, "admin")) as conn:
+            segment = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()[0]
+            conn.execute("SELECT pg_switch_wal()")
+        wait_archived(store, segment)
+    # The copy's manifest still names the source objects: the restore only reads them.
+    scratch_objects.copy(store.backup_key("base_backup", manifest.backup_id, "manifest.json"),
+                         copy.backup_key("base_backup", manifest.backup_id, "manifest.json"))
+    src_prefix = store.prefix("wal_archive")
+    first = segno_of(parse_lsn(manifest.start_lsn), manifest.wal_segment_size)
+    needed = []
+    for obj in store.iter_objects(src_prefix):
+        name = obj.key[len(src_prefix):]
+        parsed = parse_segment_name(name, manifest.wal_segment_size)
+        if name.endswith(".history") or (parsed and parsed[0] >= manifest.timeline and parsed[1] >= first):
+            scratch_objects.copy(obj.key, copy.wal_key(name))
+            if parsed and parsed[0] == manifest.timeline:
+                needed.append(name)
+    assert len(needed) >= 3, needed
+    victim = sorted(needed)[len(needed) // 2]
+    scratch_objects.delete(copy.wal_key(victim))
+    dest = scratch("pitr-gap")
+    with pytest.raises(WalGapError) as err:
+        restore_pitr(copy, RecoveryTarget(), dest, [("127.0.0.1", sandbox.primary.port)])
+    assert str(err.value).startswith(f"PITR from base backup {manifest.backup_id} to latest needs WAL the archive does "
+                                     "not have: 1 segment(s) missing between ")
+    assert victim in str(err.value) and str(err.value).endswith("; no cluster was started")
+    assert not dest.data_dir.exists() and not dest.is_running()
+
+
 def test_a_missing_manifest_is_named(store, tmp_path, scratch_objects):
     scratch_objects.copy_backup("base_backup", store.backup_ids("base_backup")[-1], "base-test-nomanifest",
                                 with_manifest=False)

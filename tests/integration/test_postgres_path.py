@@ -74,6 +74,14 @@ def test_pitr_to_a_time_lands_between_two_markers_and_cannot_archive_into_produc
         conn.execute("INSERT INTO pitr_marker (name) VALUES ('on-the-copy')")
         conn.execute("SELECT pg_switch_wal()")
     assert sandbox.state["spool"] not in command and "quarantine" in command
+    # Nor does it run production's logical replication apply workers or preloaded background workers.
+    with connect(admin) as conn:
+        shown = {name: conn.execute(f"SHOW {name}").fetchone()[0]
+                 for name in ("max_logical_replication_workers", "shared_preload_libraries", "primary_conninfo")}
+        workers = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'logical replication launcher'").fetchone()[0]
+    assert shown == {"max_logical_replication_workers": "0", "shared_preload_libraries": "", "primary_conninfo": ""}
+    assert workers == 0
+    assert {"archive_command", "max_logical_replication_workers", "shared_preload_libraries"} <= set(result.neutralized)
     quarantine = dest.data_dir.parent / f"{dest.name}.quarantine"
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and not (quarantine / new_segment).exists():
@@ -105,6 +113,48 @@ def test_logical_restore_row_counts_match_the_manifest(sandbox, store, scratch):
 
 
 
+
+
+def test_a_standby_whose_receiver_stopped_is_refused_naming_its_lag(sandbox):
+    """replay_lag used to say 0 (everything received was replayed) while the receiver had been dead for long."""
+    from rehearsal.postgres.failover import probe_standby, promotion_limitation, standby_limitation
+
+    standby = sandbox.endpoint(sandbox.standby, "admin").with_(dbname="postgres")
+    healthy = probe_standby(standby)
+    assert healthy.receiver_status == "streaming" and standby_limitation(healthy, 900, primary_alive=True) is None
+    with connect(standby) as conn:
+        conninfo = conn.execute("SHOW primary_conninfo").fetchone()[0]
+        conn.execute("ALTER SYSTEM SET primary_conninfo = ''")
+        conn.execute("SELECT pg_reload_conf()")
+    try:
+        time.sleep(4)  # the heartbeat keeps committing on the primary; none of it reaches the standby
+        stale = probe_standby(standby)
+        assert stale.receiver_status is None and stale.received_lsn == stale.replayed_lsn
+        assert standby_limitation(stale, 900, primary_alive=True).startswith(
+            f"standby {standby.address()} is not streaming from the primary (receiver not running")
+        reason = promotion_limitation(None, standby, max_lag_seconds=2)
+        assert reason.startswith(f"standby {standby.address()} replay lag ") and "exceeds the RPO of 2s" in reason
+    finally:
+        with connect(standby) as conn:
+            conn.execute("ALTER SYSTEM SET primary_conninfo = %s" .replace("%s", "'" + conninfo.replace("'", "''") + "'"))
+            conn.execute("SELECT pg_reload_conf()")
+    deadline = time.monotonic() + 20
+    while probe_standby(standby).receiver_status != "streaming" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert probe_standby(standby).receiver_status == "streaming"
+
+
+def test_a_drill_lock_is_shown_and_broken_by_the_documented_command(sandbox, capsys):
+    from rehearsal import results
+
+    endpoint = sandbox.results_endpoint()
+    results.acquire_drill_lock(endpoint, "lock-test", "dr_drill_postgres_primary_loss", "manual__killed")
+    dsn = endpoint.conninfo()
+    assert results.main(["show-lock", "--environment", "lock-test", "--dsn", dsn]) == 0
+    assert capsys.readouterr().out.startswith("lock-test: held by dr_drill_postgres_primary_loss run manual__killed, held for ")
+    assert results.main(["break-lock", "--environment", "lock-test", "--dsn", dsn]) == 0
+    assert capsys.readouterr().out.startswith("lock-test: broke the lock held by dr_drill_postgres_primary_loss run manual__killed")
+    assert results.drill_lock_holder(endpoint, "lock-test") is None
 
 
 def test_the_sandbox_passwords_are_required(sandbox):

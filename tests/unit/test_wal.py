@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import pytest
+
 from rehearsal.wal import check_continuity, format_lsn, parse_lsn, parse_segment_name, segment_name
 
 MB = 1024 * 1024
@@ -58,3 +60,24 @@ def test_gap_on_the_new_timeline_is_named():
     archived = names(1, range(0x2D, 0x35)) + names(2, [0x35, 0x36, 0x38])
     result = check_continuity(archived, history, parse_lsn("0/2D00028"), 1, MB)
     assert result.missing == ["000000020000000000000037"]
+
+
+def test_a_pitr_that_stopped_before_the_newest_archived_segment_is_named():
+    from datetime import UTC, datetime
+
+    from rehearsal.backups.manifest import BackupManifest
+    from rehearsal.errors import WalGapError
+    from rehearsal.postgres.restore import check_reached_end
+    from rehearsal.wal import check_continuity, format_lsn
+
+    size = 1024 * 1024
+    manifest = BackupManifest("base-1", "base_backup", "controlplane", datetime.now(UTC), datetime.now(UTC), "18.6", 18,
+                              "v5", [], start_lsn=format_lsn(3 * size), stop_lsn=format_lsn(3 * size + 100), timeline=1,
+                              wal_segment_size=size)
+    names = [f"00000001000000000000000{i}" for i in range(3, 9)]
+    continuity = check_continuity(names, {}, 3 * size, 1, size)
+    check_reached_end(continuity, format_lsn(8 * size + 4096), manifest)  # replay reached the last segment: fine
+    with pytest.raises(WalGapError) as err:
+        check_reached_end(continuity, format_lsn(5 * size + 40), manifest)
+    assert str(err.value) == ("PITR from base backup base-1 stopped early: replay ended at 0/500028 (segment "
+                              "000000010000000000000005) before the newest archived segment 000000010000000000000008")

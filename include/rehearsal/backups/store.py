@@ -9,7 +9,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from rehearsal.backups.manifest import BackupManifest, parse_manifest
@@ -63,11 +63,15 @@ class BackupStore:
             kwargs["ContinuationToken"] = page["NextContinuationToken"]
             kwargs.pop("StartAfter", None)
 
-    def backup_ids(self, kind: str) -> list[str]:
-        """Ids of backups of a kind that have a manifest, oldest first (ids sort by time)."""
+    def backup_ids(self, kind: str, stored_before: datetime | None = None) -> list[str]:
+        """Ids of backups of a kind that have a manifest, oldest first (ids sort by time).
+
+        :param stored_before: only backups whose manifest was certainly stored before this moment
+        """
         prefix = self.prefix(kind)
         ids = {o.key[len(prefix):].split("/", 1)[0] for o in self.iter_objects(prefix)
-               if o.key.endswith("/" + MANIFEST_NAME)}
+               if o.key.endswith("/" + MANIFEST_NAME)
+               and (stored_before is None or stored_by(o.last_modified, stored_before))}
         return sorted(ids)
 
     def manifest(self, kind: str, backup_id: str) -> BackupManifest:
@@ -135,6 +139,15 @@ class BackupStore:
             raise FileExistsError(f"refusing to overwrite s3://{self.bucket}/{key}")
         self.api_calls += 1
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=data)
+
+
+LAST_MODIFIED_RESOLUTION = timedelta(seconds=1)
+
+
+def stored_by(last_modified: datetime, moment: datetime) -> bool:
+    """Whether an object whose LastModified is ``last_modified`` was certainly stored by ``moment``
+    (S3 keeps LastModified to the second, so an object counts only a full second after it)."""
+    return last_modified + LAST_MODIFIED_RESOLUTION <= moment
 
 
 def sha256_file(path: Path) -> str:

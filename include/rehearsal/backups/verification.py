@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 import subprocess
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from rehearsal.backups.manifest import BackupManifest
-from rehearsal.backups.store import BackupStore
+from rehearsal.backups.store import BackupStore, stored_by
 from rehearsal.checks import CheckSet
 from rehearsal.controlplane import CRITICAL_TABLES
 from rehearsal.errors import ManifestError
@@ -27,11 +28,19 @@ class ArchiveListing:
     count: int
 
 
-def list_archive(store: BackupStore) -> ArchiveListing:
+def list_archive(store: BackupStore, stored_before: datetime | None = None) -> ArchiveListing:
+    """The WAL archive's segments and timeline histories.
+
+    :param stored_before: only objects certainly stored before this moment (S3's LastModified has a resolution
+        of one second, so an object counts only when ``LastModified + 1 s <= stored_before``): what the archive
+        held then
+    """
     prefix = store.prefix("wal_archive")
     names, history_keys = [], {}
     newest = None
     for obj in store.iter_objects(prefix):
+        if stored_before is not None and not stored_by(obj.last_modified, stored_before):
+            continue
         name = obj.key[len(prefix):]
         if name.endswith(HISTORY_SUFFIX):
             history_keys[int(name[:8], 16)] = obj.key

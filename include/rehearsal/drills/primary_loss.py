@@ -28,6 +28,12 @@ def check_params(mode: str, path: str) -> None:
                                  "scratch target (use path pitr or auto)")
 
 
+def evidence_window(target_rpo_seconds: float) -> float:
+    """How far before a fault acknowledged writes are examined: twice the target RPO (a minute at least), so a
+    loss that misses the target is seen whole instead of being capped at the window."""
+    return max(2.0 * target_rpo_seconds, 60.0)
+
+
 def heartbeat_limitation(log_path: Path | None, max_silence: float = 5.0) -> str | None:
     """Why the heartbeat cannot serve as evidence now, or None."""
     if log_path is None or not log_path.exists():

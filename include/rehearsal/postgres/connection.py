@@ -26,6 +26,15 @@ class Endpoint:
         return make_conninfo(host=self.host, port=self.port, dbname=self.dbname, user=self.user,
                              password=self.password or None, **overrides)
 
+    @classmethod
+    def from_conninfo(cls, dsn: str) -> Endpoint:
+        """An endpoint from a libpq DSN (``host=... port=...`` or ``postgresql://...``)."""
+        from psycopg.conninfo import conninfo_to_dict
+
+        parts = conninfo_to_dict(dsn)
+        return cls(str(parts.get("host", "127.0.0.1")), int(parts.get("port", 5432)), str(parts.get("dbname", "postgres")),
+                   str(parts.get("user", "postgres")), str(parts.get("password", "")))
+
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 

@@ -2,20 +2,66 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from rehearsal.errors import PreconditionFailed
 from rehearsal.postgres.connection import Endpoint, accepts_writes, connect
 
+RECEIVER_TIMEOUT_SECONDS = 10.0  # a streaming receiver hears from the primary far more often (keepalives, WAL)
 
-def replay_lag_seconds(standby: Endpoint) -> tuple[float | None, str]:
-    """Seconds of replay lag on a standby (0 when everything received is replayed)."""
+
+@dataclass(frozen=True)
+class StandbyState:
+    """What a standby says about its replication, read in one bounded query."""
+
+    address: str
+    in_recovery: bool
+    receiver_status: str | None  # pg_stat_wal_receiver.status; None when no WAL receiver runs
+    last_message_age: float | None  # seconds since the receiver last heard from the primary
+    replay_age: float | None  # now() - pg_last_xact_replay_timestamp(): with a steady writer, the true lag
+    received_lsn: str | None
+    replayed_lsn: str | None
+
+    def describe(self) -> str:
+        heard = "never" if self.last_message_age is None else f"{self.last_message_age:.1f}s ago"
+        replayed = "nothing replayed" if self.replay_age is None else f"last replayed commit {self.replay_age:.1f}s ago"
+        return (f"receiver {self.receiver_status or 'not running'}, last message {heard}, {replayed}, "
+                f"received {self.received_lsn}, replayed {self.replayed_lsn}")
+
+
+def probe_standby(standby: Endpoint) -> StandbyState:
     with connect(standby, connect_timeout=3, statement_timeout_ms=5000) as conn:
-        received, replayed, lag = conn.execute(
-            "SELECT pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn(), "
-            "extract(epoch FROM now() - pg_last_xact_replay_timestamp())").fetchone()
-    if received is not None and received == replayed:
-        return 0.0, f"replayed everything received (LSN {replayed})"
-    return (float(lag) if lag is not None else None), f"received {received}, replayed {replayed}"
+        row = conn.execute(
+            "SELECT pg_is_in_recovery(), r.status, extract(epoch FROM now() - r.last_msg_receipt_time), "
+            "extract(epoch FROM now() - pg_last_xact_replay_timestamp()), "
+            "pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text "
+            "FROM (SELECT 1) one LEFT JOIN pg_stat_wal_receiver r ON true").fetchone()
+    in_recovery, status, heard, replay_age, received, replayed = row
+    return StandbyState(standby.address(), bool(in_recovery), status, None if heard is None else float(heard),
+                        None if replay_age is None else float(replay_age), received, replayed)
+
+
+def standby_limitation(state: StandbyState, max_lag_seconds: float, primary_alive: bool,
+                       receiver_timeout: float = RECEIVER_TIMEOUT_SECONDS) -> str | None:
+    """Why this standby must not be promoted, or None.
+
+    While the primary is alive a usable standby streams: its receiver is ``streaming`` and heard from the primary
+    within ``receiver_timeout``. In every case its replay must be recent: the heartbeat commits every 150 ms, so
+    the age of the last replayed commit is the data a promotion would lose (plus the time since the loss, which
+    errs on the safe side). "Everything received is replayed" says nothing when nothing has been received for an
+    hour.
+    """
+    if not state.in_recovery:
+        return None  # already promoted: nothing to limit, promote() is a no-op
+    if primary_alive and (state.receiver_status != "streaming" or state.last_message_age is None
+                          or state.last_message_age > receiver_timeout):
+        return f"standby {state.address} is not streaming from the primary ({state.describe()})"
+    if state.replay_age is None:
+        return f"standby {state.address} has replayed no transaction ({state.describe()})"
+    if state.replay_age > max_lag_seconds:
+        return (f"standby {state.address} replay lag {state.replay_age:.1f}s exceeds the RPO of {max_lag_seconds:g}s "
+                f"({state.describe()})")
+    return None
 
 
 def promotion_limitation(old_primary: Endpoint | None, standby: Endpoint, max_lag_seconds: float) -> str | None:
@@ -28,18 +74,10 @@ def promotion_limitation(old_primary: Endpoint | None, standby: Endpoint, max_la
             return (f"old primary {old_primary.address()} still accepts writes and has not been fenced; "
                     "promoting now would split the brain")
     try:
-        with connect(standby, connect_timeout=3, statement_timeout_ms=5000) as conn:
-            in_recovery = conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]
+        state = probe_standby(standby)
     except psycopg.Error as exc:
         return f"standby {standby.address()} is unreachable: {str(exc).strip().splitlines()[0]}"
-    if not in_recovery:
-        return None  # already promoted: nothing to limit, promote() is a no-op
-    lag, detail = replay_lag_seconds(standby)
-    if lag is None:
-        return f"standby {standby.address()} has no replay position ({detail})"
-    if lag > max_lag_seconds:
-        return f"standby {standby.address()} replay lag {lag:.1f}s exceeds the RPO of {max_lag_seconds:.0f}s ({detail})"
-    return None
+    return standby_limitation(state, max_lag_seconds, primary_alive=False)
 
 
 def promote(standby: Endpoint, old_primary: Endpoint | None, max_lag_seconds: float, timeout: int = 60) -> dict:

@@ -19,12 +19,12 @@ from pathlib import Path
 
 from rehearsal.backups.manifest import BackupManifest
 from rehearsal.backups.store import BackupStore
-from rehearsal.backups.verification import list_archive, stream_into_tar
-from rehearsal.errors import PreconditionFailed, RestoreError
+from rehearsal.backups.verification import ArchiveListing, list_archive, stream_into_tar
+from rehearsal.errors import PreconditionFailed, RestoreError, WalGapError
 from rehearsal.postgres.binaries import chown_to_server, pg_tool, run_as_server, server_env
 from rehearsal.postgres.cluster import LocalCluster
 from rehearsal.postgres.connection import Endpoint, connect, query_one
-from rehearsal.wal import parse_lsn, parse_segment_name, segno_of
+from rehearsal.wal import ContinuityResult, check_continuity, parse_lsn, parse_segment_name, segment_name, segno_of
 
 log = logging.getLogger(__name__)
 RESULT_FILE = "restore-result.json"
@@ -66,6 +66,8 @@ class RestoreResult:
     finished_at: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
     reused: bool = False
+    neutralized: dict[str, object] = field(default_factory=dict)
+    archive: dict[str, object] = field(default_factory=dict)  # what the PITR replayed: segments, cut-off, end
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -98,10 +100,46 @@ def choose_base_backup(manifests: list[BackupManifest], target: RecoveryTarget) 
 
 
 def neutralized_settings(quarantine: Path) -> dict[str, object]:
-    """Settings that keep a restored copy from touching production."""
+    """Settings that keep a restored copy from touching production (written to postgresql.auto.conf, so they
+    also override ALTER SYSTEM settings carried inside the backup):
+
+    - its WAL is archived into a quarantine folder beside it, never into production's archive;
+    - it follows no primary and holds no synchronous standby;
+    - no logical replication apply worker runs, so a subscription carried in the backup never pulls from, or
+      advances a slot on, a production publisher;
+    - no library is preloaded, so no background worker (pg_cron and the like) runs production's jobs.
+    """
     return {"archive_mode": "on", "archive_command": f'cp "%p" "{quarantine}/%f"', "primary_conninfo": "",
             "primary_slot_name": "", "synchronous_standby_names": "", "archive_cleanup_command": "",
-            "recovery_end_command": ""}
+            "recovery_end_command": "", "max_logical_replication_workers": 0, "max_sync_workers_per_subscription": 0,
+            "shared_preload_libraries": ""}
+
+
+# What a copy that becomes production gets back (ALTER SYSTEM RESET): the settings the restore overrode that
+# production needs again. Archiving is re-pointed separately, at production's archive.
+PRODUCTION_RESETS = ("max_logical_replication_workers", "max_sync_workers_per_subscription", "shared_preload_libraries")
+
+
+def restore_archive_check(store_listing: ArchiveListing, manifest: BackupManifest, target: RecoveryTarget) -> ContinuityResult:
+    """Before a cluster is started: every segment that replay from ``manifest`` to the end of the archive needs."""
+    result = check_continuity(store_listing.segments, store_listing.histories, parse_lsn(manifest.start_lsn),
+                              manifest.timeline, manifest.wal_segment_size)
+    if not result.ok and target.kind == "latest":
+        raise WalGapError(f"PITR from base backup {manifest.backup_id} to latest needs WAL the archive does not have: "
+                          f"{result.describe()}; no cluster was started")
+    return result
+
+
+def check_reached_end(continuity: ContinuityResult, replayed_lsn: str, manifest: BackupManifest) -> None:
+    """After a PITR to latest: replay must have reached the newest archived segment of the timeline it followed."""
+    if not continuity.last_segment:
+        return
+    newest = parse_segment_name(continuity.last_segment, manifest.wal_segment_size)
+    reached = segno_of(parse_lsn(replayed_lsn), manifest.wal_segment_size)
+    if newest and reached < newest[1]:
+        stopped_in = segment_name(continuity.timeline_path[-1], reached, manifest.wal_segment_size)
+        raise WalGapError(f"PITR from base backup {manifest.backup_id} stopped early: replay ended at {replayed_lsn} "
+                          f"(segment {stopped_in}) before the newest archived segment {continuity.last_segment}")
 
 
 def refuse_production_target(dest: LocalCluster, production: list[tuple[str, int]]) -> None:
@@ -132,12 +170,12 @@ def _record(dest: LocalCluster, result: RestoreResult) -> RestoreResult:
     return result
 
 
-def stage_wal(store: BackupStore, manifest: BackupManifest, staging: Path, workers: int = 8) -> int:
-    """Fetch every archived segment from the backup's start on, and all timeline history files."""
+def stage_wal(store: BackupStore, manifest: BackupManifest, staging: Path, listing: ArchiveListing,
+              workers: int = 8) -> int:
+    """Fetch every listed segment from the backup's start on, and all listed timeline history files."""
     staging.mkdir(parents=True, exist_ok=True)
     chown_to_server(staging)
     start = segno_of(parse_lsn(manifest.start_lsn), manifest.wal_segment_size)
-    listing = list_archive(store)
     wanted = [n for n in listing.segments if (p := parse_segment_name(n, manifest.wal_segment_size)) and p[1] >= start]
     for tli, text in listing.histories.items():
         path = staging / f"{tli:08X}.history"
@@ -155,16 +193,26 @@ def stage_wal(store: BackupStore, manifest: BackupManifest, staging: Path, worke
 
 
 def restore_pitr(store: BackupStore, target: RecoveryTarget, dest: LocalCluster,
-                 production: list[tuple[str, int]], timeout: float = 3600) -> RestoreResult:
-    """Base backup + archived WAL to ``target`` into a new cluster ``dest``, promoted at the target."""
+                 production: list[tuple[str, int]], timeout: float = 3600,
+                 archived_before: datetime | None = None) -> RestoreResult:
+    """Base backup + archived WAL to ``target`` into a new cluster ``dest``, promoted at the target.
+
+    :param archived_before: use only what the archive held at this moment (base backups and WAL stored before
+        it): a non-disruptive drill's simulated fault time, so the copy is what losing the primary then gave
+    :raises WalGapError: (before any cluster starts) the archive lacks a segment replay to ``latest`` needs;
+        (after) replay stopped before the newest archived segment
+    """
     refuse_production_target(dest, production)
     reused = _reuse_finished(dest, "pitr")
     if reused:
         return reused
     timings: dict[str, float] = {}
     t0 = time.monotonic()
-    manifests = [store.manifest("base_backup", i) for i in store.backup_ids("base_backup")]
+    ids = store.backup_ids("base_backup", stored_before=archived_before)
+    manifests = [store.manifest("base_backup", i) for i in ids]
     manifest = choose_base_backup(manifests, target)
+    listing = list_archive(store, stored_before=archived_before)
+    continuity = restore_archive_check(listing, manifest, target)
     timings["choose_backup"] = time.monotonic() - t0
 
     t = time.monotonic()
@@ -182,13 +230,14 @@ def restore_pitr(store: BackupStore, target: RecoveryTarget, dest: LocalCluster,
     wal_dir = dest.data_dir.parent / f"{dest.name}.wal"
     if wal_dir.exists():
         shutil.rmtree(wal_dir)
-    staged = stage_wal(store, manifest, wal_dir)
+    staged = stage_wal(store, manifest, wal_dir, listing)
     timings["stage_wal"] = time.monotonic() - t
 
     quarantine = dest.data_dir.parent / f"{dest.name}.quarantine"
     quarantine.mkdir(exist_ok=True)
     chown_to_server(quarantine)
-    settings = neutralized_settings(quarantine)
+    neutralized = neutralized_settings(quarantine)
+    settings = dict(neutralized)
     settings["restore_command"] = f'cp "{wal_dir}/%f" "%p"'
     settings["recovery_target_timeline"] = "latest"
     settings["recovery_target_action"] = "promote"
@@ -210,13 +259,19 @@ def restore_pitr(store: BackupStore, target: RecoveryTarget, dest: LocalCluster,
     timings["replay_and_promote"] = time.monotonic() - t
     timings["total"] = time.monotonic() - t0
     shutil.rmtree(wal_dir, ignore_errors=True)
-    lsn, tli = _position(dest)
+    lsn, tli, replayed = _position(dest)
+    if target.kind == "latest":
+        check_reached_end(continuity, replayed, manifest)
     log.info("PITR of %s to %s: %s WAL segments staged, restored LSN %s on timeline %s",
              manifest.backup_id, target.kind, staged, lsn, tli)
+    archive = {"segments_staged": staged, "newest_archived_segment": continuity.last_segment,
+               "continuity": continuity.describe(), "replayed_lsn": replayed,
+               "archived_before": archived_before.isoformat() if archived_before else None}
     return _record(dest, RestoreResult(method="pitr", cluster=dest.name, host="127.0.0.1", port=dest.port,
                                        data_dir=str(dest.data_dir), backup_id=manifest.backup_id,
                                        target=target.value or "latest", restored_lsn=lsn, timeline=tli,
-                                       finished_at=datetime.now(UTC).isoformat(), timings=timings))
+                                       finished_at=datetime.now(UTC).isoformat(), timings=timings,
+                                       neutralized={k: str(v) for k, v in neutralized.items()}, archive=archive))
 
 
 def _socket_query(dest: LocalCluster, sql: str) -> str:
@@ -241,10 +296,12 @@ def _wait_promoted(dest: LocalCluster, admin: Endpoint, timeout: float) -> None:
     raise RestoreError(f"restored cluster {dest.name} still in recovery after {timeout}s: {dest.log_tail()}")
 
 
-def _position(dest: LocalCluster) -> tuple[str, int]:
-    row = _socket_query(dest, "SELECT pg_current_wal_lsn() || ' ' || ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int")
-    lsn, tli = row.split()
-    return lsn, int(tli)
+def _position(dest: LocalCluster) -> tuple[str, int, str]:
+    """(current LSN, timeline, last replayed LSN) of a promoted copy."""
+    row = _socket_query(dest, "SELECT pg_current_wal_lsn() || ' ' || ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))"
+                              "::bit(32)::int || ' ' || coalesce(pg_last_wal_replay_lsn(), pg_current_wal_lsn())")
+    lsn, tli, replayed = row.split()
+    return lsn, int(tli), replayed
 
 
 def restore_logical(store: BackupStore, backup_id: str | None, dest: LocalCluster, superuser_password: str,

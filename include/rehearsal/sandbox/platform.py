@@ -137,6 +137,7 @@ class Sandbox:
         spool.mkdir(parents=True, exist_ok=True)
         chown_to_server(spool)
         self.state["spool"] = str(spool)
+        (root / "scratch").mkdir(mode=0o755, exist_ok=True)
         progress("starting the local AWS endpoint (moto server)")
         self._start_moto()
         s3 = self.aws("s3")
@@ -345,7 +346,8 @@ class Sandbox:
                 shutil.rmtree(Path(runtime) / sub, ignore_errors=True)
             if Path(runtime).name.startswith("sandbox-"):
                 shutil.rmtree(runtime, ignore_errors=True)
-        for path in (self.state_file, self.dir / "env"):
+        # The heartbeat log is evidence about these clusters only: a new sandbox starts a new log.
+        for path in (self.state_file, self.dir / "env", self.dir / "heartbeat.log"):
             path.unlink(missing_ok=True)
         self.state = {}
 
@@ -403,24 +405,44 @@ class Sandbox:
 
     # ---------------------------------------------------------------- what drills do to it
     def kill_primary(self, lose_data: bool = True) -> dict:
-        """The fault: SIGKILL the primary's processes and, optionally, lose its data directory."""
+        """The fault: SIGKILL the primary's processes and, optionally, lose its host's disks: its data directory
+        and the WAL spool beside it (segments archived locally but not yet shipped to S3 are lost with the host,
+        as they would be in a real host loss)."""
         primary = self.primary
         pid = primary.kill()
+        killed_at = time.time()  # every server process is gone: nothing is acknowledged by it after this
         self.state["clusters"][primary.name]["role"] = "lost"
         self.save()
+        lost_spool: list[str] = []
         if lose_data:
+            lost_spool = self._lose_spool(primary.name)
             # Gone for the recovery in one rename: nothing can start from it or read it at its path. The bytes are
             # deleted by discard_lost_data() at teardown; deleting 1 GB here took 4 s of the measured outage.
-            lost = self.runtime / "lost" / f"{primary.name}-{time.time_ns()}"
-            try:
-                lost.parent.mkdir(exist_ok=True)
-                primary.data_dir.rename(lost)
-                self.state.setdefault("lost_data", []).append(str(lost))
-            except OSError as exc:  # another filesystem, say: delete in place
-                log.warning("could not move %s aside (%s); deleting it now", primary.data_dir, exc)
-                shutil.rmtree(primary.data_dir, ignore_errors=True)
+            self._move_to_lost(primary.data_dir, primary.name)
             self.save()
-        return {"cluster": primary.name, "port": primary.port, "pid": pid, "data_lost": lose_data}
+        return {"cluster": primary.name, "port": primary.port, "pid": pid, "killed_at": killed_at, "data_lost": lose_data,
+                "spool_lost": lose_data, "unshipped_wal_lost": lost_spool}
+
+    def _lose_spool(self, host: str) -> list[str]:
+        """The spool goes with the host: moved aside in one rename (the shipper finds an empty spool at the same
+        path, where the new primary archives). Returns the WAL files that had not been shipped."""
+        spool = Path(self.state["spool"])
+        waiting = sorted(p.name for p in spool.iterdir() if not p.name.startswith(".")) if spool.exists() else []
+        if spool.exists():
+            self._move_to_lost(spool, f"{host}-spool")
+        spool.mkdir(parents=True, exist_ok=True)
+        chown_to_server(spool)
+        return waiting
+
+    def _move_to_lost(self, path: Path, label: str) -> None:
+        lost = self.runtime / "lost" / f"{label}-{time.time_ns()}"
+        try:
+            lost.parent.mkdir(exist_ok=True)
+            path.rename(lost)
+            self.state.setdefault("lost_data", []).append(str(lost))
+        except OSError as exc:  # another filesystem, say: delete in place
+            log.warning("could not move %s aside (%s); deleting it now", path, exc)
+            shutil.rmtree(path, ignore_errors=True)
 
     def discard_lost_data(self) -> list[str]:
         """Delete the data directories that faults moved aside; returns what was deleted."""

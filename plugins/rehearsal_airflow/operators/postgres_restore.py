@@ -28,16 +28,18 @@ class PostgresRestoreOperator(ControlPlaneMixin, DrillStepOperator):
     :param method: one of pitr, logical, rds_snapshot, rds_pitr
     :param target: for pitr/rds_pitr: ``latest``, an ISO time with timezone, or an LSN
     :param cluster_name: name of the new cluster (default: unique per run); a retry reuses or wipes it
+    :param archived_before: pitr only: an ISO time with timezone (or empty); use only the base backups and WAL the
+        archive held then (what a non-disruptive drill's simulated fault would have left)
     """
 
     template_fields: Sequence[str] = ("target", "backup_id", "cluster_name", "db_snapshot_identifier",
-                                      "source_db_instance_identifier")
+                                      "source_db_instance_identifier", "archived_before")
 
     def __init__(self, *, method: str = "pitr", target: str = "latest", backup_id: str | None = None,
                  cluster_name: str | None = None, jobs: int = 2, controlplane_conn_id: str = "controlplane_admin",
                  aws_conn_id: str = "aws_default", db_snapshot_identifier: str | None = None,
                  source_db_instance_identifier: str | None = None, db_instance_class: str = "db.t3.medium",
-                 wait_timeout: int = 3600, **kwargs) -> None:
+                 wait_timeout: int = 3600, archived_before: str | None = None, **kwargs) -> None:
         kwargs.setdefault("pool", RESTORE_POOL)
         super().__init__(**kwargs)
         if method not in METHODS:
@@ -53,6 +55,7 @@ class PostgresRestoreOperator(ControlPlaneMixin, DrillStepOperator):
         self.source_db_instance_identifier = source_db_instance_identifier
         self.db_instance_class = db_instance_class
         self.wait_timeout = wait_timeout
+        self.archived_before = archived_before
 
     def run_step(self, context: Context) -> dict:
         name = self.cluster_name or f"{key_of(context)}-{self.method}"
@@ -66,15 +69,18 @@ class PostgresRestoreOperator(ControlPlaneMixin, DrillStepOperator):
         dest = _existing_or_new(run_dir, name)
         production = [self.controlplane.current_address()]
         if self.method == "pitr":
-            result = restore_pitr(store, RecoveryTarget.parse(self.target), dest, production, timeout=self.wait_timeout)
+            result = restore_pitr(store, RecoveryTarget.parse(self.target), dest, production, timeout=self.wait_timeout,
+                                  archived_before=_moment(self.archived_before))
         else:
             admin = self.controlplane.endpoint()
             result = restore_logical(store, self.backup_id, dest, admin.password, production, jobs=self.jobs)
         out = result.to_dict()
         out["address"] = result.address
         out["resources"] = [f"cluster:{dest.name}@{result.address}", f"dir:{run_dir}"]
+        cutoff = result.archive.get("archived_before")
         out["detail"] = (f"{self.method} restore of {result.backup_id} to {result.target} at {result.address}, "
                          f"LSN {result.restored_lsn}, {result.timings.get('total', 0):.1f}s"
+                         + (f", from what the archive held at {cutoff}" if cutoff else "")
                          + (" (reused a finished restore)" if result.reused else ""))
         return out
 
@@ -124,6 +130,15 @@ class PostgresRestoreOperator(ControlPlaneMixin, DrillStepOperator):
             raise PreconditionFailed(f"restore time {self.target} is before the earliest backup of "
                                      f"{self.source_db_instance_identifier} ({created[0].isoformat() if created else 'none'})")
         return moment
+
+
+def _moment(text: str | None) -> datetime | None:
+    if text in (None, "", "None"):
+        return None
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise PreconditionFailed(f"archived_before {text!r} needs a timezone")
+    return moment
 
 
 def _existing_or_new(run_dir: Path, name: str) -> LocalCluster:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,12 +16,13 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 from rehearsal import results
 from rehearsal.catalog import load_catalog
-from rehearsal.drills.primary_loss import check_params, choose_path, heartbeat_limitation, wait_for_loss
+from rehearsal.drills.primary_loss import check_params, choose_path, evidence_window, heartbeat_limitation, wait_for_loss
 from rehearsal.environment import Environment
 from rehearsal.errors import PreconditionFailed
-from rehearsal.heartbeat import Ack, measure_recovery, read_acks
-from rehearsal.postgres.connection import accepts_writes, connect
-from rehearsal.postgres.failover import promotion_limitation
+from rehearsal.heartbeat import LINEAGE_SQL, Ack, measure_recovery, read_acks
+from rehearsal.postgres.connection import accepts_writes, connect, query_one
+from rehearsal.postgres.failover import probe_standby, promotion_limitation, standby_limitation
+from rehearsal.postgres.restore import PRODUCTION_RESETS
 from rehearsal.report import DrillReport, Step, judge, write_report
 from rehearsal.sandbox.wal_shipper import archive_command
 from rehearsal_airflow.environment import current_environment
@@ -81,9 +83,11 @@ class DrillGuardOperator(ControlPlaneMixin, DrillStepOperator):
         if reason:
             raise PreconditionFailed(reason)
         primary_host, primary_port = self.controlplane.current_address()
-        writable, why = accepts_writes(self.controlplane.endpoint(primary_host, primary_port).with_(dbname="postgres"))
+        primary = self.controlplane.endpoint(primary_host, primary_port).with_(dbname="postgres")
+        writable, why = accepts_writes(primary)
         if not writable:
             raise PreconditionFailed(f"production primary {primary_host}:{primary_port} is not healthy before the drill: {why}")
+        lineage = query_one(primary, LINEAGE_SQL)[0]
         standby = None
         if env.drill_environment and env.sandbox_state:
             sandbox = sandbox_of(env)
@@ -91,23 +95,51 @@ class DrillGuardOperator(ControlPlaneMixin, DrillStepOperator):
                 raise PreconditionFailed(f"discovery points at port {primary_port} but the inventory's primary is "
                                          f"{sandbox.primary.name} on {sandbox.primary.port}")
             standby = f"127.0.0.1:{sandbox.standby.port}" if sandbox.standby else None
-        self._take_lock(context, env)
+        standby_before = self._standby_before_fault(standby) if standby and self.mode == "disruptive" else None
         started_at = now_iso()
+        # Recorded first, locked last: a refused lock leaves a recorded run (the report marks it aborted), and
+        # nothing after the lock can fail, so a lock taken is always released by the teardown.
         results.record_start(results_endpoint(), context["dag"].dag_id, context["run_id"], SCENARIO, self.mode,
                              env.name, self.component, started_at)
+        lock_note = self._take_lock(context, env)
         return {"mode": self.mode, "path": self.path, "environment": env.name, "run_key": key_of(context),
-                "primary": f"{primary_host}:{primary_port}", "standby": standby, "started_at": started_at,
-                "detail": f"{self.mode} drill on {env.name}: primary {primary_host}:{primary_port}, standby {standby}"}
+                "primary": f"{primary_host}:{primary_port}", "lineage": lineage, "standby": standby,
+                "standby_before_fault": standby_before, "started_at": started_at, "lock": lock_note,
+                "detail": f"{self.mode} drill on {env.name}: primary {primary_host}:{primary_port} (lineage {lineage}), "
+                          f"standby {standby}" + (f"; {lock_note}" if lock_note else "")}
 
+    def _standby_before_fault(self, standby: str) -> dict:
+        """The standby while the primary is alive: a usable one streams and replays recent commits."""
+        rpo = load_catalog().target(self.component).rpo.total_seconds()
+        endpoint = self.controlplane.endpoint(*split_address(standby)).with_(dbname="postgres")
+        try:
+            state = probe_standby(endpoint)
+        except Exception as exc:  # noqa: BLE001 - an unreachable standby is a finding, not a guard failure
+            return {"state": None, "limitation": f"standby {standby} is unreachable: {exc}"}
+        return {"state": asdict(state), "limitation": standby_limitation(state, rpo, primary_alive=True)}
 
-    def _take_lock(self, context: Context, env: Environment) -> None:
-        """One disruptive drill per environment at a time; other drills wait for none but refuse to overlap one."""
+    def _take_lock(self, context: Context, env: Environment) -> str | None:
+        """One disruptive drill per environment at a time; other drills wait for none but refuse to overlap one.
+        A lock whose run no longer exists (killed before its teardown) is broken, and the report says so."""
         ours = (context["dag"].dag_id, context["run_id"])
         endpoint = results_endpoint()
-        holder = results.acquire_drill_lock(endpoint, env.name, *ours) if self.mode == "disruptive" \
-            else results.drill_lock_holder(endpoint, env.name)
-        if holder is not None and tuple(holder) != ours:
-            raise PreconditionFailed(f"a disruptive drill ({holder[0]} run {holder[1]}) is in progress on {env.name!r}")
+        disruptive = self.mode == "disruptive"
+        lock = results.acquire_drill_lock(endpoint, env.name, *ours) if disruptive else results.drill_lock_holder(endpoint, env.name)
+        if lock is None or lock.holder() == ours:
+            return None
+        active = context["ti"].get_dr_count(dag_id=lock.dag_id, run_ids=[lock.run_id], states=["queued", "running"])
+        if active:
+            raise PreconditionFailed(
+                f"a disruptive drill ({lock.describe()}) is in progress on {env.name!r}; if that run no longer exists, "
+                f"break its lock with `{results.BREAK_COMMAND.format(environment=env.name)}`")
+        results.release_drill_lock(endpoint, env.name, *lock.holder())
+        note = f"broke a stale drill lock ({lock.describe()}): that run is not queued or running"
+        self.log.warning("%s", note)
+        if disruptive:
+            again = results.acquire_drill_lock(endpoint, env.name, *ours)
+            if again.holder() != ours:
+                raise PreconditionFailed(f"a disruptive drill ({again.describe()}) took the lock on {env.name!r} first")
+        return note
 
 
 class InjectPrimaryLossOperator(DrillStepOperator):
@@ -117,15 +149,21 @@ class InjectPrimaryLossOperator(DrillStepOperator):
     def run_step(self, context: Context) -> dict:
         guard = guard_of(context)
         if guard["mode"] == "non_disruptive":
-            return {"fault_at": time.time(), "simulated": True,
-                    "detail": "simulated loss: production untouched, recovery goes to a scratch target"}
+            fault_at = time.time()
+            # The recovery may use only what the archive held at this moment, as after a real loss.
+            archived_before = datetime.fromtimestamp(fault_at, UTC).isoformat()
+            return {"fault_at": fault_at, "simulated": True, "archived_before": archived_before,
+                    "detail": f"simulated loss at {archived_before}: production untouched, recovery goes to a scratch "
+                              "target from what the archive held then"}
         sandbox = sandbox_of(current_environment())
         if f"127.0.0.1:{sandbox.primary.port}" != guard["primary"]:
             raise PreconditionFailed(f"the primary changed since the guard ran ({guard['primary']}); not injecting")
         fault_at = time.time()
         killed = sandbox.kill_primary(lose_data=True)
-        return {"fault_at": fault_at, "simulated": False, **killed,
-                "detail": f"killed {killed['cluster']} (pid {killed['pid']}, port {killed['port']}) and deleted its data"}
+        return {"fault_at": fault_at, "simulated": False, "archived_before": "", **killed,
+                "detail": f"killed {killed['cluster']} (pid {killed['pid']}, port {killed['port']}) "
+                          f"{(killed['killed_at'] - fault_at) * 1000:.0f} ms after the fault began; its data directory "
+                          f"and WAL spool are lost ({len(killed['unshipped_wal_lost'])} unshipped segment(s))"}
 
 
 class DetectPrimaryLossOperator(ControlPlaneMixin, DrillStepOperator):
@@ -160,10 +198,14 @@ class ChooseRecoveryPathOperator(ControlPlaneMixin, DrillStepOperator, BranchMix
     def run_step(self, context: Context) -> dict:
         guard = guard_of(context)
         limitation = "no standby in the inventory"
+        before = guard.get("standby_before_fault") or {}
         if guard.get("standby") and guard["mode"] == "disruptive":
-            rpo = load_catalog().target(self.component).rpo.total_seconds()
-            standby = self.controlplane.endpoint(*split_address(guard["standby"])).with_(dbname="postgres")
-            limitation = promotion_limitation(None, standby, rpo)
+            if before.get("limitation"):
+                limitation = f"before the fault, {before['limitation']}"
+            else:
+                rpo = load_catalog().target(self.component).rpo.total_seconds()
+                standby = self.controlplane.endpoint(*split_address(guard["standby"])).with_(dbname="postgres")
+                limitation = promotion_limitation(None, standby, rpo)
         path, why = choose_path(guard["path"], guard["mode"], limitation)
         return {"path": path, "why": why, "detail": f"{path}: {why}"}
 
@@ -199,6 +241,8 @@ class EnrollNewPrimaryOperator(DrillStepOperator):
             admin = sandbox.endpoint(sandbox.primary, "admin").with_(port=port, dbname="postgres")
             with connect(admin) as conn:
                 conn.execute("ALTER SYSTEM SET archive_command = " + _quote(archive_command(spool)))
+                for setting in PRODUCTION_RESETS:  # what the restore switched off for the copy (restart-only ones
+                    conn.execute(f"ALTER SYSTEM RESET {setting}")  # take effect at the next restart)
                 conn.execute("SELECT pg_reload_conf()")
             sandbox.adopt_primary(recovered["cluster"], port, recovered["data_dir"])
             return {"address": recovered["address"], "archived_from_quarantine": moved,
@@ -249,11 +293,14 @@ class MeasureRecoveryOperator(ControlPlaneMixin, DrillStepOperator):
 
     def run_step(self, context: Context) -> dict:
         ti = context["ti"]
+        guard = guard_of(context)
         fault = ti.xcom_pull(task_ids=INJECT)
         recovered = pull_first(context, RECOVERY_TASKS)
         confirm = ti.xcom_pull(task_ids=CONFIRM)
         env = current_environment()
-        acks = read_acks(env.heartbeat_path(), since=fault["fault_at"] - 600)
+        target = load_catalog().target(self.component)
+        window = evidence_window(target.rpo.total_seconds())
+        acks = read_acks(env.heartbeat_path(), since=fault["fault_at"] - window)
         endpoint = self.controlplane.endpoint(*split_address(recovered["address"]))
 
         def surviving(seqs: list[int]) -> set[int]:
@@ -262,15 +309,31 @@ class MeasureRecoveryOperator(ControlPlaneMixin, DrillStepOperator):
             return {r[0] for r in rows}
 
         first = confirm["first_ack"]
-        measurement = measure_recovery(acks, fault["fault_at"], recovered["address"], surviving,
-                                       first_ack=Ack(first["seq"] or -1, first["acked_at"], first["endpoint"]))
-        target = load_catalog().target(self.component)
+        measurement = measure_recovery(acks, fault["fault_at"], recovered["address"], surviving, window,
+                                       first_ack=Ack(first["seq"] or -1, first["acked_at"], first["endpoint"]),
+                                       fault_effective_at=fault.get("killed_at"), lineage=guard.get("lineage"))
         out = {"rto_seconds": measurement.rto_seconds, "rpo_seconds": measurement.rpo_seconds,
+               "rpo_is_lower_bound": measurement.rpo_is_lower_bound,
                "target_rto_seconds": target.rto.total_seconds(), "target_rpo_seconds": target.rpo.total_seconds(),
-               "evidence": measurement.evidence()}
-        out["detail"] = (f"RTO {measurement.rto_seconds:.2f}s, RPO {measurement.rpo_seconds:.2f}s "
-                         f"({measurement.missing_acked} of {measurement.acked_before_fault} acknowledged writes lost)")
+               "evidence": {**measurement.evidence(), "measurement_includes": _what_was_measured(guard, fault, recovered)}}
+        rpo = "not measured" if measurement.rpo_seconds is None else \
+            f"{'at least ' if measurement.rpo_is_lower_bound else ''}{measurement.rpo_seconds:.2f}s"
+        out["detail"] = (f"RTO {measurement.rto_seconds:.2f}s, RPO {rpo} ({measurement.missing_acked} of "
+                         f"{measurement.acked_before_fault} acknowledged writes lost in the {window:.0f}s window)")
         return out
+
+
+def _what_was_measured(guard: dict, fault: dict, recovered: dict) -> str:
+    """The report's plain statement of what the numbers include."""
+    lineage = f"writes acknowledged by the lost primary's history ({guard.get('lineage')})"
+    if fault.get("simulated"):
+        return (f"simulated loss: a scratch copy restored from what the archive held at {fault.get('archived_before')} "
+                f"(objects stored at least 1 s before it, by S3 LastModified); RPO = {lineage} missing from that copy; "
+                "RTO ends at a probe write into the copy (production's discovery and clients untouched)")
+    return (f"primary SIGKILLed with its data directory and its unshipped WAL spool "
+            f"({len(fault.get('unshipped_wal_lost') or [])} segment(s)); recovered by {recovered.get('method')}; "
+            f"RPO = {lineage} missing on the recovered primary; RTO ends at the first write acknowledged by it "
+            "through service discovery")
 
 
 class DrillTeardownOperator(DrillStepOperator):
@@ -364,11 +427,14 @@ class DrillReportOperator(DrillStepOperator):
         fault = ti.xcom_pull(task_ids=INJECT) or {}
         rto, rpo = measure.get("rto_seconds"), measure.get("rpo_seconds")
         rto_met, rpo_met = judge(rto, target.rto.total_seconds()), judge(rpo, target.rpo.total_seconds())
+        if measure.get("rpo_is_lower_bound"):
+            rpo_met = False  # nothing in the evidence window survived: the loss is at least the window
         if self.measures_recovery:
             checks.append({"name": "rto_within_target", "ok": bool(rto_met), "critical": True,
                            "detail": f"measured {rto} s, target {target.rto.total_seconds():.0f} s"})
             checks.append({"name": "rpo_within_target", "ok": bool(rpo_met), "critical": True,
-                           "detail": f"measured {rpo} s, target {target.rpo.total_seconds():.0f} s"})
+                           "detail": f"measured {'at least ' if measure.get('rpo_is_lower_bound') else ''}{rpo} s, "
+                                     f"target {target.rpo.total_seconds():.0f} s"})
         missed = self.measures_recovery and not (rto_met and rpo_met)
         if self.measures_recovery and not guard:
             status = "aborted"
@@ -379,6 +445,8 @@ class DrillReportOperator(DrillStepOperator):
         evidence = dict(measure.get("evidence") or {})
         evidence.update({"restored_lsn": recovered.get("restored_lsn") or recovered.get("lsn"),
                          "recovered_address": recovered.get("address"), "restore_timings": recovered.get("timings"),
+                         "restore_archive": recovered.get("archive"), "neutralized_on_restored_copy": recovered.get("neutralized"),
+                         "standby_before_fault": guard.get("standby_before_fault"), "drill_lock": guard.get("lock"),
                          "fault": {k: v for k, v in fault.items() if k != "detail"}})
         report = DrillReport(
             dag_id=dag.dag_id, run_id=run_id, scenario=self.scenario, mode=guard.get("mode") or params.get("mode", "scheduled"),
