@@ -1,35 +1,63 @@
 """Run one DAG once against the sandbox, in-process (``dag.test``), and exit with the run's outcome.
 
-Used by ``make drill`` and ``make run``. A failure prints the failed task and its reason. The DAG's
-Deadline Alert is cleared on this in-process copy (upstream bug apache/airflow#73428 crashes
+Used by ``make drill`` and ``make run``. While the run goes, it prints one line per task as it starts and ends
+(elapsed time since the run started, state, the step's detail) and any approval a task is waiting for; Airflow's
+raw log goes to a file, named at the end (``REHEARSAL_RAW_LOG=1`` or ``--raw-log`` prints it instead). A pending
+approval is answered by ``APPROVE=yes`` (or ``no``), else on the terminal, else it waits for an answer from the
+Required Actions page of an api-server on the same metadata database (see ``run_progress.py``). A failure prints
+the failed task and its reason. Exit codes: 0 success/passed, 1 failed, 2 bad ``--conf``/``APPROVE``/params or
+DAG import errors; with several ``--conf``, the worst.
+
+The DAG's Deadline Alert is cleared on this in-process copy (upstream bug apache/airflow#73428 crashes
 ``dag.test()`` for DAGs with ``deadline=``; deadlines are proven on a real scheduler instead).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import logging
 import os
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "include"), str(REPO / "plugins")]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from run_progress import (  # noqa: E402 - after sys.path
+    Approver,
+    Progress,
+    RawLog,
+    RunWatcher,
+    approve_setting,
+    newest_run_id,
+    one_line,
+    raw_log_path,
+    step_value,
+    summary_line,
+)
+
+PROGRESS = Progress()
 
 
 def say(message: str) -> None:
-    print(f"[rehearsal] {message}", flush=True)
+    PROGRESS.say(message)
 
 
 def ensure_sandbox() -> None:
-    from rehearsal.sandbox.platform import Sandbox, read_env_file
+    try:
+        from rehearsal_sandbox.platform import Sandbox, read_env_file
+    except ImportError:  # before the sandbox package moved out of rehearsal/
+        from rehearsal.sandbox.platform import Sandbox, read_env_file
 
     sandbox = Sandbox()
     if not sandbox.is_up():
         say(f"bringing the sandbox up (SANDBOX_SCALE={os.environ.get('SANDBOX_SCALE', '1')})")
-        sandbox.up()
+        with contextlib.redirect_stdout(PROGRESS.stream or sys.stdout):  # its [sandbox] lines are progress too
+            sandbox.up()
     os.environ.update(read_env_file(sandbox.dir / "env"))
 
 
@@ -53,10 +81,11 @@ def step_records(dag_id: str, run_id: str) -> dict[str, dict]:
     with create_session() as session:
         rows = session.execute(select(XComModel.task_id, XComModel.value).where(
             XComModel.dag_id == dag_id, XComModel.run_id == run_id, XComModel.key == "step")).all()
-    out = {}
-    for task_id, value in rows:
-        out[task_id] = json.loads(value) if isinstance(value, str) else value
-    return out
+    return {task_id: step_value(value) for task_id, value in rows}
+
+
+def truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "y", "on")
 
 
 def main() -> int:
@@ -65,13 +94,43 @@ def main() -> int:
     parser.add_argument("--conf", action="append", default=None,
                         help="run conf as JSON; repeat it to run the DAG once per conf, in order, in this one process")
     parser.add_argument("--sandbox", action="store_true", help="bring the sandbox up first and use its environment")
-    parser.add_argument("--quiet", action="store_true", help="only print progress lines, not task logs")
+    parser.add_argument("--quiet", action="store_true", help="only print a line when a task ends, not when it starts")
+    parser.add_argument("--raw-log", action="store_true", default=truthy(os.environ.get("REHEARSAL_RAW_LOG")),
+                        help="print Airflow's raw log here too, instead of into a file (or REHEARSAL_RAW_LOG=1)")
     args = parser.parse_args()
     try:
         confs = [json.loads(c or "{}") for c in (args.conf or ["{}"])]
     except ValueError as exc:
         say(f"--conf is not JSON: {exc}")
         return 2
+    if not all(isinstance(conf, dict) for conf in confs):
+        say("--conf must be a JSON object")
+        return 2
+    try:
+        automatic = approve_setting()
+    except ValueError as exc:
+        say(f"{exc}: use APPROVE=yes or APPROVE=no, or leave it unset to be asked")
+        return 2
+    raw = None if args.raw_log else RawLog(raw_log_path(args.dag_id, REPO), PROGRESS)
+    if raw is not None:
+        raw.start()
+        say(f"Airflow's log goes to {raw.path}")
+    try:
+        return run(args, confs, automatic)
+    except KeyboardInterrupt:
+        say("interrupted")
+        return 130
+    except Exception as exc:
+        traceback.print_exc()
+        say(f"error: {type(exc).__name__}: {exc}")
+        return 1
+    finally:
+        if raw is not None:
+            say(f"full log: {raw.path}")
+            raw.stop()
+
+
+def run(args, confs: list[dict], automatic: str | None) -> int:
     if args.sandbox:
         ensure_sandbox()
     os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
@@ -80,7 +139,7 @@ def main() -> int:
     ensure_airflow_db()
     from airflow.dag_processing.dagbag import DagBag
 
-    bag = DagBag(dag_folder=str(REPO / "dags"))
+    bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
     if bag.import_errors:
         for path, err in bag.import_errors.items():
             say(f"import error in {path}: {err}")
@@ -90,39 +149,54 @@ def main() -> int:
         say(f"no DAG {args.dag_id!r}; known: {', '.join(sorted(bag.dag_ids))}")
         return 2
     dag.deadline = None  # see module docstring
-    if args.quiet:
-        logging.getLogger("airflow").setLevel(logging.WARNING)
+    approver = Approver(
+        PROGRESS, automatic=automatic, stdin=sys.stdin if sys.stdin is not None and sys.stdin.isatty() else None,
+        how_to_answer=("answer it on the Required Actions page of an Airflow api-server using this metadata database "
+                       f"(AIRFLOW_HOME={os.environ['AIRFLOW_HOME']}), or stop this run (Ctrl-C) and run it again "
+                       "with APPROVE=yes (APPROVE=no rejects)"))
     outcome = 0
     for conf in confs:  # one process: Airflow's in-process execution API is built once (about 10 s)
-        outcome = max(outcome, run_once(dag, args.dag_id, conf))
+        outcome = max(outcome, run_once(dag, args.dag_id, conf, approver, show_starts=not args.quiet))
     return outcome
 
 
-def run_once(dag, dag_id: str, conf: dict) -> int:
+def run_once(dag, dag_id: str, conf: dict, approver: Approver, show_starts: bool = True) -> int:
+    from airflow.sdk.exceptions import ParamValidationError
+
     say(f"running {dag_id} with conf {json.dumps(conf)}")
+    watcher = RunWatcher(dag_id, newest_run_id(dag_id), approver, PROGRESS, show_starts=show_starts)
     started = time.monotonic()
-    dag_run = dag.test(run_conf=conf)
+    watcher.start()
+    try:
+        dag_run = dag.test(run_conf=conf)
+    except ParamValidationError as exc:
+        watcher.finish()
+        say(f"--conf {json.dumps(conf)} refused: {exc}")
+        return 2
+    except BaseException:
+        watcher.finish()
+        raise
+    watcher.finish(dag_run.run_id)
     elapsed = time.monotonic() - started
     state = str(dag_run.state)
     steps = step_records(dag_id, dag_run.run_id)
-    for task_id, record in sorted(steps.items(), key=lambda kv: kv[1].get("started_at") or ""):
-        say(f"  {record.get('status', '?'):8} {task_id}: {record.get('detail', '')}")
     from rehearsal.environment import Environment
     from rehearsal.report import report_paths
 
     env = Environment.from_mapping(json.loads(os.environ.get("AIRFLOW_VAR_REHEARSAL_ENVIRONMENT", "{}")))
-    json_path, md_path = report_paths(env.reports_dir, dag_id, dag_run.run_id)
+    json_path, _ = report_paths(env.reports_dir, dag_id, dag_run.run_id)
     if json_path.exists():
         report = json.loads(json_path.read_text())
         say(f"report: {json_path}")
-        say(f"  status {report['status']}; path {report['recovery_path']}; "
-            f"RTO {report['measured_rto_seconds']} s (target {report['target_rto_seconds']:.0f} s); "
-            f"RPO {report['measured_rpo_seconds']} s (target {report['target_rpo_seconds']:.0f} s)")
+        say(f"  {summary_line(report)}")
+    for task, answer in watcher.approvals.items():
+        say(f"  approval {task}: {answer}")
     say(f"run {dag_run.run_id}: {state} in {elapsed:.1f}s")
     if state != "success":
-        failed = [(t, r) for t, r in steps.items() if r.get("status") == "failed"]
-        for task_id, record in failed:
-            say(f"FAILED task {task_id}: {record.get('detail')}")
+        failed = {t for t, r in steps.items() if r.get("status") == "failed"}
+        failed |= {task_id for (task_id, _), (_, ti_state) in watcher.seen.items() if ti_state == "failed"}
+        for task_id in sorted(failed):
+            say(f"FAILED task {task_id}: {one_line(steps.get(task_id, {}).get('detail') or 'see the full log')}")
         return 1
     return 0
 

@@ -1,6 +1,7 @@
-"""scripts/run_dag.py (make drill, make run): bad --conf is refused before anything starts."""
+"""scripts/run_dag.py (make drill, make run): bad --conf or APPROVE is refused before anything starts."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,4 +24,18 @@ def test_every_repeated_conf_is_checked_before_the_first_run():
     out = run("--conf", '{"mode": "non_disruptive"}', "--conf", "not json")
     assert out.returncode == 2
     assert "[rehearsal] --conf is not JSON" in out.stdout
+    assert "running" not in out.stdout
+
+
+def test_a_conf_that_is_not_an_object_exits_2():
+    out = run("--conf", "[1, 2]")
+    assert out.returncode == 2
+    assert "[rehearsal] --conf must be a JSON object" in out.stdout
+
+
+def test_approve_other_than_yes_or_no_exits_2_before_anything_starts():
+    out = subprocess.run([sys.executable, str(SCRIPT), "dr_drill_postgres_primary_loss"], capture_output=True, text=True,
+                         timeout=60, env={**os.environ, "APPROVE": "maybe"})
+    assert out.returncode == 2
+    assert "[rehearsal] APPROVE='maybe' is neither yes nor no" in out.stdout
     assert "running" not in out.stdout
