@@ -24,13 +24,13 @@ $(VENV)/.installed: requirements.txt
 	@touch $@
 
 sandbox-up: venv
-	@$(PY) -m rehearsal.sandbox up
+	@$(PY) -m rehearsal_sandbox up
 
 sandbox-down: venv
-	@$(PY) -m rehearsal.sandbox down
+	@$(PY) -m rehearsal_sandbox down
 
 sandbox-status: venv
-	@$(PY) -m rehearsal.sandbox status
+	@$(PY) -m rehearsal_sandbox status
 
 # A disruptive drill holds its environment's lock until its teardown; a run killed before its teardown leaves it
 # behind. The next drill breaks a lock whose run no longer exists by itself; this shows and breaks it by hand.
@@ -42,13 +42,13 @@ break-drill-lock: venv
 	@set -a; [ ! -f .sandbox/env ] || . .sandbox/env; set +a; $(PY) -m rehearsal.results break-lock --environment '$(ENV)'
 
 airflow: venv
-	@$(PY) -m rehearsal.sandbox airflow-up
+	@$(PY) -m rehearsal_sandbox airflow-up
 
 airflow-down: venv
-	@$(PY) -m rehearsal.sandbox airflow-down
+	@$(PY) -m rehearsal_sandbox airflow-down
 
 airflow-status: venv
-	@$(PY) -m rehearsal.sandbox airflow-status
+	@$(PY) -m rehearsal_sandbox airflow-status
 
 drill: venv
 	@$(PY) scripts/run_dag.py --sandbox dr_drill_postgres_primary_loss --conf '{"mode": "disruptive", "path": "auto"}'

@@ -44,8 +44,8 @@ from rehearsal.freshness import newest_backup  # noqa: E402
 from rehearsal.postgres.binaries import chown_to_server, pg_tool, run_as_server, server_env  # noqa: E402
 from rehearsal.postgres.cluster import LocalCluster, free_port  # noqa: E402
 from rehearsal.postgres.restore import RecoveryTarget, neutralized_settings, restore_logical, restore_pitr  # noqa: E402
-from rehearsal.sandbox.platform import Sandbox, read_env_file  # noqa: E402
 from rehearsal.wal import parse_lsn, parse_segment_name, segment_name, segno_of  # noqa: E402
+from rehearsal_sandbox.platform import Sandbox, read_env_file  # noqa: E402
 
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 DRILL_DAG = "dr_drill_postgres_primary_loss"
@@ -591,7 +591,7 @@ def bench_scheduler(sb: Sandbox, before_measuring: threading.Thread | None = Non
     """Two non-disruptive drills at once on a real Airflow: the scheduler's overhead per task, and the drills'
     own RTO and RPO (from their reports) beside ``dag_test``, the same drill in-process on this sandbox."""
     from rehearsal.report import report_paths
-    from rehearsal.sandbox.airflow_deployment import USERNAME, LocalAirflow
+    from rehearsal_sandbox.airflow_deployment import USERNAME, LocalAirflow
     from tests.airflow_api import AirflowApi
 
     out = []

@@ -21,8 +21,8 @@ from rehearsal_airflow.deadlines import rto_deadline
 from rehearsal_airflow.operators.backup_verification import BackupVerificationOperator
 from rehearsal_airflow.operators.postgres_restore import PostgresRestoreOperator
 from rehearsal_airflow.operators.postgres_validate import PostgresValidateOperator
-from rehearsal_airflow.operators.primary_loss_drill import DrillReportOperator, DrillTeardownOperator
-from rehearsal_airflow.operators.scratch import PrepareScratchAreaOperator
+from rehearsal_airflow.operators.report import RunReportOperator
+from rehearsal_airflow.operators.scratch import DestroyScratchAreaOperator, PrepareScratchAreaOperator
 
 IDEMPOTENT = {"retries": 1, "retry_delay": timedelta(seconds=10)}
 
@@ -42,13 +42,11 @@ with DAG(
     verify_dump = BackupVerificationOperator(task_id="verify_logical_dump", kind="logical_dump", **IDEMPOTENT)
     prepare = PrepareScratchAreaOperator(task_id="prepare_scratch_area", **IDEMPOTENT)
     restore = PostgresRestoreOperator(task_id="restore_scratch_copy", method="pitr", target="latest", **IDEMPOTENT)
-    validate = PostgresValidateOperator(
-        task_id="validate_scratch_copy", address="{{ ti.xcom_pull(task_ids='restore_scratch_copy')['address'] }}",
-        count_tolerance=0.05, **IDEMPOTENT)
-    teardown = DrillTeardownOperator(task_id="tear_down_drill_resources", **IDEMPOTENT)
-    report = DrillReportOperator(task_id="record_verification", scenario="Backup verification and restore test",
-                                 measures_recovery=False, recovery_tasks=["restore_scratch_copy"],
-                                 trigger_rule="all_done", **IDEMPOTENT)
+    validate = PostgresValidateOperator(task_id="validate_scratch_copy", recovery=restore.output, count_tolerance=0.05,
+                                        **IDEMPOTENT)
+    teardown = DestroyScratchAreaOperator(task_id="destroy_scratch_copies", **IDEMPOTENT)
+    report = RunReportOperator(task_id="record_verification", scenario="Backup verification and restore test",
+                               recovery=restore.output, environment_repair=teardown.output, mode="scheduled", **IDEMPOTENT)
 
     # The setup only creates a folder, so it succeeds and its teardown always runs: a restore that fails
     # after starting its cluster (an ordinary task, not the setup) still has that cluster destroyed.

@@ -1,29 +1,25 @@
 """
 ### Quarterly drill: Postgres primary loss
 
-The plan's first quarterly drill ("simulate Postgres primary loss"), against Scenario B's promise:
-the control-plane database is back within its RTO and loses no more than its RPO (both from the
-targets catalog, `config/targets.yaml`).
+The plan's first quarterly drill ("simulate Postgres primary loss"): it rehearses the postgres-failover runbook
+(the very tasks of `dr_runbook_postgres_failover`, built by the same function, in `drill` mode) and measures it
+against the control plane's targets (`config/targets.yaml`).
 
 **Params**
-- `mode`: `disruptive` (drill environments only: the primary is SIGKILLed and its data directory
-  deleted) or `non_disruptive` (safe against production: restore into a scratch target, measure,
-  tear down).
-- `path`: `auto` (promote the standby when it is healthy and within RPO, else PITR), `promote_standby`
-  or `pitr`.
+- `mode`: `disruptive` (drill environments only: the primary is SIGKILLed and its disks, data directory and
+  unshipped WAL spool, are lost) or `non_disruptive` (safe against production: the runbook restores a scratch
+  copy from what the archive held at the simulated fault, validates it, and nothing else is touched).
+- `path`: `auto`, `promote_standby` or `pitr`, handed to the runbook.
 
-**Steps**: guard, inject the fault, detect the loss, choose the path, recover (promote the standby or
-PITR from base backup + archived WAL), validate, enrol the new primary, switch service discovery,
-confirm writes resumed, measure RTO and RPO from the heartbeat evidence, tear down (always), report.
+**Steps**: guard, inject the fault, the runbook (assess, choose, approve, fence, recover, validate, re-enable
+archiving, switch discovery, confirm clients, rebuild redundancy), measure RTO and RPO from the heartbeat
+evidence, put the environment back (always), report.
 
-RTO is measured from the fault to the first acknowledged heartbeat on the recovered primary. RPO is the
-longest span of acknowledged heartbeats of the lost primary's lineage (system identifier and timeline)
-missing after recovery, over a window of twice the target RPO; when nothing in the window survived it is
-reported as at least the window, and fails. `auto` promotes the standby only when it was streaming before
-the fault and its last replayed commit is within the RPO. A non-disruptive run restores only what the
-archive held at its simulated fault time; a disruptive one loses the primary's unshipped WAL spool too. The report lands in
-`reports/dr_drill_postgres_primary_loss/<run_id>.json` and the results database. A run that outlives
-the control plane's RTO misses its Deadline Alert; the breach is recorded.
+RTO is measured from the fault to the first acknowledged heartbeat on the recovered primary (a probe write into
+a scratch copy). RPO is the longest span of acknowledged heartbeats of the lost primary's lineage (system
+identifier and timeline) missing after recovery, over a window of twice the target RPO; when nothing in the
+window survived it is reported as at least the window, and fails. The report lands in
+`reports/dr_drill_postgres_primary_loss/<run_id>.json` and the results database, with the runbook's steps.
 """
 from __future__ import annotations
 
@@ -32,37 +28,27 @@ from datetime import datetime, timedelta
 from airflow.sdk import DAG, Param
 
 from rehearsal_airflow.deadlines import rto_deadline
-from rehearsal_airflow.operators.postgres_failover import PostgresFailoverOperator
-from rehearsal_airflow.operators.postgres_restore import PostgresRestoreOperator
-from rehearsal_airflow.operators.postgres_validate import PostgresValidateOperator
-from rehearsal_airflow.operators.primary_loss_drill import (
-    ChooseRecoveryPathOperator,
-    ConfirmWritesResumedOperator,
-    DetectPrimaryLossOperator,
-    DrillGuardOperator,
-    DrillReportOperator,
-    DrillServiceDiscoverySwitchOperator,
-    DrillTeardownOperator,
-    EnrollNewPrimaryOperator,
-    InjectPrimaryLossOperator,
-    MeasureRecoveryOperator,
-)
+from rehearsal_airflow.faults.primary_loss import InjectPrimaryLossOperator
+from rehearsal_airflow.operators.guard import DrillGuardOperator, RestoreDrillEnvironmentOperator
+from rehearsal_airflow.operators.heartbeat import MeasureRecoveryOperator
+from rehearsal_airflow.operators.report import RunReportOperator
+from rehearsal_airflow.runbooks.postgres_failover import GROUP_ID, RUNBOOK_DAG_ID, postgres_failover
 
 DAG_ID = "dr_drill_postgres_primary_loss"
 COMPONENT = "control_plane_api"
-GUARD = "{{ ti.xcom_pull(task_ids='guard_drill_environment') }}"
-RECOVERED = ("{{ (ti.xcom_pull(task_ids='promote_standby') or ti.xcom_pull(task_ids='restore_pitr'))['address'] }}")
+SCENARIO = "Postgres primary loss (quarterly drill 1)"
+TARGET = "{{ 'scratch' if params.mode == 'non_disruptive' else 'production' }}"
 IDEMPOTENT = {"retries": 1, "retry_delay": timedelta(seconds=5)}
 
 with DAG(
     dag_id=DAG_ID,
-    description="Quarterly drill: lose the control-plane Postgres primary, recover, measure RTO/RPO",
+    description="Quarterly drill: lose the control-plane Postgres primary, run the failover runbook, measure RTO/RPO",
     doc_md=__doc__,
     schedule="0 6 1 1,4,7,10 *",
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=2,  # non-disruptive runs may overlap; disruptive ones take a lock per environment
-    tags=["dr", "drill", "postgres", "scenario-b", "quarterly"],
+    tags=["dr", "drill", "postgres", "quarterly"],
     params={
         "mode": Param("non_disruptive", enum=["disruptive", "non_disruptive"],
                       description="disruptive: really kill the primary (drill environments only)"),
@@ -72,25 +58,20 @@ with DAG(
     deadline=rto_deadline(COMPONENT, DAG_ID),
 ) as dag:
     guard = DrillGuardOperator(task_id="guard_drill_environment", mode="{{ params.mode }}", path="{{ params.path }}",
-                               component=COMPONENT, **IDEMPOTENT)
-    inject = InjectPrimaryLossOperator(task_id="inject_primary_loss")
-    detect = DetectPrimaryLossOperator(task_id="detect_primary_loss", **IDEMPOTENT)
-    choose = ChooseRecoveryPathOperator(task_id="choose_recovery_path", component=COMPONENT, **IDEMPOTENT)
-    promote = PostgresFailoverOperator(
-        task_id="promote_standby", component=COMPONENT, **IDEMPOTENT,
-        standby_address="{{ ti.xcom_pull(task_ids='guard_drill_environment')['standby'] }}",
-        old_primary_address="{{ ti.xcom_pull(task_ids='guard_drill_environment')['primary'] }}")
-    pitr = PostgresRestoreOperator(task_id="restore_pitr", method="pitr", target="latest", **IDEMPOTENT,
-                                   archived_before="{{ ti.xcom_pull(task_ids='inject_primary_loss')['archived_before'] }}")
-    validate = PostgresValidateOperator(task_id="validate_recovered_database", address=RECOVERED,
-                                        trigger_rule="none_failed_min_one_success", **IDEMPOTENT)
-    enroll = EnrollNewPrimaryOperator(task_id="enroll_new_primary", **IDEMPOTENT)
-    switch = DrillServiceDiscoverySwitchOperator(task_id="switch_service_discovery", address=RECOVERED, **IDEMPOTENT)
-    confirm = ConfirmWritesResumedOperator(task_id="confirm_writes_resumed", trigger_rule="none_failed", **IDEMPOTENT)
-    measure = MeasureRecoveryOperator(task_id="measure_rto_rpo", component=COMPONENT, **IDEMPOTENT)
-    teardown = DrillTeardownOperator(task_id="tear_down_drill_resources", **IDEMPOTENT)
-    report = DrillReportOperator(task_id="write_drill_report", component=COMPONENT, trigger_rule="all_done",
-                                 **IDEMPOTENT)
+                               scenario=SCENARIO, component=COMPONENT, **IDEMPOTENT)
+    inject = InjectPrimaryLossOperator(task_id="inject_primary_loss", guard=guard.output)
+    runbook = postgres_failover(mode="drill", path="{{ params.path }}", target=TARGET, approve="auto",
+                                archived_before=inject.output["archived_before"], component=COMPONENT)
+    measure = MeasureRecoveryOperator(task_id="measure_rto_rpo", guard=guard.output, fault=inject.output,
+                                      recovery=runbook.recover.output, target=TARGET, component=COMPONENT,
+                                      trigger_rule="none_failed", **IDEMPOTENT)
+    # Always runs, whatever the runbook got to (all_done): the drill never leaves its environment broken.
+    restore_environment = RestoreDrillEnvironmentOperator(task_id="restore_drill_environment", guard=guard.output,
+                                                          trigger_rule="all_done", **IDEMPOTENT)
+    report = RunReportOperator(
+        task_id="write_drill_report", scenario=SCENARIO, component=COMPONENT, measures_recovery=True,
+        gate=guard.output, runbook={"dag_id": RUNBOOK_DAG_ID, "group": GROUP_ID}, fault=inject.output,
+        decision=runbook.choose.output, approval=runbook.approve.output, recovery=runbook.recover.output,
+        measurement=measure.output, environment_repair=restore_environment.output, **IDEMPOTENT)
 
-    guard >> inject >> detect >> choose >> [promote, pitr] >> validate
-    validate >> enroll >> switch >> confirm >> measure >> teardown.as_teardown(setups=guard) >> report
+    guard >> inject >> runbook.group >> measure >> restore_environment >> report

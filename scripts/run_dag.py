@@ -48,10 +48,7 @@ def say(message: str) -> None:
 
 
 def ensure_sandbox() -> None:
-    try:
-        from rehearsal_sandbox.platform import Sandbox, read_env_file
-    except ImportError:  # before the sandbox package moved out of rehearsal/
-        from rehearsal.sandbox.platform import Sandbox, read_env_file
+    from rehearsal_sandbox.platform import Sandbox, read_env_file
 
     sandbox = Sandbox()
     if not sandbox.is_up():

@@ -11,7 +11,7 @@ from rehearsal.backups.manifest import BackupObject
 from rehearsal.backups.store import BackupStore
 from rehearsal.checks import CheckSet
 from rehearsal.postgres.cluster import LocalCluster, free_port, port_is_listening
-from rehearsal.sandbox.platform import Sandbox
+from rehearsal_sandbox.platform import Sandbox
 from tests.helpers import leftovers, source_fingerprint
 
 

@@ -29,7 +29,7 @@ os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PAT
 
 
 def load_env_file(path: Path) -> None:
-    from rehearsal.sandbox.platform import read_env_file
+    from rehearsal_sandbox.platform import read_env_file
 
     os.environ.update(read_env_file(path))
 
@@ -86,7 +86,7 @@ def airflow_db():
 
 from rehearsal.discovery import resolve  # noqa: E402 - after the environment above is set
 from rehearsal.postgres.connection import accepts_writes, connect  # noqa: E402
-from rehearsal.sandbox.platform import Sandbox  # noqa: E402
+from rehearsal_sandbox.platform import Sandbox  # noqa: E402
 from tests.backup_fixtures import (  # noqa: E402,F401 - fixtures shared by integration and fault tests
     nothing_lost_nothing_left,
     originals,

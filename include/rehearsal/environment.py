@@ -20,6 +20,8 @@ class Environment:
     reports_dir: str = "reports"
     scratch_root: str | None = None
     archive_timeout_seconds: float | None = None
+    archive_command: str | None = None  # production's archive_command, given back to a restored copy that becomes primary
+    provisioner: str | None = None  # "module:Class" of the platform's Provisioner, or "none"
 
     @classmethod
     def from_mapping(cls, data: dict | None) -> Environment:

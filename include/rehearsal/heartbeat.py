@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rehearsal.errors import EvidenceError
+from rehearsal.postgres.connection import Endpoint, connect
 
 log = logging.getLogger(__name__)
 
@@ -219,3 +220,20 @@ def _next_seq(log_path: Path) -> int:
                 last = max(last, int(line.split("\t")[1]))
     return max(last, int(time.time() * 1000))
 
+
+
+def probe_write(endpoint: Endpoint, writer: str = "drill-probe") -> Ack:
+    """One write into a recovered copy that no client reaches (a scratch restore): the end of its outage."""
+    seq = -int(time.time() * 1000)
+    with connect(endpoint, connect_timeout=5) as conn:
+        conn.execute("INSERT INTO heartbeat (seq, writer) VALUES (%s, %s)", (seq, writer))
+    return Ack(seq, time.time(), endpoint.address())
+
+
+def surviving_seqs(endpoint: Endpoint) -> Callable[[list[int]], set[int]]:
+    """For ``measure_recovery``: which of the given heartbeat seqs are present on the recovered primary."""
+    def surviving(seqs: list[int]) -> set[int]:
+        with connect(endpoint) as conn:
+            rows = conn.execute("SELECT seq FROM heartbeat WHERE seq = ANY(%s)", (seqs,)).fetchall()
+        return {r[0] for r in rows}
+    return surviving

@@ -15,6 +15,7 @@ class Step:
     started_at: str | None = None
     finished_at: str | None = None
     detail: str = ""
+    kind: str | None = None  # for a failed step: refused, timed_out, recovery_failed, ... (rehearsal.errors)
 
 
 @dataclass
@@ -41,6 +42,7 @@ class DrillReport:
     resources_created: list[str] = field(default_factory=list)
     resources_cleaned: list[str] = field(default_factory=list)
     failure: str | None = None
+    runbook: dict = field(default_factory=dict)  # the runbook run: its DAG, task group, approval, decision
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -48,6 +50,23 @@ class DrillReport:
 
 def judge(measured: float | None, target: float) -> bool | None:
     return None if measured is None else measured <= target
+
+
+def decide_status(*, started: bool, failures: list[str], measures_recovery: bool, rto_met: bool | None,
+                  rpo_met: bool | None, rejected: bool = False) -> str:
+    """passed / failed / aborted.
+
+    - aborted: the run never started changing anything (its guard refused, or a person rejected the recovery);
+    - failed: a step failed, or a measured target was missed or could not be measured;
+    - passed: otherwise.
+    """
+    if not started or rejected:
+        return "aborted"
+    if failures:
+        return "failed"
+    if measures_recovery and not (rto_met and rpo_met):
+        return "failed"
+    return "passed"
 
 
 def report_paths(root: str | Path, dag_id: str, run_id: str) -> tuple[Path, Path]:
@@ -66,6 +85,14 @@ def write_report(report: DrillReport, root: str | Path) -> tuple[Path, Path]:
 
 def _fmt(seconds: float | None) -> str:
     return "not measured" if seconds is None else f"{seconds:.2f} s"
+
+
+def human_seconds(seconds: float | None, lower_bound: bool = False) -> str:
+    """Rounded for people (``4.4 s``); the JSON keeps the exact figure."""
+    if seconds is None:
+        return "not measured"
+    text = f"{seconds:.0f} s" if seconds >= 100 else f"{seconds:.1f} s"
+    return ("at least " if lower_bound else "") + text
 
 
 def _met(flag: bool | None) -> str:
@@ -88,9 +115,12 @@ def render_markdown(r: DrillReport) -> str:
     ]
     if r.failure:
         lines += [f"**Failure:** {r.failure}", ""]
+    if r.runbook:
+        lines += [f"**Runbook:** `{r.runbook.get('dag_id')}` (task group `{r.runbook.get('group')}`), "
+                  f"approved by {r.runbook.get('approved_by') or 'n/a'}; path: {r.runbook.get('decision') or 'n/a'}", ""]
     lines += ["## Steps", "", "| step | status | started | finished | detail |", "|---|---|---|---|---|"]
-    lines += [f"| {s.name} | {s.status} | {s.started_at or ''} | {s.finished_at or ''} | {s.detail.replace('|', '/')} |"
-              for s in r.steps]
+    lines += [f"| {s.name} | {s.status}{f' ({s.kind})' if s.kind else ''} | {s.started_at or ''} | {s.finished_at or ''} | "
+              f"{s.detail.replace('|', '/')} |" for s in r.steps]
     lines += ["", "## Checks", "", "| check | ok | detail |", "|---|---|---|"]
     lines += [f"| {c['name']} | {'yes' if c['ok'] else 'NO'} | {str(c['detail']).replace('|', '/')} |" for c in r.checks]
     lines += ["", "## Evidence", "", "```json", json.dumps(r.evidence, indent=2, default=str), "```", "",

@@ -12,7 +12,11 @@ import yaml
 from rehearsal.catalog import DEFAULT_CATALOG
 
 REPO = Path(__file__).resolve().parents[2]
-EXPECTED = {"dr_drill_postgres_primary_loss", "dr_backup_freshness", "dr_backup_verify", "dr_backup_postgres"}
+EXPECTED = {"dr_drill_postgres_primary_loss", "dr_runbook_postgres_failover", "dr_backup_freshness", "dr_backup_verify",
+            "dr_backup_postgres"}
+RUNBOOK_STEPS = ["assess_cluster", "choose_recovery_path", "approve_recovery", "fence_old_primary", "recover_database",
+                 "validate_recovered_database", "reenable_wal_archiving", "switch_service_discovery",
+                 "confirm_clients_followed", "rebuild_redundancy"]
 NOT_IDEMPOTENT = {"inject_primary_loss"}  # killing the primary twice is not a retry
 
 
@@ -78,18 +82,38 @@ def test_drill_deadline_is_the_control_plane_rto_and_follows_the_catalog(dagbag,
     assert bag.dags["dr_backup_freshness"].deadline[0].interval == timedelta(minutes=7)
 
 
-def test_drill_steps_read_like_the_playbook(dagbag):
-    dag = dagbag.dags["dr_drill_postgres_primary_loss"]
-    order = [t for t in dag.topological_sort()]
-    ids = [t.task_id for t in order]
-    for earlier, later in [("guard_drill_environment", "inject_primary_loss"), ("inject_primary_loss", "detect_primary_loss"),
-                           ("detect_primary_loss", "choose_recovery_path"), ("choose_recovery_path", "restore_pitr"),
-                           ("validate_recovered_database", "switch_service_discovery"),
-                           ("switch_service_discovery", "confirm_writes_resumed"), ("confirm_writes_resumed", "measure_rto_rpo"),
-                           ("measure_rto_rpo", "tear_down_drill_resources"), ("tear_down_drill_resources", "write_drill_report")]:
-        assert ids.index(earlier) < ids.index(later)
-    assert dag.get_task("tear_down_drill_resources").is_teardown
-    assert dag.params["mode"] == "non_disruptive"  # the safe default; disruptive must be asked for
+def _in_order(dag, ids: list[str]) -> None:
+    order = [t.task_id for t in dag.topological_sort()]
+    assert [i for i in order if i in ids] == ids, order
+
+
+def test_the_runbook_reads_like_the_playbook_and_demands_a_mode(dagbag):
+    dag = dagbag.dags["dr_runbook_postgres_failover"]
+    _in_order(dag, [f"postgres_failover.{step}" for step in RUNBOOK_STEPS] + ["write_runbook_report"])
+    assert dag.schedule is None  # triggered by people (UI, REST) or other DAGs
+    assert not dag.params.get_param("mode").has_value  # required: no default
+    assert dag.params["approve"] == "wait" and dag.params["target"] == "production" and dag.params["path"] == "auto"
+
+
+def test_the_drill_runs_the_runbooks_own_tasks_between_its_fault_and_its_measurement(dagbag):
+    drill, runbook = dagbag.dags["dr_drill_postgres_primary_loss"], dagbag.dags["dr_runbook_postgres_failover"]
+    in_runbook = {t.task_id: type(t) for t in runbook.tasks if t.task_id.startswith("postgres_failover.")}
+    in_drill = {t.task_id: type(t) for t in drill.tasks if t.task_id.startswith("postgres_failover.")}
+    assert in_drill == in_runbook  # the same steps, the same operators: the drill cannot drift from the runbook
+    _in_order(drill, ["guard_drill_environment", "inject_primary_loss", "postgres_failover.assess_cluster",
+                      "postgres_failover.rebuild_redundancy", "measure_rto_rpo", "restore_drill_environment",
+                      "write_drill_report"])
+    assert drill.get_task("restore_drill_environment").trigger_rule == "all_done"
+    assert drill.get_task("write_drill_report").trigger_rule == "all_done"
+    assert drill.params["mode"] == "non_disruptive"  # the safe default; disruptive must be asked for
+
+
+def test_runbook_operators_import_nothing_from_the_sandbox():
+    runbook_modules = [REPO / "plugins/rehearsal_airflow/runbooks/postgres_failover.py",
+                       *(REPO / "plugins/rehearsal_airflow/operators").glob("*.py"), *(REPO / "plugins/rehearsal_airflow/hooks").glob("*.py"),
+                       *(REPO / "include/rehearsal").rglob("*.py")]
+    offenders = [str(p.relative_to(REPO)) for p in runbook_modules if "rehearsal_sandbox" in p.read_text()]
+    assert offenders == []
 
 
 def test_freshness_runs_at_least_every_five_minutes(dagbag):

@@ -13,14 +13,14 @@ from rehearsal.drills.primary_loss import run_key
 from rehearsal.environment import Environment
 from rehearsal.errors import RestoreError
 from rehearsal.postgres.cluster import LocalCluster, port_is_listening
-from rehearsal.sandbox.platform import Sandbox, read_env_file
+from rehearsal_sandbox.platform import Sandbox, read_env_file
 from tests.e2e.test_drill_primary_loss import report_of, run_dag
 from tests.helpers import leftovers, source_fingerprint
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.e2e]
 DAG_ID = "dr_backup_verify"
 STEPS = ["verify_base_backup", "verify_logical_dump", "prepare_scratch_area", "restore_scratch_copy",
-         "validate_scratch_copy", "tear_down_drill_resources"]
+         "validate_scratch_copy", "destroy_scratch_copies"]
 
 
 def environment() -> Environment:
@@ -64,7 +64,7 @@ def test_a_failed_restore_inside_dr_backup_verify_leaves_no_cluster_process_or_p
         statuses = {s["name"]: s["status"] for s in report["steps"]}
         run_dir = scratch_root / run_key(DAG_ID, dag_run.run_id)
         assert cluster.data_dir.parent == run_dir
-        left = {"teardown": statuses.get("tear_down_drill_resources"), "leftovers": leftovers(Sandbox(platform.dir)),
+        left = {"teardown": statuses.get("destroy_scratch_copies"), "leftovers": leftovers(Sandbox(platform.dir)),
                 "run_dir_exists": run_dir.exists(), "server_running": cluster.is_running(),
                 "port_listening": port_is_listening(cluster.port)}
         assert left == {"teardown": "success", "leftovers": {"processes": [], "scratch": []}, "run_dir_exists": False,

@@ -14,11 +14,15 @@ from rehearsal.environment import Environment
 from rehearsal.postgres.connection import connect
 from rehearsal.report import report_paths
 from rehearsal.results import fetch_result
-from rehearsal.sandbox.platform import Sandbox
+from rehearsal_sandbox.platform import Sandbox
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.e2e]
 REPO = Path(__file__).resolve().parents[2]
 DRILL = "dr_drill_postgres_primary_loss"
+RUNBOOK = "postgres_failover"
+RUNBOOK_STEPS = ["assess_cluster", "choose_recovery_path", "approve_recovery", "fence_old_primary", "recover_database",
+                 "validate_recovered_database", "reenable_wal_archiving", "switch_service_discovery",
+                 "confirm_clients_followed", "rebuild_redundancy"]
 REPORT_FIELDS = {"dag_id", "run_id", "scenario", "mode", "environment", "status", "started_at", "finished_at", "component",
                  "target_rto_seconds", "measured_rto_seconds", "rto_met", "target_rpo_seconds", "measured_rpo_seconds",
                  "rpo_met", "recovery_path", "steps", "checks", "evidence", "resources_created", "resources_cleaned"}
@@ -53,8 +57,12 @@ def assert_complete(report: dict, mode: str, path: str) -> None:
     assert ev["window_seconds"] == 1800 and ev["lineage"] and not ev["rpo_is_lower_bound"]
     assert ev["acked_before_fault"] > 0
     statuses = {s["name"]: s["status"] for s in report["steps"]}
-    assert statuses["tear_down_drill_resources"] == "success"
+    assert statuses["restore_drill_environment"] == "success"
     assert all(c["ok"] for c in report["checks"]), [c for c in report["checks"] if not c["ok"]]
+    # The drill ran the runbook's own steps, and the report names them.
+    assert report["runbook"]["dag_id"] == "dr_runbook_postgres_failover" and report["runbook"]["group"] == RUNBOOK
+    assert report["runbook"]["steps"] == [f"{RUNBOOK}.{step}" for step in RUNBOOK_STEPS]
+    assert report["runbook"]["approved_by"] == "mode drill: drills never wait"
 
 
 def test_killing_the_primary_then_the_standby_is_promoted_and_clients_follow(platform):
@@ -98,7 +106,9 @@ def test_a_non_disruptive_drill_restores_into_scratch_and_leaves_production_alon
     assert str(dag_run.state) == "success", report.get("failure")
     assert_complete(report, "non_disruptive", "pitr")
     statuses = {s["name"]: s["status"] for s in report["steps"]}
-    assert statuses["switch_service_discovery"] == "skipped" and statuses["enroll_new_primary"] == "skipped"
+    assert {statuses[f"{RUNBOOK}.{step}"] for step in ("fence_old_primary", "reenable_wal_archiving",
+                                                       "switch_service_discovery", "confirm_clients_followed",
+                                                       "rebuild_redundancy")} == {"skipped"}
     now = Sandbox(platform.dir)
     assert now.primary.port == primary
     assert resolve(now.aws("route53"), now.discovery()) == ("127.0.0.1", primary)
@@ -145,9 +155,12 @@ def test_a_standby_that_stopped_streaming_is_not_promoted_and_a_missed_rpo_fails
     report = json.loads(Path(report_line.split("report: ", 1)[1]).read_text())
     assert (report["status"], report["recovery_path"], report["rpo_met"], report["rto_met"]) == ("failed", "pitr", False, True)
     assert report["measured_rpo_seconds"] > 0 and report["evidence"]["missing_acked_writes"] > 0
-    choice = next(s for s in report["steps"] if s["name"] == "choose_recovery_path")
-    assert choice["detail"].startswith(f"pitr: standby unusable: before the fault, standby 127.0.0.1:{platform.standby.port} "
-                                       "is not streaming from the primary (receiver not running")
+    choice = next(s for s in report["steps"] if s["name"] == f"{RUNBOOK}.choose_recovery_path")
+    standby_address = f"127.0.0.1:{platform.standby.port}"
+    assert choice["detail"].startswith(f"pitr: standby unusable: standby {standby_address} replay lag ")
+    assert "exceeds the RPO of 0s" in choice["detail"]
+    before = report["evidence"]["standbys_before_fault"][standby_address]["limitation"]
+    assert before.startswith(f"standby {standby_address} is not streaming from the primary (receiver not running")
     assert report["failure"] is None
 
 

@@ -13,8 +13,8 @@ import pytest
 
 from rehearsal.postgres.cluster import free_port
 from rehearsal.postgres.connection import Endpoint, connect
-from rehearsal.sandbox.airflow_deployment import USERNAME, LocalAirflow
-from rehearsal.sandbox.platform import Sandbox
+from rehearsal_sandbox.airflow_deployment import USERNAME, LocalAirflow
+from rehearsal_sandbox.platform import Sandbox
 from tests.airflow_api import AirflowApi
 from tests.helpers import leftovers
 

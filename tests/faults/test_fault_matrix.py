@@ -22,16 +22,18 @@ pytestmark = [pytest.mark.sandbox, pytest.mark.e2e]
 REPO = Path(__file__).resolve().parents[2]
 
 
+RUNBOOK = "postgres_failover"
 STEP_FAILURES = [
     ("disruptive", "auto", "inject_primary_loss"),
-    ("disruptive", "auto", "detect_primary_loss"),
-    ("disruptive", "auto", "promote_standby"),
-    ("disruptive", "pitr", "restore_pitr"),
-    ("disruptive", "pitr", "validate_recovered_database"),
-    ("disruptive", "auto", "enroll_new_primary"),
-    ("disruptive", "auto", "switch_service_discovery"),
+    ("disruptive", "auto", f"{RUNBOOK}.assess_cluster"),
+    ("disruptive", "auto", f"{RUNBOOK}.recover_database"),  # the promotion
+    ("disruptive", "pitr", f"{RUNBOOK}.recover_database"),  # the restore
+    ("disruptive", "pitr", f"{RUNBOOK}.validate_recovered_database"),
+    ("disruptive", "pitr", f"{RUNBOOK}.reenable_wal_archiving"),
+    ("disruptive", "auto", f"{RUNBOOK}.switch_service_discovery"),
+    ("disruptive", "auto", f"{RUNBOOK}.rebuild_redundancy"),
     ("disruptive", "auto", "measure_rto_rpo"),
-    ("non_disruptive", "auto", "restore_pitr"),
+    ("non_disruptive", "auto", f"{RUNBOOK}.recover_database"),
 ]
 
 
@@ -55,7 +57,9 @@ def test_a_failure_at_any_step_is_reported_and_torn_down(platform, monkeypatch, 
     assert report["status"] == "failed"
     assert f"{failing_step}: RuntimeError: injected failure at {failing_step}" in report["failure"]
     steps = {s["name"]: s["status"] for s in report["steps"]}
-    assert steps[failing_step] == "failed" and steps["tear_down_drill_resources"] == "success"
+    assert steps[failing_step] == "failed" and steps["restore_drill_environment"] == "success"
+    kinds = {s["name"]: s["kind"] for s in report["steps"]}
+    assert kinds[failing_step] == "error"  # a RuntimeError is no domain kind: refused, timed out... are named
 
 
 def test_a_restore_killed_mid_way_then_retried_converges(platform, tmp_path):
@@ -64,7 +68,7 @@ def test_a_restore_killed_mid_way_then_retried_converges(platform, tmp_path):
     script.write_text(f"""
 import sys
 from pathlib import Path
-from rehearsal.sandbox.platform import Sandbox
+from rehearsal_sandbox.platform import Sandbox
 from rehearsal.postgres.cluster import LocalCluster
 from rehearsal.postgres.restore import RecoveryTarget, restore_pitr
 sb = Sandbox(Path({str(platform.dir)!r}))

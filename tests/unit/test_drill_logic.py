@@ -2,18 +2,11 @@ from __future__ import annotations
 
 import pytest
 
-from rehearsal.drills.primary_loss import check_params, choose_path, run_key
+from rehearsal.drills.primary_loss import check_params, run_key
 from rehearsal.environment import Environment
 from rehearsal.errors import PreconditionFailed
 from rehearsal.postgres.restore import RecoveryTarget
 from rehearsal.report import DrillReport, Step, render_markdown, write_report
-
-
-def test_auto_promotes_a_healthy_standby_and_falls_back_to_pitr():
-    assert choose_path("auto", "disruptive", None) == ("promote_standby", "standby is healthy and within RPO")
-    assert choose_path("auto", "disruptive", "replay lag 1200.0s exceeds the RPO of 900s") == (
-        "pitr", "standby unusable: replay lag 1200.0s exceeds the RPO of 900s")
-    assert choose_path("auto", "non_disruptive", None)[0] == "pitr"
 
 
 @pytest.mark.parametrize(("mode", "path", "message"), [

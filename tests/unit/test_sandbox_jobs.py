@@ -5,7 +5,7 @@ from concurrent.futures import Future
 
 import pytest
 
-from rehearsal.sandbox.platform import _results
+from rehearsal_sandbox.platform import _results
 
 
 def done(value=None, error: Exception | None = None) -> Future:
@@ -41,7 +41,7 @@ def test_every_failed_job_is_named_in_one_error():
 def test_env_file_values_read_back_exactly_as_quoted(tmp_path):
     import shlex
 
-    from rehearsal.sandbox.platform import read_env_file
+    from rehearsal_sandbox.platform import read_env_file
 
     values = {"PRIMARY_DSN": "host=127.0.0.1 password='p w$x'", "EMPTY": "", "JSON": '{"a": "b c"}'}
     env = tmp_path / "env"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from rehearsal.sandbox import seed
+from rehearsal_sandbox import seed
 
 TABLE = re.compile(r"INSERT INTO (\w+)")
 REFERENCE = re.compile(r"CREATE TABLE (\w+) \((.*?)\);", re.S)

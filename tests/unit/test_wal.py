@@ -76,8 +76,8 @@ def test_a_pitr_that_stopped_before_the_newest_archived_segment_is_named():
                               wal_segment_size=size)
     names = [f"00000001000000000000000{i}" for i in range(3, 9)]
     continuity = check_continuity(names, {}, 3 * size, 1, size)
-    check_reached_end(continuity, format_lsn(8 * size + 4096), manifest)  # replay reached the last segment: fine
+    check_reached_end(continuity, format_lsn(8 * size + 4096), manifest.backup_id, size)  # replay reached the last segment: fine
     with pytest.raises(WalGapError) as err:
-        check_reached_end(continuity, format_lsn(5 * size + 40), manifest)
+        check_reached_end(continuity, format_lsn(5 * size + 40), manifest.backup_id, size)
     assert str(err.value) == ("PITR from base backup base-1 stopped early: replay ended at 0/500028 (segment "
                               "000000010000000000000005) before the newest archived segment 000000010000000000000008")

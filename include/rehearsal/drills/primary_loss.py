@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from rehearsal.errors import PreconditionFailed
+from rehearsal.errors import EvidenceError, PreconditionFailed
 from rehearsal.heartbeat import Ack, read_acks
 
 MODES = ("disruptive", "non_disruptive")
@@ -44,19 +44,6 @@ def heartbeat_limitation(log_path: Path | None, max_silence: float = 5.0) -> str
     return None
 
 
-def choose_path(requested: str, mode: str, standby_limitation: str | None) -> tuple[str, str]:
-    """(path, why). auto promotes a healthy standby within RPO, else restores from backups."""
-    if mode == "non_disruptive":
-        return "pitr", "non-disruptive drills restore into a scratch target"
-    if requested == "promote_standby":
-        return "promote_standby", "requested"
-    if requested == "pitr":
-        return "pitr", "requested"
-    if standby_limitation is None:
-        return "promote_standby", "standby is healthy and within RPO"
-    return "pitr", f"standby unusable: {standby_limitation}"
-
-
 def wait_for_loss(probe: Callable[[], tuple[bool, str]], timeout: float, interval: float = 0.2) -> tuple[float, str, int]:
     """Probe until the primary stops accepting writes; (detected_at, reason, attempts)."""
     deadline = time.monotonic() + timeout
@@ -78,5 +65,5 @@ def wait_for_first_ack(log_path: Path, since: float, endpoint: str, timeout: flo
             if ack.endpoint == endpoint:
                 return ack
         time.sleep(0.1)
-    raise PreconditionFailed(f"no acknowledged heartbeat on {endpoint} within {timeout:.0f}s of the switch: "
+    raise EvidenceError(f"no acknowledged heartbeat on {endpoint} within {timeout:.0f}s after the fault: "
                              "clients did not follow service discovery")

@@ -20,7 +20,8 @@ from pathlib import Path
 from rehearsal.backups.manifest import BackupManifest
 from rehearsal.backups.store import BackupStore
 from rehearsal.backups.verification import ArchiveListing, list_archive, stream_into_tar
-from rehearsal.errors import PreconditionFailed, RestoreError, WalGapError
+from rehearsal.errors import PreconditionFailed, RecoveryTimedOut, RestoreError, WalGapError
+from rehearsal.postgres.archiving import PRODUCTION_RESETS, neutralized_settings  # noqa: F401 - re-exported
 from rehearsal.postgres.binaries import chown_to_server, pg_tool, run_as_server, server_env
 from rehearsal.postgres.cluster import LocalCluster
 from rehearsal.postgres.connection import Endpoint, connect, query_one
@@ -99,27 +100,6 @@ def choose_base_backup(manifests: list[BackupManifest], target: RecoveryTarget) 
     return usable[-1]
 
 
-def neutralized_settings(quarantine: Path) -> dict[str, object]:
-    """Settings that keep a restored copy from touching production (written to postgresql.auto.conf, so they
-    also override ALTER SYSTEM settings carried inside the backup):
-
-    - its WAL is archived into a quarantine folder beside it, never into production's archive;
-    - it follows no primary and holds no synchronous standby;
-    - no logical replication apply worker runs, so a subscription carried in the backup never pulls from, or
-      advances a slot on, a production publisher;
-    - no library is preloaded, so no background worker (pg_cron and the like) runs production's jobs.
-    """
-    return {"archive_mode": "on", "archive_command": f'cp "%p" "{quarantine}/%f"', "primary_conninfo": "",
-            "primary_slot_name": "", "synchronous_standby_names": "", "archive_cleanup_command": "",
-            "recovery_end_command": "", "max_logical_replication_workers": 0, "max_sync_workers_per_subscription": 0,
-            "shared_preload_libraries": ""}
-
-
-# What a copy that becomes production gets back (ALTER SYSTEM RESET): the settings the restore overrode that
-# production needs again. Archiving is re-pointed separately, at production's archive.
-PRODUCTION_RESETS = ("max_logical_replication_workers", "max_sync_workers_per_subscription", "shared_preload_libraries")
-
-
 def restore_archive_check(store_listing: ArchiveListing, manifest: BackupManifest, target: RecoveryTarget) -> ContinuityResult:
     """Before a cluster is started: every segment that replay from ``manifest`` to the end of the archive needs."""
     result = check_continuity(store_listing.segments, store_listing.histories, parse_lsn(manifest.start_lsn),
@@ -130,15 +110,15 @@ def restore_archive_check(store_listing: ArchiveListing, manifest: BackupManifes
     return result
 
 
-def check_reached_end(continuity: ContinuityResult, replayed_lsn: str, manifest: BackupManifest) -> None:
+def check_reached_end(continuity: ContinuityResult, replayed_lsn: str, backup_id: str, segment_size: int) -> None:
     """After a PITR to latest: replay must have reached the newest archived segment of the timeline it followed."""
     if not continuity.last_segment:
         return
-    newest = parse_segment_name(continuity.last_segment, manifest.wal_segment_size)
-    reached = segno_of(parse_lsn(replayed_lsn), manifest.wal_segment_size)
+    newest = parse_segment_name(continuity.last_segment, segment_size)
+    reached = segno_of(parse_lsn(replayed_lsn), segment_size)
     if newest and reached < newest[1]:
-        stopped_in = segment_name(continuity.timeline_path[-1], reached, manifest.wal_segment_size)
-        raise WalGapError(f"PITR from base backup {manifest.backup_id} stopped early: replay ended at {replayed_lsn} "
+        stopped_in = segment_name(continuity.timeline_path[-1], reached, segment_size)
+        raise WalGapError(f"PITR from base backup {backup_id} stopped early: replay ended at {replayed_lsn} "
                           f"(segment {stopped_in}) before the newest archived segment {continuity.last_segment}")
 
 
@@ -202,6 +182,18 @@ def restore_pitr(store: BackupStore, target: RecoveryTarget, dest: LocalCluster,
     :raises WalGapError: (before any cluster starts) the archive lacks a segment replay to ``latest`` needs;
         (after) replay stopped before the newest archived segment
     """
+    started = begin_pitr(store, target, dest, production, timeout, archived_before)
+    if isinstance(started, RestoreResult):
+        return started
+    _wait_promoted(dest, Endpoint("127.0.0.1", dest.port, "postgres", "postgres"), timeout)
+    return complete_pitr(dest, started)
+
+
+def begin_pitr(store: BackupStore, target: RecoveryTarget, dest: LocalCluster, production: list[tuple[str, int]],
+               timeout: float = 3600, archived_before: datetime | None = None) -> dict | RestoreResult:
+    """Everything up to starting the copy in recovery: choose the backup, check the archive, fetch, stage,
+    neutralize, start. Returns the plan ``complete_pitr`` needs once recovery has ended (a finished earlier
+    restore is returned as it is)."""
     refuse_production_target(dest, production)
     reused = _reuse_finished(dest, "pitr")
     if reused:
@@ -251,27 +243,43 @@ def restore_pitr(store: BackupStore, target: RecoveryTarget, dest: LocalCluster,
     signal_file = dest.data_dir / "recovery.signal"
     signal_file.touch()
     chown_to_server(signal_file)
-
-    t = time.monotonic()
     dest.start(timeout=int(timeout))
-    admin = Endpoint("127.0.0.1", dest.port, "postgres", "postgres")
-    _wait_promoted(dest, admin, timeout)
-    timings["replay_and_promote"] = time.monotonic() - t
-    timings["total"] = time.monotonic() - t0
-    shutil.rmtree(wal_dir, ignore_errors=True)
+    return {"target_kind": target.kind, "target": target.value or "latest", "backup_id": manifest.backup_id,
+            "wal_segment_size": manifest.wal_segment_size, "continuity": asdict(continuity), "staged": staged,
+            "timings": timings, "neutralized": {k: str(v) for k, v in neutralized.items()}, "wal_dir": str(wal_dir),
+            "started_monotonic": time.monotonic(), "t0_monotonic": t0,
+            "archived_before": archived_before.isoformat() if archived_before else None}
+
+
+def recovery_finished(dest: LocalCluster) -> bool:
+    """Whether a copy started by ``begin_pitr`` has left recovery (raises when it stopped instead)."""
+    if not dest.is_running():
+        raise RestoreError(f"restored cluster {dest.name} stopped during recovery: {dest.log_tail()}")
+    try:
+        return _socket_query(dest, "SELECT pg_is_in_recovery()") == "f"
+    except RestoreError:
+        return False
+
+
+def complete_pitr(dest: LocalCluster, plan: dict) -> RestoreResult:
+    """After recovery ended: where it got to, whether it reached the end of the archive, the recorded result."""
+    timings = dict(plan["timings"])
+    now = time.monotonic()
+    timings["replay_and_promote"] = now - plan["started_monotonic"]
+    timings["total"] = now - plan["t0_monotonic"]
+    shutil.rmtree(plan["wal_dir"], ignore_errors=True)
     lsn, tli, replayed = _position(dest)
-    if target.kind == "latest":
-        check_reached_end(continuity, replayed, manifest)
+    continuity = ContinuityResult(**plan["continuity"])
+    if plan["target_kind"] == "latest":
+        check_reached_end(continuity, replayed, plan["backup_id"], plan["wal_segment_size"])
     log.info("PITR of %s to %s: %s WAL segments staged, restored LSN %s on timeline %s",
-             manifest.backup_id, target.kind, staged, lsn, tli)
-    archive = {"segments_staged": staged, "newest_archived_segment": continuity.last_segment,
-               "continuity": continuity.describe(), "replayed_lsn": replayed,
-               "archived_before": archived_before.isoformat() if archived_before else None}
+             plan["backup_id"], plan["target"], plan["staged"], lsn, tli)
+    archive = {"segments_staged": plan["staged"], "newest_archived_segment": continuity.last_segment,
+               "continuity": continuity.describe(), "replayed_lsn": replayed, "archived_before": plan["archived_before"]}
     return _record(dest, RestoreResult(method="pitr", cluster=dest.name, host="127.0.0.1", port=dest.port,
-                                       data_dir=str(dest.data_dir), backup_id=manifest.backup_id,
-                                       target=target.value or "latest", restored_lsn=lsn, timeline=tli,
-                                       finished_at=datetime.now(UTC).isoformat(), timings=timings,
-                                       neutralized={k: str(v) for k, v in neutralized.items()}, archive=archive))
+                                       data_dir=str(dest.data_dir), backup_id=plan["backup_id"], target=plan["target"],
+                                       restored_lsn=lsn, timeline=tli, finished_at=datetime.now(UTC).isoformat(),
+                                       timings=timings, neutralized=plan["neutralized"], archive=archive))
 
 
 def _socket_query(dest: LocalCluster, sql: str) -> str:
@@ -285,15 +293,10 @@ def _socket_query(dest: LocalCluster, sql: str) -> str:
 def _wait_promoted(dest: LocalCluster, admin: Endpoint, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not dest.is_running():
-            raise RestoreError(f"restored cluster {dest.name} stopped during recovery: {dest.log_tail()}")
-        try:
-            if _socket_query(dest, "SELECT pg_is_in_recovery()") == "f":
-                return
-        except RestoreError:
-            pass
+        if recovery_finished(dest):
+            return
         time.sleep(0.1)
-    raise RestoreError(f"restored cluster {dest.name} still in recovery after {timeout}s: {dest.log_tail()}")
+    raise RecoveryTimedOut(f"restored cluster {dest.name} still in recovery after {timeout}s: {dest.log_tail()}")
 
 
 def _position(dest: LocalCluster) -> tuple[str, int, str]:

@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 def _record(component: str, dag_id: str, run_id: str, deadline_time: str | None, target: str,
             target_seconds: float, context: dict) -> float | None:
     from rehearsal import results
-    from rehearsal_airflow.hooks.controlplane_db import results_endpoint
+    from rehearsal_airflow.hooks.results_db import results_endpoint
 
     late = None
     if deadline_time:

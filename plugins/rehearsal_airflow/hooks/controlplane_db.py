@@ -1,63 +1,76 @@
-"""ControlPlaneDbHook: the control-plane database's credentials, and where service discovery points.
+"""ControlPlaneDbHook: the control-plane database (a PostgresHook), its members and where discovery points.
 
-The connection's host is the service name; when its extra names a Route 53 discovery record
-(``discovery_zone_id``, ``discovery_record``) the current host:port is read from that record.
+The connection's host is the service name. Its extra may name Route 53 records (``discovery_zone_id`` with
+``discovery_record`` for the primary and ``replica_record`` for the standbys) and a static ``members`` list;
+``platform()`` builds the runbook's view of the cluster from them (``rehearsal.platform.ConnectionPlatform``).
+Imported where used, not at DAG parse time (the provider pulls in psycopg and SQLAlchemy).
 """
 from __future__ import annotations
 
 from functools import cached_property
 
-from airflow.sdk import BaseHook
+from airflow.providers.postgres.hooks.postgres import PostgresHook
 
-from rehearsal.discovery import DiscoveryRecord, point_at, resolve
+from rehearsal.discovery import DiscoveryRecord
+from rehearsal.platform import ConnectionPlatform
 from rehearsal.postgres.connection import Endpoint
 
 
-class ControlPlaneDbHook(BaseHook):
-    conn_name_attr = "postgres_conn_id"
-
-    def __init__(self, postgres_conn_id: str = "controlplane_db", aws_conn_id: str = "aws_default") -> None:
-        super().__init__()
+class ControlPlaneDbHook(PostgresHook):
+    def __init__(self, postgres_conn_id: str = "controlplane_admin", aws_conn_id: str = "aws_default",
+                 app_conn_id: str = "controlplane_db", **kwargs) -> None:
+        super().__init__(postgres_conn_id=postgres_conn_id, **kwargs)
         self.postgres_conn_id = postgres_conn_id
         self.aws_conn_id = aws_conn_id
+        self.app_conn_id = app_conn_id
 
     @cached_property
-    def connection(self):
-        return self.get_connection(self.postgres_conn_id)
+    def conn_extra(self) -> dict:
+        return self.get_connection(self.postgres_conn_id).extra_dejson
 
-    @cached_property
-    def record(self) -> DiscoveryRecord | None:
-        extra = self.connection.extra_dejson
-        if extra.get("discovery_zone_id") and extra.get("discovery_record"):
-            return DiscoveryRecord(zone_id=extra["discovery_zone_id"], name=extra["discovery_record"])
+    def _record(self, key: str) -> DiscoveryRecord | None:
+        extra = self.conn_extra
+        if extra.get("discovery_zone_id") and extra.get(key):
+            return DiscoveryRecord(zone_id=extra["discovery_zone_id"], name=extra[key])
         return None
 
     @cached_property
-    def route53(self):
-        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook  # not at parse time
+    def record(self) -> DiscoveryRecord | None:
+        return self._record("discovery_record")
 
-        return AwsBaseHook(aws_conn_id=self.aws_conn_id, client_type="route53").get_conn()
+    @cached_property
+    def discovery(self):
+        from rehearsal_airflow.hooks.route53 import Route53DiscoveryHook
+
+        return Route53DiscoveryHook(self.aws_conn_id)
 
     def current_address(self) -> tuple[str, int]:
         if self.record is None:
-            return self.connection.host, int(self.connection.port or 5432)
-        return resolve(self.route53, self.record)
+            c = self.get_connection(self.postgres_conn_id)
+            return c.host, int(c.port or 5432)
+        return self.discovery.resolve(self.record)
 
     def endpoint(self, host: str | None = None, port: int | None = None) -> Endpoint:
         """Credentials of the connection at the current (or the given) address."""
         if host is None or port is None:
             host, port = self.current_address()
-        c = self.connection
+        c = self.get_connection(self.postgres_conn_id)
         return Endpoint(host=host, port=int(port), dbname=c.schema or "postgres", user=c.login or "postgres",
                         password=c.password or "")
 
     def switch(self, host: str, port: int) -> bool:
         if self.record is None:
             raise ValueError(f"connection {self.postgres_conn_id} has no discovery record to switch")
-        return point_at(self.route53, self.record, host, port)
+        return self.discovery.point_at(self.record, host, port)
 
+    def platform(self) -> ConnectionPlatform:
+        """The cluster as connections describe it: no sandbox, no inventory."""
+        admin = self.endpoint("unresolved", 0)
+        app_conn = self.get_connection(self.app_conn_id)
+        app = Endpoint("unresolved", 0, app_conn.schema or admin.dbname, app_conn.login or "", app_conn.password or "")
+        c = self.get_connection(self.postgres_conn_id)
+        static_primary = None if self.record else f"{c.host}:{int(c.port or 5432)}"
+        return ConnectionPlatform(admin=admin, app=app, route53=self.discovery.get_conn() if self.record else None,
+                                  primary_record=self.record, replica_record=self._record("replica_record"),
+                                  static_primary=static_primary, static_members=list(self.conn_extra.get("members", [])))
 
-def results_endpoint(conn_id: str = "rehearsal_results") -> Endpoint:
-    c = BaseHook.get_connection(conn_id)
-    return Endpoint(host=c.host, port=int(c.port or 5432), dbname=c.schema or "rehearsal", user=c.login or "postgres",
-                    password=c.password or "")

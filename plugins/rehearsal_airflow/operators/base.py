@@ -1,16 +1,21 @@
-"""DrillStepOperator: every step records when it ran, how it ended and why, for the drill report."""
+"""DrillStepOperator: every step of a runbook or drill records when it ran, how it ended, why, and the kind of
+failure (refused, timed out, recovery failed, ...), for the report."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, Context
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowSkipException, TaskDeferred
 
 from rehearsal.drills.primary_loss import run_key
-from rehearsal_airflow.hooks.controlplane_db import ControlPlaneDbHook
+from rehearsal.errors import error_kind
+
+if TYPE_CHECKING:
+    from rehearsal_airflow.hooks.controlplane_db import ControlPlaneDbHook
 
 log = logging.getLogger(__name__)
 STEP_KEY = "step"
@@ -21,7 +26,8 @@ def now_iso() -> str:
 
 
 class DrillStepOperator(BaseOperator):
-    """Runs ``run_step`` and pushes XCom ``step`` = {name, started_at, finished_at, status, detail}, even on failure."""
+    """Runs ``run_step`` and pushes XCom ``step`` = {name, started_at, finished_at, status, detail, kind}, even on
+    failure (``kind``: the error kind of a failure, see ``rehearsal.errors``)."""
 
     def run_step(self, context: Context) -> Any:
         raise NotImplementedError
@@ -30,21 +36,29 @@ class DrillStepOperator(BaseOperator):
         return result.get("detail", "") if isinstance(result, dict) else ""
 
     def execute(self, context: Context) -> Any:
+        return self.execute_resumed(context, lambda: self.run_step(context))
+
+    def execute_resumed(self, context: Context, step: Callable[[], Any]) -> Any:
+        """Run ``step`` (``run_step``, or the method a deferred step resumes in) and record it."""
         started = now_iso()
-        status, detail = "failed", ""
+        status, detail, kind = "failed", "", None
         try:
-            result = self.run_step(context)
+            result = step()
             status, detail = "success", self.describe(result)
             return result
+        except TaskDeferred:
+            status, detail = "deferred", "waiting in the triggerer"
+            raise
         except AirflowSkipException as exc:
             status, detail = "skipped", str(exc)
             raise
         except Exception as exc:
-            detail = f"{type(exc).__name__}: {exc}"
+            detail, kind = f"{type(exc).__name__}: {exc}", error_kind(exc)
             raise
         finally:
             context["ti"].xcom_push(key=STEP_KEY, value={"name": self.task_id, "started_at": started,
-                                                         "finished_at": now_iso(), "status": status, "detail": detail})
+                                                         "finished_at": now_iso(), "status": status, "detail": detail,
+                                                         "kind": kind})
 
 
 def key_of(context: Context) -> str:
@@ -68,4 +82,6 @@ class ControlPlaneMixin:
 
     @cached_property
     def controlplane(self) -> ControlPlaneDbHook:
+        from rehearsal_airflow.hooks.controlplane_db import ControlPlaneDbHook  # not at parse time
+
         return ControlPlaneDbHook(self.controlplane_conn_id, self.aws_conn_id)

@@ -63,3 +63,15 @@ class PrepareScratchAreaOperator(DrillStepOperator):
         ensure_traversable_dir(run_dir)
         return {"scratch_dir": str(run_dir),
                 "detail": f"scratch area {run_dir} {'reused' if existed else 'created'}"}
+
+
+class DestroyScratchAreaOperator(DrillStepOperator):
+    """Teardown of ``PrepareScratchAreaOperator``: every cluster the run restored into its scratch area is destroyed
+    (processes, data, markers, logs) and the folder removed, whatever the steps in between did."""
+
+    def run_step(self, context: Context) -> dict:
+        from rehearsal.scratch import destroy_run_area
+
+        run_dir = run_scratch_dir(context)
+        cleaned = destroy_run_area(run_dir) if run_dir else []
+        return {"resources_cleaned": cleaned, "resources_created": [], "detail": f"cleaned {len(cleaned)} resource(s)"}

@@ -26,12 +26,12 @@ from botocore.config import Config
 from rehearsal.backups.base_backup import take_base_backup
 from rehearsal.backups.logical_dump import take_logical_dump
 from rehearsal.backups.store import BackupStore
-from rehearsal.discovery import DiscoveryRecord, point_at, resolve
+from rehearsal.discovery import DiscoveryRecord, point_all_at, point_at, resolve
 from rehearsal.postgres.binaries import REPO_ROOT, chown_to_server, pg_tool, run_as_server, runtime_root
 from rehearsal.postgres.cluster import LocalCluster, free_port, port_is_listening
 from rehearsal.postgres.connection import Endpoint, connect
-from rehearsal.sandbox import seed
-from rehearsal.sandbox.wal_shipper import archive_command
+from rehearsal_sandbox import seed
+from rehearsal_sandbox.wal_shipper import archive_command
 
 log = logging.getLogger(__name__)
 _CLIENT_LOCK = threading.Lock()
@@ -40,6 +40,8 @@ STATE_DIR = Path(os.environ.get("REHEARSAL_SANDBOX_DIR", REPO_ROOT / ".sandbox")
 BUCKET = "rehearsal-backups"
 ZONE = "rehearsal.internal."
 RECORD = "_postgresql._tcp.controlplane-db.rehearsal.internal."
+REPLICA_RECORD = "_postgresql-replica._tcp.controlplane-db.rehearsal.internal."  # the standbys, for runbooks
+PROVISIONER = "rehearsal_sandbox.provisioner:SandboxProvisioner"
 REGION = "us-east-1"
 DB = "controlplane"
 
@@ -99,6 +101,15 @@ class Sandbox:
 
     def discovery(self) -> DiscoveryRecord:
         return DiscoveryRecord(zone_id=self.state["zone_id"], name=RECORD)
+
+    def replica_discovery(self) -> DiscoveryRecord:
+        return DiscoveryRecord(zone_id=self.state["zone_id"], name=REPLICA_RECORD)
+
+    def publish_standbys(self) -> None:
+        """The replica record lists the running standbys (a runbook finds them there when the primary is gone)."""
+        standby = self.standby
+        targets = [("127.0.0.1", standby.port)] if standby is not None else []
+        point_all_at(self.aws("route53"), self.replica_discovery(), targets)
 
     def endpoint(self, cluster: LocalCluster, role: str = "app") -> Endpoint:
         if role == "admin":
@@ -235,9 +246,13 @@ class Sandbox:
         run_as_server([pg_tool("pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres",
                        "-D", str(standby.data_dir), "-X", "stream", "-R", "-c", "fast", "--no-password"],
                       env=env, timeout=3600)
+        # Its address as cluster_name: the WAL receiver reports it as application_name, so the primary's
+        # pg_stat_replication names its standbys (how a runbook finds them from connections alone).
+        standby.configure({"cluster_name": f"127.0.0.1:{standby.port}"})
         standby.start()
         self.state["standby"] = standby.name
         self.save()
+        self.publish_standbys()
         return standby
 
     def take_backups(self) -> dict:
@@ -283,7 +298,7 @@ class Sandbox:
         raise RuntimeError(f"moto server did not start on port {port}: see {self.dir / 'moto.log'}")
 
     def _start_daemon(self, name: str) -> None:
-        self._spawn(name, [sys.executable, "-m", "rehearsal.sandbox", f"run-{name}", "--state-dir", str(self.dir)])
+        self._spawn(name, [sys.executable, "-m", "rehearsal_sandbox", f"run-{name}", "--state-dir", str(self.dir)])
 
     def _spawn(self, name: str, args: list[str], env: dict | None = None) -> None:
         env = dict(env or os.environ)
@@ -360,8 +375,9 @@ class Sandbox:
         environment = {"name": "sandbox", "drill_environment": True, "backup_bucket": BUCKET, "backup_cluster": DB,
                        "heartbeat_log": str(self.dir / "heartbeat.log"), "sandbox_state": str(self.dir),
                        "reports_dir": os.environ.get("REHEARSAL_REPORTS_DIR", str(REPO_ROOT / "reports")),
-                       "scratch_root": str(self.runtime / "scratch"), "archive_timeout_seconds": s["archive_timeout"]}
-        discovery_extra = {"discovery_zone_id": s["zone_id"], "discovery_record": RECORD}
+                       "scratch_root": str(self.runtime / "scratch"), "archive_timeout_seconds": s["archive_timeout"],
+                       "archive_command": archive_command(Path(s["spool"])), "provisioner": PROVISIONER}
+        discovery_extra = {"discovery_zone_id": s["zone_id"], "discovery_record": RECORD, "replica_record": REPLICA_RECORD}
         return {
             "REHEARSAL_ENVIRONMENT": "sandbox",
             "REHEARSAL_DRILL_ENVIRONMENT": "true",
@@ -453,21 +469,48 @@ class Sandbox:
         return gone
 
     def heal(self) -> list[str]:
-        """After a drill that failed mid-way: a lost primary is replaced by the standby, and discovery
+        """After a drill or an incident run that stopped part-way, or a primary killed by hand: the inventory
+        follows what is really running. A dead primary is marked lost; a running member that is no longer in
+        recovery (a standby promoted by a runbook) becomes the primary, else the standby is promoted; discovery
         points at the primary. Returns what it did."""
         actions = []
+        primary_name = self.state["primary"]
+        if self.state["clusters"][primary_name]["role"] != "lost" and not self.primary.is_running():
+            self.state["clusters"][primary_name]["role"] = "lost"
+            self.save()
+            actions.append(f"marked the stopped primary {primary_name} lost")
         if self.state["clusters"][self.state["primary"]]["role"] == "lost":
-            standby = self.standby
-            if standby is None or not standby.is_running():
-                raise RuntimeError("the primary was lost and no standby is running: run `make sandbox-down sandbox-up`")
-            with connect(self.endpoint(standby, "admin").with_(dbname="postgres")) as conn:
-                if conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
-                    conn.execute("SELECT pg_promote(true, 60)")
-            self.adopt_primary(standby.name, standby.port, str(standby.data_dir))
-            actions.append(f"promoted standby {standby.name} to replace the lost primary")
+            promoted = self._running_primary_other_than(self.state["primary"])
+            if promoted is not None:
+                self.adopt_primary(promoted.name, promoted.port, str(promoted.data_dir))
+                actions.append(f"recorded {promoted.name}, already promoted, as the primary")
+            else:
+                standby = self.standby
+                if standby is None or not standby.is_running():
+                    raise RuntimeError("the primary was lost and no standby is running: run `make sandbox-down sandbox-up`")
+                with connect(self.endpoint(standby, "admin").with_(dbname="postgres")) as conn:
+                    if conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+                        conn.execute("SELECT pg_promote(true, 60)")
+                self.adopt_primary(standby.name, standby.port, str(standby.data_dir))
+                actions.append(f"promoted standby {standby.name} to replace the lost primary")
         if point_at(self.aws("route53"), self.discovery(), "127.0.0.1", self.primary.port):
             actions.append(f"pointed discovery at the primary {self.primary.name}")
         return actions
+
+    def _running_primary_other_than(self, lost: str) -> LocalCluster | None:
+        for name, info in self.state["clusters"].items():
+            if name == lost or info["role"] in ("results", "lost"):
+                continue
+            cluster = self.cluster(name)
+            if not cluster.is_running():
+                continue
+            try:
+                with connect(self.endpoint(cluster, "admin").with_(dbname="postgres"), connect_timeout=2) as conn:
+                    if not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+                        return cluster
+            except Exception:  # noqa: BLE001 - not answering: not the primary
+                continue
+        return None
 
     def forget_cluster(self, name: str) -> None:
         """Destroy a cluster and everything beside it (log, markers, quarantine); drop an emptied scratch folder."""
@@ -494,6 +537,7 @@ class Sandbox:
         self.state["clusters"][name] = {"data_dir": data_dir, "port": port, "role": "primary"}
         self.state["primary"] = name
         self.save()
+        self.publish_standbys()
 
 
 def _literal(value: str) -> str:

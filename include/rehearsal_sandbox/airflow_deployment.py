@@ -20,7 +20,7 @@ import psutil
 from rehearsal.postgres.binaries import REPO_ROOT
 from rehearsal.postgres.cluster import LocalCluster, free_port
 from rehearsal.postgres.connection import Endpoint, connect
-from rehearsal.sandbox.platform import Sandbox, progress
+from rehearsal_sandbox.platform import Sandbox, progress
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 USERNAME = "admin"

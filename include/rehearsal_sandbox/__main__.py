@@ -1,4 +1,4 @@
-"""Sandbox commands: ``python -m rehearsal.sandbox up|down|status|backup``."""
+"""Sandbox commands: ``python -m rehearsal_sandbox up|down|status|backup``."""
 from __future__ import annotations
 
 import argparse
@@ -9,12 +9,12 @@ from pathlib import Path
 import psycopg
 
 from rehearsal import heartbeat
-from rehearsal.sandbox import wal_shipper as wal_shipper_entry
-from rehearsal.sandbox.platform import Sandbox
+from rehearsal_sandbox import wal_shipper as wal_shipper_entry
+from rehearsal_sandbox.platform import Sandbox
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rehearsal.sandbox")
+    parser = argparse.ArgumentParser(prog="python -m rehearsal_sandbox")
     parser.add_argument("command", choices=["up", "down", "status", "backup", "run-heartbeat", "run-wal-shipper",
                                             "airflow-up", "airflow-down", "airflow-status"])
     parser.add_argument("--state-dir", type=Path, default=None)
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command.startswith("airflow-"):
         return airflow_command(sandbox, args.command)
     if args.command == "down":
-        from rehearsal.sandbox.airflow_deployment import LocalAirflow
+        from rehearsal_sandbox.airflow_deployment import LocalAirflow
 
         LocalAirflow(sandbox).down()
         sandbox.down()
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def airflow_command(sandbox: Sandbox, command: str) -> int:
-    from rehearsal.sandbox.airflow_deployment import LocalAirflow
+    from rehearsal_sandbox.airflow_deployment import LocalAirflow
 
     if command == "airflow-up":
         if not sandbox.is_up():

@@ -1,0 +1,162 @@
+"""The postgres-failover runbook's decisions, without Airflow: assess the cluster, choose the path, say why.
+
+The runbook works from what it can see in an incident: a primary that may be dead, standbys that may be stale,
+the archive. It refuses only what is unsafe, always with the reason.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+from rehearsal.errors import PreconditionFailed
+from rehearsal.platform import MemberState, Platform
+from rehearsal.postgres.failover import standby_limitation
+from rehearsal.wal import parse_lsn, parse_segment_name, segno_of
+
+MODES = ("incident", "drill")
+PATHS = ("auto", "promote_standby", "pitr")
+TARGETS = ("production", "scratch")
+APPROVALS = ("wait", "auto")
+DEFAULT_SEGMENT_SIZE = 16 * 1024 * 1024
+
+
+@dataclass
+class Assessment:
+    """Which members answer, their roles, the standbys' lag, and what the archive holds."""
+
+    primary: MemberState  # the member discovery points at
+    standbys: list[MemberState] = field(default_factory=list)
+    newest_archived_segment: str | None = None
+    wal_segment_size: int = DEFAULT_SEGMENT_SIZE
+    newest_base_backup: str | None = None
+    assessed_at: float = 0.0
+
+    @property
+    def primary_accepts_writes(self) -> bool:
+        return self.primary.role == "primary"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Assessment:
+        data = dict(data)
+        data["primary"] = MemberState(**data["primary"])
+        data["standbys"] = [MemberState(**m) for m in data.get("standbys", [])]
+        return cls(**data)
+
+    def describe(self) -> str:
+        standbys = "; ".join(f"{m.address} {m.role} ({m.detail})" for m in self.standbys) or "none known"
+        return (f"primary {self.primary.address}: {self.primary.role} ({self.primary.detail}); standbys: {standbys}; "
+                f"newest archived WAL {self.newest_archived_segment or 'none'}; newest base backup "
+                f"{self.newest_base_backup or 'none'}")
+
+
+def assess(platform: Platform, newest_archived_segment: str | None = None, wal_segment_size: int | None = None,
+           newest_base_backup: str | None = None) -> Assessment:
+    addresses = platform.member_addresses()
+    members = [platform.member_state(a) for a in addresses]
+    return Assessment(primary=members[0], standbys=[m for m in members[1:] if m.role in ("standby", "unreachable")],
+                      newest_archived_segment=newest_archived_segment,
+                      wal_segment_size=wal_segment_size or DEFAULT_SEGMENT_SIZE,
+                      newest_base_backup=newest_base_backup, assessed_at=time.time())
+
+
+def standby_usability(member: MemberState, assessment: Assessment, max_lag_seconds: float) -> str | None:
+    """Why this standby must not be promoted, or None.
+
+    Besides the lag rule (``standby_limitation``): a standby that received less WAL than the archive holds stopped
+    receiving before the primary was lost; a restore from the archive would lose less.
+    """
+    if member.role != "standby" or member.standby is None:
+        return f"standby {member.address} is {member.role}: {member.detail}"
+    state = member.standby_state()
+    reason = standby_limitation(state, max_lag_seconds, primary_alive=assessment.primary_accepts_writes)
+    if reason:
+        return reason
+    newest = parse_segment_name(assessment.newest_archived_segment or "", assessment.wal_segment_size)
+    received = state.received_lsn or state.replayed_lsn
+    if newest and received:
+        have = segno_of(parse_lsn(received), assessment.wal_segment_size)
+        if have < newest[1]:
+            return (f"standby {member.address} received WAL only up to {received}, but the archive holds segment "
+                    f"{assessment.newest_archived_segment}: it stopped receiving before the primary was lost")
+    return None
+
+
+@dataclass(frozen=True)
+class Decision:
+    path: str  # promote_standby | pitr
+    why: str
+    standby: str | None = None
+    limitations: dict = field(default_factory=dict)  # standby address -> why it is unusable (None: usable)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def choose_path(requested: str, target: str, assessment: Assessment, max_lag_seconds: float) -> Decision:
+    """auto promotes a usable standby and otherwise restores from backups; a forced promotion onto an unusable
+    standby, or with no standby, is refused naming why.
+
+    :raises PreconditionFailed: unknown inputs, or ``promote_standby`` that would be unsafe
+    """
+    if requested not in PATHS:
+        raise PreconditionFailed(f"unknown path {requested!r}: use one of {', '.join(PATHS)}")
+    if target not in TARGETS:
+        raise PreconditionFailed(f"unknown target {target!r}: use one of {', '.join(TARGETS)}")
+    if target == "scratch":
+        if requested == "promote_standby":
+            raise PreconditionFailed("path promote_standby changes production; target scratch restores a copy from "
+                                     "backups (use path pitr or auto)")
+        return Decision("pitr", "target scratch: a copy is restored from backups; production is not touched")
+    limitations = {m.address: standby_usability(m, assessment, max_lag_seconds) for m in assessment.standbys}
+    usable = [a for a, why in limitations.items() if why is None]
+    if requested == "pitr":
+        return Decision("pitr", "requested", limitations=limitations)
+    if requested == "promote_standby":
+        if not limitations:
+            raise PreconditionFailed("refusing to promote: no standby is known (replica record, connection or "
+                                     "pg_stat_replication)")
+        if not usable:
+            raise PreconditionFailed("refusing to promote: " + "; ".join(limitations.values()))
+        return Decision("promote_standby", "requested; " + _usable_why(usable[0], assessment), usable[0], limitations)
+    if usable:
+        return Decision("promote_standby", _usable_why(usable[0], assessment), usable[0], limitations)
+    if not limitations:
+        return Decision("pitr", "no standby is known: restore from the base backup and the archived WAL")
+    return Decision("pitr", "standby unusable: " + "; ".join(limitations.values()), limitations=limitations)
+
+
+def _usable_why(address: str, assessment: Assessment) -> str:
+    member = next(m for m in assessment.standbys if m.address == address)
+    state = member.standby_state()
+    return f"standby {address} is healthy and within RPO (last replayed commit {state.replay_age:.1f}s ago)"
+
+
+def needs_approval(mode: str, approve: str) -> bool:
+    """An incident waits once for a person before the first irreversible step, unless told not to; drills never."""
+    if mode not in MODES:
+        raise PreconditionFailed(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
+    if approve not in APPROVALS:
+        raise PreconditionFailed(f"unknown approve {approve!r}: use one of {', '.join(APPROVALS)}")
+    return mode == "incident" and approve == "wait"
+
+
+def approval_request(decision: Decision, assessment: Assessment, target: str, backup: str | None) -> tuple[str, str]:
+    """(subject, body) of the approval a person answers: the chosen path and its evidence."""
+    primary = assessment.primary
+    subject = f"Postgres failover: {decision.path} ({target})"
+    lines = [f"**Chosen path:** `{decision.path}`: {decision.why}", "",
+             f"**Old primary** {primary.address}: {primary.role} ({primary.detail}). "
+             + ("It will be fenced (read-only, sessions ended) before anything is promoted."
+                if primary.reachable else "It does not answer."), ""]
+    for member in assessment.standbys:
+        state = member.standby_state()
+        lag = "n/a" if state is None or state.replay_age is None else f"{state.replay_age:.1f}s"
+        lines.append(f"- standby {member.address}: {member.role}, last replayed commit {lag} ago; "
+                     f"{decision.limitations.get(member.address) or 'usable'}")
+    lines += ["", f"**Newest archived WAL:** {assessment.newest_archived_segment or 'none'}",
+              f"**Backup a restore would use:** {backup or assessment.newest_base_backup or 'none'}", "",
+              "Approve to proceed; Reject to end the run with nothing changed."]
+    return subject, "\n".join(lines)

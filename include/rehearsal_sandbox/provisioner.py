@@ -1,0 +1,87 @@
+"""The sandbox's hands on hosts: a ``Provisioner`` for runbooks, and the fault injector for drills.
+
+The environment Variable names this class (``provisioner``); runbook operators load it by that name and never
+import the sandbox. Everything else a runbook does to the sandbox goes through its connections, as it would
+against a real platform.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from rehearsal.environment import Environment
+from rehearsal.platform import split_address
+from rehearsal_sandbox.platform import Sandbox
+
+
+class SandboxProvisioner:
+    def __init__(self, environment: Environment) -> None:
+        if not environment.sandbox_state:
+            raise ValueError(f"environment {environment.name!r} names no sandbox_state for the sandbox provisioner")
+        self.state_dir = Path(environment.sandbox_state)
+
+    def _sandbox(self) -> Sandbox:
+        return Sandbox(self.state_dir)  # re-read every time: runbooks and drills change the topology
+
+    # ------------------------------------------------------------------ Provisioner
+    def adopt_primary(self, address: str, data_dir: str | None) -> list[str]:
+        """Record the recovered primary in the inventory (a promoted standby, or a restored copy's data dir)."""
+        sb = self._sandbox()
+        _host, port = split_address(address)
+        if sb.primary.port == port and sb.state["clusters"][sb.state["primary"]]["role"] == "primary":
+            return [f"{sb.primary.name} at {address} is already the primary"]
+        old = sb.state["primary"]
+        if sb.state["clusters"][old]["role"] != "lost":
+            sb.state["clusters"][old]["role"] = "lost"  # replaced: it will be destroyed, as a real host would be reimaged
+        known = next((n for n, i in sb.state["clusters"].items() if int(i["port"]) == port), None)
+        if known is not None:
+            sb.adopt_primary(known, port, sb.state["clusters"][known]["data_dir"])
+            return [f"recorded {known} at {address} as the primary; the old primary {old} is gone"]
+        if not data_dir:
+            raise ValueError(f"{address} is not in the sandbox's inventory and no data directory was given")
+        name = Path(data_dir).name
+        sb.adopt_primary(name, port, data_dir)
+        return [f"recorded the restored copy {name} at {address} as the primary; the old primary {old} is gone"]
+
+    def rebuild_standby(self, primary_address: str) -> list[str]:
+        sb = self._sandbox()
+        _host, port = split_address(primary_address)
+        if sb.primary.port != port:
+            raise ValueError(f"the sandbox's primary is {sb.primary.name} on {sb.primary.port}, not {primary_address}")
+        standby = sb.rebuild_standby()
+        return [f"new streaming standby {standby.name} at 127.0.0.1:{standby.port}"]
+
+    def inventory_data_dirs(self) -> set[str]:
+        return {str(i["data_dir"]) for i in self._sandbox().state["clusters"].values()}
+
+    # ------------------------------------------------------------------ drills only
+    def kill_primary(self, address: str, lose_disks: bool = True) -> dict:
+        """The fault: SIGKILL the primary at ``address`` and lose its disks (data directory and WAL spool)."""
+        sb = self._sandbox()
+        if f"127.0.0.1:{sb.primary.port}" != address:
+            raise ValueError(f"the sandbox's primary is 127.0.0.1:{sb.primary.port}, not {address}; not injecting")
+        return sb.kill_primary(lose_data=lose_disks)
+
+    def restore_environment(self) -> list[str]:
+        """Make the sandbox whole after a drill, whatever the runbook got to: lost disks deleted, the inventory
+        following what runs, a streaming standby and a base backup of the current timeline."""
+        sb = self._sandbox()
+        done = [f"deleted lost data {p}" for p in sb.discard_lost_data()]
+        done += sb.heal()
+        sb = self._sandbox()
+        standby = sb.standby
+        if standby is None or not standby.is_running() or not _streams(sb, standby):
+            standby, backups = sb.rebuild_standby_and_back_up(dump=False)
+            done.append(f"new streaming standby {standby.name} at 127.0.0.1:{standby.port}")
+            done += [f"backup {b}" for b in backups.values()]
+        return done
+
+
+def _streams(sb: Sandbox, standby) -> bool:
+    from rehearsal.postgres.connection import connect
+
+    try:
+        with connect(sb.endpoint(standby, "admin").with_(dbname="postgres"), connect_timeout=2) as conn:
+            row = conn.execute("SELECT pg_is_in_recovery(), (SELECT status FROM pg_stat_wal_receiver)").fetchone()
+        return bool(row[0]) and row[1] == "streaming"
+    except Exception:  # noqa: BLE001 - a standby that does not answer does not stream
+        return False

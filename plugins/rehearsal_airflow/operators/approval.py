@@ -1,0 +1,67 @@
+"""RecoveryApprovalOperator: in an incident, a person approves once before the first irreversible step.
+
+With ``mode=incident`` and ``approve=wait`` the task asks (Airflow's human-in-the-loop: the UI's Required Actions
+page, the REST API, or ``make run`` on the terminal) with the chosen path and its evidence, and waits without a
+worker slot. Approve: the runbook goes on. Reject: every later step is skipped, nothing is changed, and the
+report says who rejected it. ``approve=auto`` and ``mode=drill`` never wait; the record says what approved.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.sdk import Context
+
+from rehearsal.runbooks.postgres_failover import Assessment, Decision, approval_request, needs_approval
+from rehearsal_airflow.operators.base import STEP_KEY, now_iso
+
+APPROVAL_KEY = "approval"
+
+
+class RecoveryApprovalOperator(ApprovalOperator):
+    template_fields: Sequence[str] = (*ApprovalOperator.template_fields, "mode", "approve", "target", "decision",
+                                      "assessment")
+
+    def __init__(self, *, mode: str, approve: str, decision: Any, assessment: Any, target: str = "production",
+                 response_timeout: timedelta = timedelta(hours=1), **kwargs) -> None:
+        kwargs.setdefault("subject", "Postgres failover: approve the recovery")
+        super().__init__(response_timeout=response_timeout, ignore_downstream_trigger_rules=False, **kwargs)
+        self.mode = mode
+        self.approve = approve
+        self.target = target
+        self.decision = decision
+        self.assessment = assessment
+
+    def execute(self, context: Context):
+        started = now_iso()
+        if not needs_approval(self.mode, self.approve):
+            who = "mode drill: drills never wait" if self.mode == "drill" else "approve=auto"
+            record = {"approved": True, "approved_by": who, "at": started, "detail": f"approved automatically ({who})"}
+            self._record(context, started, "success", record["detail"])
+            return record
+        decision = Decision(**{k: v for k, v in self.decision.items() if k != "detail"})
+        assessment = Assessment.from_dict({k: v for k, v in self.assessment.items() if k != "detail"})
+        self.subject, self.body = approval_request(decision, assessment, self.target, assessment.newest_base_backup)
+        self._record(context, started, "awaiting_input", f"waiting for a person: {self.subject}")
+        return super().execute(context)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        started = now_iso()
+        result = super().execute_complete(context, event)
+        chosen = result["chosen_options"][0]
+        by = result.get("responded_by_user") or {}
+        who = by.get("name") or by.get("id") or "unknown"
+        approved = chosen == self.APPROVE
+        detail = (f"approved by {who}" if approved else
+                  f"rejected by {who}: the recovery was not started and nothing was changed")
+        record = {"approved": approved, "approved_by" if approved else "rejected_by": who, "at": str(result["responded_at"]),
+                  "detail": detail}
+        self._record(context, started, "success", detail)
+        context["ti"].xcom_push(key=APPROVAL_KEY, value=record)
+        return record
+
+    def _record(self, context: Context, started: str, status: str, detail: str) -> None:
+        context["ti"].xcom_push(key=STEP_KEY, value={"name": self.task_id, "started_at": started, "finished_at": now_iso(),
+                                                     "status": status, "detail": detail, "kind": None})

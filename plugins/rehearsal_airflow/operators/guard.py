@@ -1,0 +1,131 @@
+"""A drill's frame around the runbook it rehearses: the guard before the fault, and the environment put back
+after it (always). Drill-only: runbooks never use these."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import Context
+
+from rehearsal import results
+from rehearsal.catalog import load_catalog
+from rehearsal.drills.primary_loss import check_params, heartbeat_limitation
+from rehearsal.environment import Environment
+from rehearsal.errors import PreconditionFailed
+from rehearsal.heartbeat import LINEAGE_SQL
+from rehearsal.platform import load_provisioner
+from rehearsal.postgres.connection import accepts_writes, query_one
+from rehearsal.postgres.failover import probe_standby, standby_limitation
+from rehearsal.scratch import destroy_run_area
+from rehearsal_airflow.environment import current_environment
+from rehearsal_airflow.hooks.results_db import results_endpoint
+from rehearsal_airflow.operators.base import ControlPlaneMixin, DrillStepOperator, key_of, now_iso
+
+
+class DrillGuardOperator(ControlPlaneMixin, DrillStepOperator):
+    """Refuse unsafe drills before anything happens: mode and environment (a disruptive drill needs a drill
+    environment and a provisioner that can inject the fault), heartbeat evidence, a healthy primary. Records the
+    lost primary's lineage and the standbys as they were before the fault, then the run (in progress), and last
+    takes the environment's lock, so a lock taken is always released by the teardown."""
+
+    template_fields: Sequence[str] = ("mode", "path")
+
+    def __init__(self, *, mode: str, path: str, scenario: str, component: str = "control_plane_api", **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.mode = mode
+        self.path = path
+        self.scenario = scenario
+        self.component = component
+
+    def run_step(self, context: Context) -> dict:
+        check_params(self.mode, self.path)
+        env = current_environment()
+        if self.mode == "disruptive":
+            env.require_drill_environment("run a disruptive drill (it kills the primary and loses its data)")
+            provisioner = load_provisioner(env.provisioner, environment=env)
+            if provisioner is None or not hasattr(provisioner, "kill_primary"):
+                raise PreconditionFailed(f"environment {env.name!r} names no provisioner that can inject a primary loss")
+        reason = heartbeat_limitation(env.heartbeat_path())
+        if reason:
+            raise PreconditionFailed(reason)
+        platform = self.controlplane.platform()
+        members = platform.member_addresses()
+        primary = members[0]
+        writable, why = accepts_writes(platform.admin_endpoint(primary))
+        if not writable:
+            raise PreconditionFailed(f"production primary {primary} is not healthy before the drill: {why}")
+        lineage = query_one(platform.admin_endpoint(primary), LINEAGE_SQL)[0]
+        rpo = load_catalog().target(self.component).rpo.total_seconds()
+        standbys = {a: self._standby_before_fault(platform, a, rpo) for a in members[1:]}
+        started_at = now_iso()
+        results.record_start(results_endpoint(), context["dag"].dag_id, context["run_id"], self.scenario, self.mode,
+                             env.name, self.component, started_at)
+        lock_note = self._take_lock(context, env)
+        return {"mode": self.mode, "path": self.path, "environment": env.name, "run_key": key_of(context),
+                "primary": primary, "lineage": lineage, "standbys_before_fault": standbys, "started_at": started_at,
+                "lock": lock_note,
+                "detail": f"{self.mode} drill on {env.name}: primary {primary} (lineage {lineage}), standbys "
+                          f"{', '.join(standbys) or 'none'}" + (f"; {lock_note}" if lock_note else "")}
+
+    @staticmethod
+    def _standby_before_fault(platform, address: str, rpo: float) -> dict:
+        from dataclasses import asdict
+
+        try:
+            state = probe_standby(platform.admin_endpoint(address))
+        except Exception as exc:  # noqa: BLE001 - an unreachable standby is a finding, not a guard failure
+            return {"state": None, "limitation": f"standby {address} is unreachable: {exc}"}
+        return {"state": asdict(state), "limitation": standby_limitation(state, rpo, primary_alive=True)}
+
+    def _take_lock(self, context: Context, env: Environment) -> str | None:
+        """One disruptive drill per environment at a time; other drills refuse to overlap one. A lock whose run
+        no longer exists (killed before its teardown) is broken, and the report says so."""
+        ours = (context["dag"].dag_id, context["run_id"])
+        endpoint = results_endpoint()
+        disruptive = self.mode == "disruptive"
+        lock = results.acquire_drill_lock(endpoint, env.name, *ours) if disruptive else results.drill_lock_holder(endpoint, env.name)
+        if lock is None or lock.holder() == ours:
+            return None
+        active = context["ti"].get_dr_count(dag_id=lock.dag_id, run_ids=[lock.run_id], states=["queued", "running"])
+        if active:
+            raise PreconditionFailed(
+                f"a disruptive drill ({lock.describe()}) is in progress on {env.name!r}; if that run no longer exists, "
+                f"break its lock with `{results.BREAK_COMMAND.format(environment=env.name)}`")
+        results.release_drill_lock(endpoint, env.name, *lock.holder())
+        note = f"broke a stale drill lock ({lock.describe()}): that run is not queued or running"
+        self.log.warning("%s", note)
+        if disruptive:
+            again = results.acquire_drill_lock(endpoint, env.name, *ours)
+            if again.holder() != ours:
+                raise PreconditionFailed(f"a disruptive drill ({again.describe()}) took the lock on {env.name!r} first")
+        return note
+
+
+class RestoreDrillEnvironmentOperator(DrillStepOperator):
+    """Always runs (the guard's teardown). Releases the lock; after a disruptive drill the provisioner makes the
+    environment whole (lost disks deleted, the inventory following what runs, a streaming standby and a base
+    backup); every scratch cluster of the run that did not become the primary is destroyed."""
+
+    template_fields: Sequence[str] = ("guard",)
+
+    def __init__(self, *, guard: Any, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.guard = guard
+
+    def run_step(self, context: Context) -> dict:
+        guard = self.guard or {}
+        env = current_environment()
+        created: list[str] = []
+        keep: set[str] = set()
+        provisioner = load_provisioner(env.provisioner, environment=env)
+        if guard.get("mode") == "disruptive":
+            results.release_drill_lock(results_endpoint(), env.name, context["dag"].dag_id, context["run_id"])
+            if provisioner is not None and env.drill_environment:
+                created += provisioner.restore_environment()
+        if provisioner is not None and hasattr(provisioner, "inventory_data_dirs"):
+            keep = provisioner.inventory_data_dirs()
+        cleaned = destroy_run_area(Path(env.scratch_root) / key_of(context), keep) if env.scratch_root else []
+        return {"resources_cleaned": cleaned, "resources_created": created,
+                "detail": f"cleaned {len(cleaned)} resource(s)" + ("; environment whole again: " + "; ".join(created)
+                                                                   if created else "")}

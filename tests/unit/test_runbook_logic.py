@@ -1,0 +1,160 @@
+"""The postgres-failover runbook's decisions and the report's verdict, from synthetic cluster states."""
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+from rehearsal.errors import PreconditionFailed, RecoveryTimedOut, WalGapError, error_kind
+from rehearsal.platform import MemberState
+from rehearsal.postgres.failover import StandbyState
+from rehearsal.report import decide_status, human_seconds
+from rehearsal.runbooks.postgres_failover import Assessment, approval_request, assess, choose_path, needs_approval
+
+MB = 1024 * 1024
+PRIMARY, STANDBY = "10.0.0.1:5432", "10.0.0.2:5432"
+
+
+def standby(replay_age: float | None = 0.3, status: str | None = None, heard: float | None = None,
+            received: str = "0/500100") -> MemberState:
+    state = StandbyState(STANDBY, True, status, heard, replay_age, received, received)
+    return MemberState(STANDBY, True, "standby", state.describe(), standby=asdict(state))
+
+
+def dead_primary() -> MemberState:
+    return MemberState(PRIMARY, False, "unreachable", "unreachable: connection refused")
+
+
+def live_primary() -> MemberState:
+    return MemberState(PRIMARY, True, "primary", "accepts writes", lineage="7/1")
+
+
+def cluster(primary: MemberState, *standbys: MemberState, archived: str | None = "000000010000000000000004") -> Assessment:
+    return Assessment(primary=primary, standbys=list(standbys), newest_archived_segment=archived, wal_segment_size=MB,
+                      newest_base_backup="base-1")
+
+
+def test_auto_promotes_a_standby_that_replayed_until_the_loss():
+    decision = choose_path("auto", "production", cluster(dead_primary(), standby(replay_age=0.4)), 900)
+    assert (decision.path, decision.standby) == ("promote_standby", STANDBY)
+    assert decision.why == f"standby {STANDBY} is healthy and within RPO (last replayed commit 0.4s ago)"
+
+
+def test_auto_restores_from_backups_when_the_standby_lags_beyond_the_rpo_and_says_why():
+    decision = choose_path("auto", "production", cluster(dead_primary(), standby(replay_age=1200.0)), 900)
+    assert decision.path == "pitr"
+    assert decision.why.startswith(f"standby unusable: standby {STANDBY} replay lag 1200.0s exceeds the RPO of 900s")
+
+
+def test_a_standby_behind_the_archive_stopped_receiving_before_the_loss():
+    # Replayed everything it received (lag looks small against a 15-minute RPO), but received less than the archive.
+    decision = choose_path("auto", "production", cluster(dead_primary(), standby(replay_age=20, received="0/200100")), 900)
+    assert decision.path == "pitr"
+    assert (f"standby {STANDBY} received WAL only up to 0/200100, but the archive holds segment 000000010000000000000004"
+            in decision.why)
+
+
+def test_while_the_primary_lives_a_usable_standby_streams():
+    decision = choose_path("auto", "production", cluster(live_primary(), standby(status=None)), 900)
+    assert decision.path == "pitr" and "is not streaming from the primary (receiver not running" in decision.why
+    streaming = choose_path("auto", "production", cluster(live_primary(), standby(status="streaming", heard=0.2)), 900)
+    assert streaming.path == "promote_standby"
+
+
+def test_forcing_a_promotion_onto_a_lagging_standby_is_refused_naming_the_lag():
+    with pytest.raises(PreconditionFailed) as err:
+        choose_path("promote_standby", "production", cluster(dead_primary(), standby(replay_age=1200.0)), 900)
+    assert str(err.value).startswith(f"refusing to promote: standby {STANDBY} replay lag 1200.0s exceeds the RPO of 900s")
+    with pytest.raises(PreconditionFailed, match="refusing to promote: no standby is known"):
+        choose_path("promote_standby", "production", cluster(dead_primary()), 900)
+
+
+def test_a_scratch_target_always_restores_from_backups_and_never_promotes():
+    assert choose_path("auto", "scratch", cluster(live_primary(), standby()), 900).path == "pitr"
+    with pytest.raises(PreconditionFailed, match="path promote_standby changes production"):
+        choose_path("promote_standby", "scratch", cluster(live_primary(), standby()), 900)
+
+
+def test_only_an_incident_that_asks_waits_for_a_person():
+    assert needs_approval("incident", "wait") is True
+    assert needs_approval("incident", "auto") is False and needs_approval("drill", "wait") is False
+    with pytest.raises(PreconditionFailed, match="unknown mode 'chaos'"):
+        needs_approval("chaos", "wait")
+
+
+def test_the_approval_shows_the_path_and_its_evidence():
+    assessment = cluster(dead_primary(), standby(replay_age=1200.0))
+    subject, body = approval_request(choose_path("auto", "production", assessment, 900), assessment, "production", "base-1")
+    assert subject == "Postgres failover: pitr (production)"
+    assert "It does not answer." in body and "last replayed commit 1200.0s ago" in body and "base-1" in body
+
+
+def test_an_assessment_lists_the_primary_first_and_survives_xcom():
+    class FakePlatform:
+        def member_addresses(self):
+            return [PRIMARY, STANDBY]
+
+        def member_state(self, address):
+            return dead_primary() if address == PRIMARY else standby()
+
+    assessment = assess(FakePlatform(), newest_archived_segment="000000010000000000000004", wal_segment_size=MB)
+    assert assessment.primary.address == PRIMARY and [m.address for m in assessment.standbys] == [STANDBY]
+    assert Assessment.from_dict(assessment.to_dict()) == assessment
+
+
+@pytest.mark.parametrize(("kwargs", "status"), [
+    ({"started": False, "failures": [], "measures_recovery": True, "rto_met": None, "rpo_met": None}, "aborted"),
+    ({"started": True, "failures": [], "measures_recovery": False, "rto_met": None, "rpo_met": None, "rejected": True}, "aborted"),
+    ({"started": True, "failures": ["x: boom"], "measures_recovery": False, "rto_met": None, "rpo_met": None}, "failed"),
+    ({"started": True, "failures": [], "measures_recovery": True, "rto_met": True, "rpo_met": False}, "failed"),
+    ({"started": True, "failures": [], "measures_recovery": True, "rto_met": True, "rpo_met": None}, "failed"),
+    ({"started": True, "failures": [], "measures_recovery": True, "rto_met": True, "rpo_met": True}, "passed"),
+    ({"started": True, "failures": [], "measures_recovery": False, "rto_met": None, "rpo_met": None}, "passed"),
+])
+def test_the_report_verdict(kwargs, status):
+    assert decide_status(**kwargs) == status
+
+
+def test_errors_say_what_kind_of_failure_they_are():
+    assert error_kind(PreconditionFailed("no")) == "refused"
+    assert error_kind(RecoveryTimedOut("late")) == "timed_out"
+    assert error_kind(WalGapError("gap")) == "recovery_failed"
+    assert error_kind(RuntimeError("?")) == "error"
+
+
+def test_figures_are_rounded_for_people():
+    assert human_seconds(4.4321) == "4.4 s" and human_seconds(1800.2, lower_bound=True) == "at least 1800 s"
+    assert human_seconds(None) == "not measured"
+
+
+def test_quarantined_wal_goes_to_the_archive_once_and_a_conflict_is_named(tmp_path: Path):
+    from rehearsal.postgres.archiving import hand_quarantine_to_archive
+
+    class FakeStore:
+        bucket = "b"
+
+        def __init__(self):
+            self.objects: dict[str, bytes] = {}
+
+        def wal_key(self, name):
+            return f"c/wal/{name}"
+
+        def head(self, key):
+            import hashlib
+
+            data = self.objects.get(key)
+            return None if data is None else {"ContentLength": len(data), "ETag": f'"{hashlib.md5(data).hexdigest()}"'}
+
+        def put_bytes(self, key, data, overwrite=False):
+            assert overwrite is False and key not in self.objects
+            self.objects[key] = data
+
+    (tmp_path / "000000020000000000000005").write_bytes(b"segment")
+    (tmp_path / "00000002.history").write_bytes(b"1\t0/5000000\tno recovery target specified\n")
+    store = FakeStore()
+    assert hand_quarantine_to_archive(tmp_path, store) == ["00000002.history", "000000020000000000000005"]
+    assert hand_quarantine_to_archive(tmp_path, store) == []  # idempotent
+    store.objects["c/wal/000000020000000000000005"] = b"other bytes"
+    with pytest.raises(PreconditionFailed, match="WAL 000000020000000000000005 from .* differs from s3://b/c/wal/"):
+        hand_quarantine_to_archive(tmp_path, store)
