@@ -89,9 +89,9 @@ def alternate(project, baseline, runs: int = RUNS) -> tuple[list[float], list[fl
 
 def sandbox_at(scale: float, name: str) -> Sandbox:
     sb = Sandbox(BENCH_STATE / name)
-    if sb.state and sb.is_up() and sb.state.get("scale") == scale:
+    if sb.exists and sb.is_up() and sb.scale == scale:
         return sb
-    if sb.state:
+    if sb.exists:
         sb.down()
     say(f"bringing up a sandbox at scale {scale} ({name})")
     sb.up(scale=scale)
@@ -105,7 +105,7 @@ def sandbox_at(scale: float, name: str) -> Sandbox:
 
 
 def scratch_cluster(sb: Sandbox, label: str) -> LocalCluster:
-    root = Path(sb.state["runtime"]) / "scratch" / f"bench-{uuid.uuid4().hex[:6]}"
+    root = Path(sb.runtime) / "scratch" / f"bench-{uuid.uuid4().hex[:6]}"
     return LocalCluster(label, root / label, free_port())
 
 
@@ -143,7 +143,7 @@ def bench_logical_restore(sb: Sandbox) -> dict:
     store = sb.store()
     dump_id = store.backup_ids("logical_dump")[-1]
     manifest = store.manifest("logical_dump", dump_id)
-    pw = sb.state["passwords"]["postgres"]
+    pw = sb.passwords["postgres"]
     production = [("127.0.0.1", sb.primary.port)]
 
     def project() -> float:
@@ -564,7 +564,7 @@ def drill_result(name: str, report: dict, sb: Sandbox) -> dict:
     met = report["status"] == "passed" and rto <= 1.2 * tools + 10 and \
         (report["recovery_path"] != "promote_standby" or (rto < 15 and rpo < 1))
     return save(name, rto, tools, DRILL_TARGET, met, measured_rpo_seconds=rpo, report=report["run_id"],
-                mode=report["mode"], recovery_path=report["recovery_path"], runner="dag.test()", scale=sb.state["scale"])
+                mode=report["mode"], recovery_path=report["recovery_path"], runner="dag.test()", scale=sb.scale)
 
 
 def bench_drills(sandboxes: dict[str, Sandbox]) -> list[dict]:
@@ -650,7 +650,7 @@ def bench_scheduler(sb: Sandbox, before_measuring: threading.Thread | None = Non
                               "rpo_seconds": dag_test["measured_rpo_seconds"], "report": dag_test["report"],
                               "concurrent_runs": 1},
                     real_scheduler_over_dag_test=round(rto / dag_test["project_seconds"], 4),
-                    scale=sb.state["scale"]))
+                    scale=sb.scale))
     return out
 
 

@@ -39,7 +39,7 @@ def nothing_lost_nothing_left(sandbox_session, store, originals):
 @pytest.fixture
 def scratch(sandbox):
     """A scratch cluster spec; destroyed after the test whatever happened."""
-    root = Path(sandbox.state["runtime"]) / "scratch" / f"test-{time.time_ns()}"
+    root = Path(sandbox.runtime) / "scratch" / f"test-{time.time_ns()}"
     clusters = []
 
     def make(name: str) -> LocalCluster:

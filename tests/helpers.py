@@ -30,8 +30,8 @@ def server_processes(runtime: str) -> list[str]:
 
 def leftovers(sandbox) -> dict[str, list]:
     """Drill-owned resources that should not exist outside the sandbox's own inventory."""
-    runtime = Path(sandbox.state["runtime"])
-    known_dirs = {str(Path(i["data_dir"])) for i in sandbox.state["clusters"].values()}
+    runtime = Path(sandbox.runtime)
+    known_dirs = {str(Path(i["data_dir"])) for i in sandbox.clusters.values()}
     running = [p for p in server_processes(str(runtime)) if not any(d in p for d in known_dirs)]
     scratch = runtime / "scratch"
     stray = []

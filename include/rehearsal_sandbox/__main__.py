@@ -1,4 +1,5 @@
-"""Sandbox commands: ``python -m rehearsal_sandbox up|down|status|backup``."""
+"""Sandbox commands: ``python -m rehearsal_sandbox up|down|status|backup``, the Airflow beside it, and the bodies
+of its daemons (``run-heartbeat``, ``run-wal-shipper``: what the sandbox starts, not for people)."""
 from __future__ import annotations
 
 import argparse
@@ -6,11 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-import psycopg
-
-from rehearsal import heartbeat
-from rehearsal_sandbox import wal_shipper as wal_shipper_entry
-from rehearsal_sandbox.platform import Sandbox
+from rehearsal_sandbox.sandbox import REGION, Sandbox
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,10 +15,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["up", "down", "status", "backup", "run-heartbeat", "run-wal-shipper",
                                             "airflow-up", "airflow-down", "airflow-status"])
     parser.add_argument("--state-dir", type=Path, default=None)
+    parser.add_argument("--region", default=REGION, help="the region a daemon belongs to (run-*)")
     parser.add_argument("--scale", type=float, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    sandbox = Sandbox(args.state_dir)
+    sandbox = Sandbox(args.state_dir, region=args.region)
     if args.command == "up":
         sandbox.up(scale=args.scale)
         return 0
@@ -36,28 +34,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "status":
         status = sandbox.status()
-        for name, item in status.items():
-            print(f"{'ok  ' if item['ok'] else 'DOWN'} {name:24} {item['detail']}")
+        for name, item in status.items():  # one line per component
+            print(f"{'ok  ' if item['ok'] else 'DOWN'} {name:28} {item['detail']}")
         return 0 if all(i["ok"] for i in status.values()) else 1
     if args.command == "backup":
         print(sandbox.take_backups())
         return 0
     if args.command == "run-wal-shipper":
-        wal_shipper_entry.run(Path(sandbox.state["spool"]), sandbox.store())
+        sandbox.wal_shipping.run()
         return 0
     if args.command == "run-heartbeat":
-        from rehearsal.discovery import resolve
-
-        route53 = sandbox.aws("route53")
-        record = sandbox.discovery()
-        password = sandbox.state["passwords"]["controlplane"]
-
-        def connect(host: str, port: int):
-            return psycopg.connect(host=host, port=port, dbname="controlplane", user="controlplane", password=password,
-                                   connect_timeout=1, autocommit=True, options="-c statement_timeout=2000",
-                                   application_name="heartbeat")
-
-        heartbeat.run_writer(lambda: resolve(route53, record), connect, sandbox.dir / "heartbeat.log")
+        sandbox.heartbeat.run()
         return 0
     return 2
 

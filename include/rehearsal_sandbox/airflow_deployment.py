@@ -18,9 +18,8 @@ from pathlib import Path
 import psutil
 
 from rehearsal.postgres.binaries import REPO_ROOT
-from rehearsal.postgres.cluster import LocalCluster, free_port
-from rehearsal.postgres.connection import Endpoint, connect
-from rehearsal_sandbox.platform import Sandbox, progress
+from rehearsal.postgres.cluster import LocalCluster
+from rehearsal_sandbox.sandbox import Sandbox, progress
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 USERNAME = "admin"
@@ -51,25 +50,13 @@ class LocalAirflow:
 
     # ------------------------------------------------------------------ environment
     def metadata_cluster(self) -> LocalCluster:
-        info = self.sandbox.state["clusters"].get("airflow-meta")
-        if info:
-            return LocalCluster("airflow-meta", Path(info["data_dir"]), int(info["port"]))
-        runtime = Path(self.sandbox.state["runtime"])
-        cluster = LocalCluster("airflow-meta", runtime / "clusters" / "airflow-meta", free_port())
-        progress("creating the Airflow metadata database (PostgreSQL)")
-        cluster.initdb(self.sandbox.state["passwords"]["postgres"])
-        cluster.configure({"max_connections": 200, "shared_buffers": "128MB"})
-        cluster.start()
-        with connect(Endpoint("127.0.0.1", cluster.port, "postgres", "postgres", self.sandbox.state["passwords"]["postgres"])) as conn:
-            conn.execute("CREATE DATABASE airflow")
-        self.sandbox.state["clusters"]["airflow-meta"] = {"data_dir": str(cluster.data_dir), "port": cluster.port,
-                                                          "role": "airflow-metadata"}
-        self.sandbox.save()
-        return cluster
+        """The sandbox's ``airflow_metadata`` component, created on first use."""
+        self.sandbox.airflow_metadata.up()
+        return self.sandbox.airflow_metadata.cluster()
 
     def environment(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         meta = self.metadata_cluster()
-        pw = self.sandbox.state["passwords"]["postgres"]
+        pw = self.sandbox.passwords["postgres"]
         env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
         env.update(self.sandbox.env_vars())
         venv_bin = str(Path(sys.executable).parent)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rehearsal.environment import Environment
 from rehearsal.platform import split_address
-from rehearsal_sandbox.platform import Sandbox
+from rehearsal_sandbox.sandbox import Sandbox
 
 
 class SandboxProvisioner:
@@ -26,15 +26,15 @@ class SandboxProvisioner:
     def adopt_primary(self, address: str, data_dir: str | None) -> list[str]:
         """Record the recovered primary in the inventory (a promoted standby, or a restored copy's data dir)."""
         sb = self._sandbox()
+        db = sb.controlplane_db
         _host, port = split_address(address)
-        if sb.primary.port == port and sb.state["clusters"][sb.state["primary"]]["role"] == "primary":
+        old = db.primary_name
+        if sb.primary.port == port and db.role(old) == "primary":
             return [f"{sb.primary.name} at {address} is already the primary"]
-        old = sb.state["primary"]
-        if sb.state["clusters"][old]["role"] != "lost":
-            sb.state["clusters"][old]["role"] = "lost"  # replaced: it will be destroyed, as a real host would be reimaged
-        known = next((n for n, i in sb.state["clusters"].items() if int(i["port"]) == port), None)
+        db.mark_lost(old)  # replaced: it will be destroyed, as a real host would be reimaged
+        known = db.named_at(port)
         if known is not None:
-            sb.adopt_primary(known, port, sb.state["clusters"][known]["data_dir"])
+            sb.adopt_primary(known, port, db.clusters()[known]["data_dir"])
             return [f"recorded {known} at {address} as the primary; the old primary {old} is gone"]
         if not data_dir:
             raise ValueError(f"{address} is not in the sandbox's inventory and no data directory was given")
@@ -51,7 +51,7 @@ class SandboxProvisioner:
         return [f"new streaming standby {standby.name} at 127.0.0.1:{standby.port}"]
 
     def inventory_data_dirs(self) -> set[str]:
-        return {str(i["data_dir"]) for i in self._sandbox().state["clusters"].values()}
+        return {str(i["data_dir"]) for i in self._sandbox().clusters.values()}
 
     # ------------------------------------------------------------------ drills only
     def kill_primary(self, address: str, lose_disks: bool = True) -> dict:

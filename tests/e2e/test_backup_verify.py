@@ -89,8 +89,8 @@ def test_sandbox_down_then_up_then_dr_backup_verify_passes(sandbox_session, airf
     Last in this module: it rebuilds the session's sandbox (new ports, passwords and backups), and reloads
     the env file, so the fixtures of later tests (which re-read the sandbox) see the new one."""
     sb = sandbox_session
-    sb.state = Sandbox(sb.dir).state  # drills change the topology: down() must see today's clusters
-    runtime = Path(sb.state["runtime"])
+    sb.reload()  # drills change the topology: down() must see today's clusters
+    runtime = sb.runtime
     sb.down()
     shutil.rmtree(runtime / "scratch", ignore_errors=True)
     sb.up(scale=float(os.environ["SANDBOX_SCALE"]), archive_timeout=5)

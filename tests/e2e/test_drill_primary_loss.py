@@ -88,7 +88,7 @@ def test_killing_the_primary_and_restoring_from_backups_loses_at_most_the_archiv
     assert_complete(report, "disruptive", "pitr")
     # Unarchived WAL is lost with the primary: bounded by archive_timeout, plus the shipper's poll (0.2 s)
     # and the archiver's wake-up.
-    assert report["measured_rpo_seconds"] <= platform.state["archive_timeout"] + 1.0
+    assert report["measured_rpo_seconds"] <= platform.archive_timeout + 1.0
     assert report["evidence"]["restored_lsn"]
     now = Sandbox(platform.dir)
     with connect(now.endpoint(now.standby, "admin").with_(dbname="postgres")) as conn:

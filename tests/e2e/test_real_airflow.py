@@ -66,7 +66,7 @@ def test_a_disruptive_drill_through_the_rest_api_passes_and_its_missed_deadline_
     # The scheduler marked the deadline missed, the triggerer ran the callback, the breach row exists.
     sandbox = Sandbox(sandbox_session.dir)
     meta = deployment.metadata_cluster()
-    pw = sandbox.state["passwords"]["postgres"]
+    pw = sandbox.passwords["postgres"]
     deadline = time.monotonic() + 60
     breach = missed = None
     while time.monotonic() < deadline and not (breach and missed):
@@ -110,7 +110,7 @@ def test_the_sandbox_passwords_never_appear_in_logs_reports_or_results(deploymen
     import os
 
     sandbox = Sandbox(sandbox_session.dir)
-    secrets = list(sandbox.state["passwords"].values())
+    secrets = list(sandbox.passwords.values())
     places = list(deployment.home.rglob("*.log"))
     places += list(Path(json.loads(os.environ["AIRFLOW_VAR_REHEARSAL_ENVIRONMENT"])["reports_dir"]).rglob("*.*"))
     assert len(places) > 5

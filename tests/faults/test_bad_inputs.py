@@ -139,7 +139,7 @@ def test_a_backup_older_than_its_rpo_is_named(store):
 
 def test_a_restore_onto_the_production_address_is_refused(sandbox, store):
     production = sandbox.primary
-    dest = LocalCluster("would-clobber", Path(sandbox.state["runtime"]) / "scratch" / "never" / "x", production.port)
+    dest = LocalCluster("would-clobber", Path(sandbox.runtime) / "scratch" / "never" / "x", production.port)
     with pytest.raises(PreconditionFailed) as err:
         restore_pitr(store, RecoveryTarget(), dest, [("127.0.0.1", production.port)])
     assert str(err.value) == (f"restore target 127.0.0.1:{production.port} is the production control-plane database; "
@@ -163,7 +163,7 @@ def test_a_restored_schema_version_that_differs_from_the_expected_one_is_named(s
     from rehearsal.postgres.validate import validate_controlplane
 
     dest = scratch("schema-drift")
-    result = restore_logical(store, None, dest, sandbox.state["passwords"]["postgres"], [("127.0.0.1", sandbox.primary.port)])
+    result = restore_logical(store, None, dest, sandbox.passwords["postgres"], [("127.0.0.1", sandbox.primary.port)])
     admin = sandbox.endpoint(sandbox.primary, "admin").with_(port=result.port)
     with connect(admin) as conn:
         conn.execute("INSERT INTO schema_migrations (version) VALUES ('20261201_0006_unreleased')")

@@ -63,7 +63,7 @@ def test_a_failure_at_any_step_is_reported_and_torn_down(platform, monkeypatch, 
 
 
 def test_a_restore_killed_mid_way_then_retried_converges(platform, tmp_path):
-    runtime = Path(platform.state["runtime"])
+    runtime = Path(platform.runtime)
     script = tmp_path / "restore.py"
     script.write_text(f"""
 import sys

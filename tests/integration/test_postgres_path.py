@@ -73,7 +73,7 @@ def test_pitr_to_a_time_lands_between_two_markers_and_cannot_archive_into_produc
         new_segment = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()[0]
         conn.execute("INSERT INTO pitr_marker (name) VALUES ('on-the-copy')")
         conn.execute("SELECT pg_switch_wal()")
-    assert sandbox.state["spool"] not in command and "quarantine" in command
+    assert str(sandbox.spool) not in command and "quarantine" in command
     # Nor does it run production's logical replication apply workers or preloaded background workers.
     with connect(admin) as conn:
         shown = {name: conn.execute(f"SHOW {name}").fetchone()[0]
@@ -102,7 +102,7 @@ def test_a_retried_restore_converges(sandbox, store, scratch):
 
 def test_logical_restore_row_counts_match_the_manifest(sandbox, store, scratch):
     dest = scratch("logical")
-    result = restore_logical(store, None, dest, sandbox.state["passwords"]["postgres"], [("127.0.0.1", sandbox.primary.port)])
+    result = restore_logical(store, None, dest, sandbox.passwords["postgres"], [("127.0.0.1", sandbox.primary.port)])
     manifest = store.manifest("logical_dump", result.backup_id)
     admin = sandbox.endpoint(sandbox.primary, "admin").with_(port=result.port)
     checks = validate_controlplane(admin, manifest.schema_version, manifest.row_counts, count_tolerance=0.0)

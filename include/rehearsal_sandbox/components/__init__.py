@@ -1,0 +1,29 @@
+"""The sandbox's components, one module each, in the order ``Sandbox.up()`` starts them (``down()`` reverses it).
+
+Each is one part of one region (``Component`` in ``base``): ``up()``, ``down()``, ``status()``, and its own slice of
+``state.json`` (``regions.<region>.<name>``). A new part of the platform (a control-plane service, hosts, volumes)
+is a new module here and a line in ``COMPONENTS``; a second region is the same components under another region name.
+"""
+from __future__ import annotations
+
+from rehearsal_sandbox.components.airflow_metadata import AirflowMetadataDb
+from rehearsal_sandbox.components.aws_endpoint import AwsEndpoint
+from rehearsal_sandbox.components.base import Component, DaemonComponent
+from rehearsal_sandbox.components.controlplane_db import ControlPlaneDb
+from rehearsal_sandbox.components.discovery import ServiceDiscovery
+from rehearsal_sandbox.components.heartbeat import Heartbeat
+from rehearsal_sandbox.components.results_db import ResultsDb
+from rehearsal_sandbox.components.wal_shipping import WalShipping
+
+COMPONENTS: tuple[type[Component], ...] = (
+    AwsEndpoint,        # moto server and the backup bucket: everything below uses it
+    ResultsDb,          # the results database
+    WalShipping,        # the spool and its shipper, before the primary archives into it
+    ControlPlaneDb,     # primary, seed, streaming standby, first backups
+    ServiceDiscovery,   # the hosted zone; the records point at the primary and list the standbys
+    Heartbeat,          # writes through discovery: last
+    AirflowMetadataDb,  # on demand (make airflow)
+)
+
+__all__ = ["COMPONENTS", "AirflowMetadataDb", "AwsEndpoint", "Component", "ControlPlaneDb", "DaemonComponent", "Heartbeat",
+           "ResultsDb", "ServiceDiscovery", "WalShipping"]
