@@ -11,31 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from rehearsal.postgres.cluster import free_port
 from rehearsal.postgres.connection import Endpoint, connect
-from rehearsal_sandbox.airflow_deployment import USERNAME, LocalAirflow
 from rehearsal_sandbox.platform import Sandbox
-from tests.airflow_api import AirflowApi
 from tests.helpers import leftovers
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.e2e]
 DRILL = "dr_drill_postgres_primary_loss"
-
-
-@pytest.fixture(scope="module")
-def deployment(sandbox_session):
-    airflow = LocalAirflow(Sandbox(sandbox_session.dir), port=free_port())
-    airflow.up(extra_env={"REHEARSAL_RTO_OVERRIDE": "control_plane_api=3s"})
-    yield airflow
-    airflow.down()
-
-
-@pytest.fixture(scope="module")
-def api(deployment) -> AirflowApi:
-    client = AirflowApi(deployment.url, USERNAME, deployment.password)
-    for dag_id in ("dr_drill_postgres_primary_loss", "dr_backup_freshness", "dr_backup_verify", "dr_backup_postgres"):
-        client.wait_for_dag(dag_id)
-    return client
 
 
 def parse(ts: str) -> datetime:

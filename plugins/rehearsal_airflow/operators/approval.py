@@ -2,8 +2,8 @@
 
 With ``mode=incident`` and ``approve=wait`` the task asks (Airflow's human-in-the-loop: the UI's Required Actions
 page, the REST API, or ``make run`` on the terminal) with the chosen path and its evidence, and waits without a
-worker slot. Approve: the runbook goes on. Reject: every later step is skipped, nothing is changed, and the
-report says who rejected it. ``approve=auto`` and ``mode=drill`` never wait; the record says what approved.
+worker slot. Approve: the runbook goes on. Reject: every later step of the runbook is skipped (the report still
+runs), nothing is changed, and the report says who rejected it. ``approve=auto`` and ``mode=drill`` never wait; the record says what approved.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOperator
 from airflow.sdk import Context
 
 from rehearsal.runbooks.postgres_failover import Assessment, Decision, approval_request, needs_approval
@@ -49,7 +49,7 @@ class RecoveryApprovalOperator(ApprovalOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         started = now_iso()
-        result = super().execute_complete(context, event)
+        result = HITLOperator.execute_complete(self, context, event)  # validates the answer; skips nothing
         chosen = result["chosen_options"][0]
         by = result.get("responded_by_user") or {}
         who = by.get("name") or by.get("id") or "unknown"
@@ -60,6 +60,15 @@ class RecoveryApprovalOperator(ApprovalOperator):
                   "detail": detail}
         self._record(context, started, "success", detail)
         context["ti"].xcom_push(key=APPROVAL_KEY, value=record)
+        # A task resumed after waiting for input does not push its return value by itself (Airflow 3.3): later
+        # steps take this record as ``approve.output``.
+        context["ti"].xcom_push(key="return_value", value=record)
+        if not approved:
+            # Skip the runbook's next steps (the rest follow by their trigger rules), never what reports the run.
+            group = self.task_id.rpartition(".")[0]
+            steps = [t for t in context["task"].get_direct_relatives(upstream=False)
+                     if not t.is_teardown and (not group or t.task_id.startswith(group + "."))]
+            self.skip(ti=context["ti"], tasks=steps)
         return record
 
     def _record(self, context: Context, started: str, status: str, detail: str) -> None:

@@ -1,0 +1,30 @@
+"""A real Airflow (api-server, scheduler, dag-processor, triggerer; LocalExecutor, PostgreSQL metadata DB) beside
+the session's sandbox, started once for every module that drives it through the REST API. It runs with a
+drill-only RTO override of 3 s, so every run misses its Deadline Alert and the breach path is exercised."""
+from __future__ import annotations
+
+import pytest
+
+from rehearsal.postgres.cluster import free_port
+from rehearsal_sandbox.airflow_deployment import USERNAME, LocalAirflow
+from rehearsal_sandbox.platform import Sandbox
+from tests.airflow_api import AirflowApi
+
+DAG_IDS = ("dr_drill_postgres_primary_loss", "dr_runbook_postgres_failover", "dr_backup_freshness", "dr_backup_verify",
+           "dr_backup_postgres")
+
+
+@pytest.fixture(scope="session")
+def deployment(sandbox_session):
+    airflow = LocalAirflow(Sandbox(sandbox_session.dir), port=free_port())
+    airflow.up(extra_env={"REHEARSAL_RTO_OVERRIDE": "control_plane_api=3s"})
+    yield airflow
+    airflow.down()
+
+
+@pytest.fixture(scope="session")
+def api(deployment) -> AirflowApi:
+    client = AirflowApi(deployment.url, USERNAME, deployment.password)
+    for dag_id in DAG_IDS:
+        client.wait_for_dag(dag_id)
+    return client
