@@ -93,7 +93,7 @@ class RecoveryMeasurement:
 def measure_recovery(acks: Iterable[Ack], fault_at: float, recovered_endpoint: str,
                      surviving: Callable[[list[int]], set[int]], window_seconds: float,
                      first_ack: Ack | None = None, fault_effective_at: float | None = None,
-                     lineage: str | None = None) -> RecoveryMeasurement:
+                     lineage: str | None = None, max_silence: float = 5.0) -> RecoveryMeasurement:
     """RTO and RPO from acknowledged heartbeats and the rows present on the recovered primary.
 
     RTO = first acknowledged write on the recovered primary - ``fault_at``.
@@ -111,7 +111,10 @@ def measure_recovery(acks: Iterable[Ack], fault_at: float, recovered_endpoint: s
     :param fault_effective_at: when the fault had taken effect (the kill returned); writes acknowledged until
         then were acknowledged by the lost primary and count as before the fault
     :param lineage: the lost primary's lineage (``LINEAGE_SQL``); only its writes are evidence. Writes of other
-        lineages (another database, or a timeline abandoned in an earlier failover) are ignored and counted.
+        lineages (another database, or a timeline abandoned in an earlier failover) are ignored and counted. A write
+        of this lineage never marks the recovery (the recovered primary writes a new timeline).
+    :param max_silence: a writer silent for longer than this before the fault saw too little to bound the loss:
+        the RPO is then a lower bound (at least the silence), never a clean 0
     :raises EvidenceError: the first acknowledged write on the recovered primary predates the fault
     """
     acks = sorted(acks, key=lambda a: a.acked_at)
@@ -119,7 +122,8 @@ def measure_recovery(acks: Iterable[Ack], fault_at: float, recovered_endpoint: s
     window_start = fault_at - window_seconds
     in_window = [a for a in acks if window_start <= a.acked_at <= cut]
     before = [a for a in in_window if lineage is None or a.lineage == lineage]
-    after = [a for a in acks if a.acked_at > cut and a.endpoint == recovered_endpoint]
+    after = [a for a in acks if a.acked_at > cut and a.endpoint == recovered_endpoint
+             and (lineage is None or a.lineage != lineage)]
     first_after = first_ack or (after[0] if after else None)
     if first_after is not None and first_after.acked_at < fault_at:
         raise EvidenceError(f"the first acknowledged write on the recovered primary {first_after.endpoint} "
@@ -129,6 +133,8 @@ def measure_recovery(acks: Iterable[Ack], fault_at: float, recovered_endpoint: s
     missing = [a for a in before if a.seq not in present]
     kept = [a for a in before if a.seq in present]
     rpo, lower_bound = lost_span(before, present, window_start)
+    if before and cut - before[-1].acked_at > max_silence:
+        rpo, lower_bound = max(rpo or 0.0, cut - before[-1].acked_at), True
     return RecoveryMeasurement(
         fault_at=fault_at, last_ack_before_fault=before[-1] if before else None, first_ack_after_recovery=first_after,
         rto_seconds=(first_after.acked_at - fault_at) if first_after else None, rpo_seconds=rpo,

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from rehearsal.discovery import DiscoveryRecord, point_at, resolve, resolve_all
 from rehearsal.errors import PreconditionFailed
 from rehearsal.heartbeat import LINEAGE_SQL
-from rehearsal.postgres.connection import Endpoint, accepts_writes, connect
+from rehearsal.postgres.connection import Endpoint, accepts_writes, commits_writes, connect
 from rehearsal.postgres.failover import StandbyState, probe_standby
 
 log = logging.getLogger(__name__)
@@ -187,7 +187,7 @@ class ConnectionPlatform:
         except psycopg.Error as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             return FenceResult(address, False, False, f"{address} unreachable, so it accepts no writes from here: {first}")
-        if _accepts_a_write(endpoint):
+        if commits_writes(endpoint)[0]:
             raise PreconditionFailed(f"fencing {address} failed: it still commits writes after "
                                      "default_transaction_read_only was set and its sessions were ended")
         return FenceResult(address, True, True, f"{address} fenced: read-only for new transactions, "
@@ -206,18 +206,6 @@ def _lineage(endpoint: Endpoint) -> str | None:
             return conn.execute(LINEAGE_SQL).fetchone()[0]
     except Exception:  # noqa: BLE001 - the lineage is evidence, not a precondition
         return None
-
-
-def _accepts_a_write(endpoint: Endpoint) -> bool:
-    """Whether a fresh session can still commit a write (a temporary table costs nothing durable)."""
-    import psycopg
-
-    try:
-        with connect(endpoint, connect_timeout=2, statement_timeout_ms=5000) as conn:
-            conn.execute("CREATE TEMPORARY TABLE rehearsal_fence_probe (x int)")
-        return True
-    except psycopg.Error:
-        return False
 
 
 def load_provisioner(spec: str | None, **kwargs: Any) -> Provisioner | None:

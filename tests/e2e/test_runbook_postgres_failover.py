@@ -124,3 +124,19 @@ def test_an_incident_approved_through_the_api_completes(api, sandbox_session):
         assert report["runbook"]["approved_by"] not in (None, "approve=auto")
     finally:  # a scratch copy is left for inspection by design; the test removes it
         destroy_run_area(Path(environment()["scratch_root"]) / run_key(RUNBOOK, run_id))
+
+
+def test_a_primary_that_still_answers_is_fenced_before_the_standby_is_promoted(platform):
+    """A planned failover (or a degraded primary): fenced first (read-only, sessions ended, checked), then the
+    standby promoted, clients switched, and redundancy rebuilt by the sandbox's provisioner."""
+    old, standby = f"127.0.0.1:{platform.primary.port}", f"127.0.0.1:{platform.standby.port}"
+    dag_run = run_dag(RUNBOOK, {"mode": "incident", "approve": "auto", "path": "promote_standby"})
+    report = report_of(dag_run)
+    steps = {s["name"].removeprefix(f"{GROUP}."): s for s in report["steps"]}
+    assert str(dag_run.state) == "success", report.get("failure")
+    assert steps["fence_old_primary"]["detail"].startswith(f"{old} fenced: read-only for new transactions, ")
+    assert report["recovery_path"] == "promote_standby" and report["evidence"]["recovered_address"] == standby
+    assert "new streaming standby" in steps["rebuild_redundancy"]["detail"]
+    now = Sandbox(platform.dir)
+    assert f"127.0.0.1:{now.primary.port}" == standby and now.standby is not None
+    assert resolve(now.aws("route53"), now.discovery()) == ("127.0.0.1", now.primary.port)

@@ -120,3 +120,18 @@ def test_a_first_acknowledgement_before_the_fault_is_rejected_by_name():
         measure_recovery(acks, 110.2, NEW, lambda seqs: set(seqs), WINDOW, first_ack=Ack(-1, 109.7, NEW))
     assert str(err.value) == (f"the first acknowledged write on the recovered primary {NEW} (seq -1 at 109.700) "
                               "predates the fault at 110.200 by 0.500s: it cannot mark the end of the outage")
+
+
+def test_a_write_of_the_lost_primarys_history_never_marks_the_recovery_even_at_the_same_address():
+    acks = acks_every(100.0, 110.5, 0.5, OLD, 1)  # the lost primary kept acknowledging until the kill at 110.6
+    late = Ack(99, 110.55, OLD, LINEAGE)  # same address (a VIP, say), same lineage: still the lost primary
+    recovered = Ack(200, 114.0, OLD, "7400000000000000001/4")
+    m = measure_recovery(acks + [late, recovered], 110.0, OLD, lambda seqs: set(seqs), WINDOW, fault_effective_at=110.6,
+                         lineage=LINEAGE)
+    assert m.first_ack_after_recovery == recovered and m.rto_seconds == pytest.approx(4.0)
+
+
+def test_a_writer_silent_before_the_fault_cannot_report_a_clean_rpo():
+    acks = acks_every(100.0, 104.0, 0.5, OLD, 1)  # the writer hung 6 s before the fault: all it wrote survived
+    m = measure_recovery(acks, 110.0, NEW, lambda seqs: set(seqs), WINDOW, lineage=LINEAGE)
+    assert m.rpo_is_lower_bound and m.rpo_seconds == pytest.approx(6.0)

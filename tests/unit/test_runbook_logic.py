@@ -158,3 +158,33 @@ def test_quarantined_wal_goes_to_the_archive_once_and_a_conflict_is_named(tmp_pa
     store.objects["c/wal/000000020000000000000005"] = b"other bytes"
     with pytest.raises(PreconditionFailed, match="WAL 000000020000000000000005 from .* differs from s3://b/c/wal/"):
         hand_quarantine_to_archive(tmp_path, store)
+
+
+def test_a_late_runbook_run_does_not_turn_a_standby_that_had_everything_into_an_unusable_one():
+    # The standby replayed until the primary's last write; the runbook runs an hour later.
+    assessment = cluster(dead_primary(), standby(replay_age=3600.4))
+    assessment.assessed_at = 10_000.0
+    assessment.primary_last_seen = 10_000.0 - 3600.0
+    decision = choose_path("auto", "production", assessment, 900)
+    assert decision.path == "promote_standby"
+    assessment.primary_last_seen = 10_000.0 - 1000.0  # but it stopped replaying 2600 s before the last write
+    assert "replay lag 2600.4s exceeds the RPO of 900s" in choose_path("auto", "production", assessment, 900).why
+
+
+def test_a_restore_into_production_needs_something_to_host_it():
+    assessment = cluster(dead_primary(), standby(replay_age=1200.0))
+    with pytest.raises(PreconditionFailed, match="no recovery path: standby unusable: .*needs a provisioner"):
+        choose_path("auto", "production", assessment, 900, can_restore_into_production=False)
+    assert choose_path("auto", "scratch", assessment, 900, can_restore_into_production=False).path == "pitr"
+
+
+def test_two_members_accepting_writes_are_refused_before_anything_else():
+    class SplitBrain:
+        def member_addresses(self):
+            return [PRIMARY, STANDBY]
+
+        def member_state(self, address):
+            return MemberState(address, True, "primary", "accepts writes")
+
+    with pytest.raises(PreconditionFailed, match="accept.s. writes besides 10.0.0.1:5432, where discovery points: two primaries"):
+        assess(SplitBrain())

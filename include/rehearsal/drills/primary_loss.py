@@ -57,12 +57,13 @@ def wait_for_loss(probe: Callable[[], tuple[bool, str]], timeout: float, interva
     raise PreconditionFailed(f"primary still accepts writes {timeout:.0f}s after the fault: loss not detected")
 
 
-def wait_for_first_ack(log_path: Path, since: float, endpoint: str, timeout: float) -> Ack:
-    """The first acknowledged heartbeat on ``endpoint`` after ``since``: clients followed the switch."""
+def wait_for_first_ack(log_path: Path, since: float, endpoint: str, timeout: float, not_lineage: str | None = None) -> Ack:
+    """The first acknowledged heartbeat on ``endpoint`` after ``since`` (and not of the lost primary's lineage
+    ``not_lineage``, whatever its address): clients followed the switch."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for ack in read_acks(log_path, since=since):
-            if ack.endpoint == endpoint:
+            if ack.endpoint == endpoint and (not_lineage is None or ack.lineage != not_lineage):
                 return ack
         time.sleep(0.1)
     raise EvidenceError(f"no acknowledged heartbeat on {endpoint} within {timeout:.0f}s after the fault: "

@@ -79,8 +79,10 @@ def reenable_archiving(admin: Endpoint, archive_command: str | None, store: Back
         if archive_command is not None and archive_command != current:
             conn.execute("ALTER SYSTEM SET archive_command = " + _literal(archive_command))
             changed.append("archive_command")
-        for setting in PRODUCTION_RESETS:  # restart-only ones (shared_preload_libraries) apply at the next restart
-            conn.execute(f"ALTER SYSTEM RESET {setting}")
+        if quarantine is not None:  # only a restored copy was neutralized; a promoted standby keeps its settings
+            for setting in PRODUCTION_RESETS:  # restart-only ones (shared_preload_libraries) apply at the next restart
+                conn.execute(f"ALTER SYSTEM RESET {setting}")
+            changed += list(PRODUCTION_RESETS)
         conn.execute("SELECT pg_reload_conf()")
         mode = conn.execute("SHOW archive_mode").fetchone()[0]
         if mode == "off":

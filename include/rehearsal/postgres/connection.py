@@ -74,3 +74,17 @@ def accepts_writes(endpoint: Endpoint, timeout: int = 2) -> tuple[bool, str]:
     if row and row[0]:
         return False, "in recovery (read-only standby)"
     return True, "accepts writes"
+
+
+def commits_writes(endpoint: Endpoint, timeout: int = 2) -> tuple[bool, str]:
+    """Whether a new session can still commit a write there (a temporary table costs nothing durable): false for
+    a standby, a fenced primary (read-only by default), or a server that does not answer."""
+    import psycopg
+
+    try:
+        with connect(endpoint, connect_timeout=timeout, statement_timeout_ms=timeout * 1000) as conn:
+            conn.execute("CREATE TEMPORARY TABLE rehearsal_write_probe (x int)")
+        return True, "commits writes"
+    except psycopg.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return False, first

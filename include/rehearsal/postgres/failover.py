@@ -5,7 +5,7 @@ import time
 from dataclasses import dataclass
 
 from rehearsal.errors import PreconditionFailed
-from rehearsal.postgres.connection import Endpoint, accepts_writes, connect
+from rehearsal.postgres.connection import Endpoint, commits_writes, connect
 
 RECEIVER_TIMEOUT_SECONDS = 10.0  # a streaming receiver hears from the primary far more often (keepalives, WAL)
 
@@ -69,7 +69,7 @@ def promotion_limitation(old_primary: Endpoint | None, standby: Endpoint, max_la
     import psycopg
 
     if old_primary is not None:
-        writable, _ = accepts_writes(old_primary)
+        writable, _ = commits_writes(old_primary)  # a fenced primary answers, but commits nothing
         if writable:
             return (f"old primary {old_primary.address()} still accepts writes and has not been fenced; "
                     "promoting now would split the brain")

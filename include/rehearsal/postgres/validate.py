@@ -14,11 +14,13 @@ from rehearsal.postgres.connection import Endpoint, connect
 
 def validate_controlplane(endpoint: Endpoint, expected_schema_version: str, expected_counts: dict[str, int] | None = None,
                           count_tolerance: float = 0.01, tables: tuple[str, ...] = CRITICAL_TABLES,
-                          run_amcheck: bool = True, workers: int = 2) -> CheckSet:
+                          run_amcheck: bool = True, workers: int = 2, schema_rule: str = "exact") -> CheckSet:
     """Schema version, basic reads, row counts against the backup manifest, amcheck of btree indexes.
 
     :param endpoint: a superuser endpoint of the database to validate
-    :param count_tolerance: relative difference allowed between restored and manifest row counts
+    :param count_tolerance: how far below the manifest's row count a table may be (more rows is growth, not loss)
+    :param schema_rule: ``exact`` (a restore test: the backup's version) or ``at_least`` (a failover: the database
+        may be newer than its last backup)
     """
     import psycopg
 
@@ -32,8 +34,9 @@ def validate_controlplane(endpoint: Endpoint, expected_schema_version: str, expe
         checks.add("connect", True, endpoint.describe())
         try:
             version = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()[0]
-            checks.add("schema_version", version == expected_schema_version,
-                       f"schema_migrations at {version}, expected {expected_schema_version}")
+            ok = version == expected_schema_version if schema_rule == "exact" else (version or "") >= expected_schema_version
+            checks.add("schema_version", ok, f"schema_migrations at {version}, expected "
+                                             f"{'' if schema_rule == 'exact' else 'at least '}{expected_schema_version}")
         except psycopg.Error as exc:
             checks.add("schema_version", False, f"cannot read schema_migrations: {exc}".strip())
         amcheck_ready = run_amcheck and _amcheck_available(conn, checks)
@@ -84,7 +87,7 @@ def _check_table(endpoint: Endpoint, table: str, expected_counts: dict[str, int]
         if expected_counts and table in expected_counts:
             expected = expected_counts[table]
             drift = abs(count - expected) / max(expected, 1)
-            reads.append((f"row_count:{table}", drift <= count_tolerance,
+            reads.append((f"row_count:{table}", count >= expected * (1 - count_tolerance),
                           f"{count} rows, backup manifest says {expected} (drift {drift:.2%}, tolerance {count_tolerance:.0%})"))
         if not amcheck:
             return reads, []

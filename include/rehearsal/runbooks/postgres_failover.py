@@ -30,6 +30,7 @@ class Assessment:
     wal_segment_size: int = DEFAULT_SEGMENT_SIZE
     newest_base_backup: str | None = None
     assessed_at: float = 0.0
+    primary_last_seen: float | None = None  # newest evidence of the primary writing: archived WAL, heartbeat acks
 
     @property
     def primary_accepts_writes(self) -> bool:
@@ -53,13 +54,18 @@ class Assessment:
 
 
 def assess(platform: Platform, newest_archived_segment: str | None = None, wal_segment_size: int | None = None,
-           newest_base_backup: str | None = None) -> Assessment:
+           newest_base_backup: str | None = None, primary_last_seen: float | None = None) -> Assessment:
+    """:raises PreconditionFailed: another member than the one discovery points at also accepts writes"""
     addresses = platform.member_addresses()
     members = [platform.member_state(a) for a in addresses]
+    others = [m.address for m in members[1:] if m.role == "primary"]
+    if others:
+        raise PreconditionFailed(f"{', '.join(others)} accept(s) writes besides {members[0].address}, where discovery points: "
+                                 "two primaries; resolve that by hand before any failover")
     return Assessment(primary=members[0], standbys=[m for m in members[1:] if m.role in ("standby", "unreachable")],
                       newest_archived_segment=newest_archived_segment,
                       wal_segment_size=wal_segment_size or DEFAULT_SEGMENT_SIZE,
-                      newest_base_backup=newest_base_backup, assessed_at=time.time())
+                      newest_base_backup=newest_base_backup, assessed_at=time.time(), primary_last_seen=primary_last_seen)
 
 
 def standby_usability(member: MemberState, assessment: Assessment, max_lag_seconds: float) -> str | None:
@@ -71,9 +77,19 @@ def standby_usability(member: MemberState, assessment: Assessment, max_lag_secon
     if member.role != "standby" or member.standby is None:
         return f"standby {member.address} is {member.role}: {member.detail}"
     state = member.standby_state()
-    reason = standby_limitation(state, max_lag_seconds, primary_alive=assessment.primary_accepts_writes)
-    if reason:
-        return reason
+    if not assessment.primary_accepts_writes and assessment.primary_last_seen and state.replay_age is not None:
+        # The primary is gone: what a promotion loses is what it committed after the standby's last replayed commit,
+        # up to when it was last seen writing. Measured from then, not from now, so a late runbook run does not
+        # turn a standby that had everything into an unusable one.
+        last_replayed = assessment.assessed_at - state.replay_age
+        lag = max(0.0, assessment.primary_last_seen - last_replayed)
+        if lag > max_lag_seconds:
+            return (f"standby {member.address} replay lag {lag:.1f}s exceeds the RPO of {max_lag_seconds:g}s (its last "
+                    f"replayed commit is {lag:.1f}s older than the primary's last write seen; {state.describe()})")
+    else:
+        reason = standby_limitation(state, max_lag_seconds, primary_alive=assessment.primary_accepts_writes)
+        if reason:
+            return reason
     newest = parse_segment_name(assessment.newest_archived_segment or "", assessment.wal_segment_size)
     received = state.received_lsn or state.replayed_lsn
     if newest and received:
@@ -95,11 +111,15 @@ class Decision:
         return asdict(self)
 
 
-def choose_path(requested: str, target: str, assessment: Assessment, max_lag_seconds: float) -> Decision:
+def choose_path(requested: str, target: str, assessment: Assessment, max_lag_seconds: float,
+                can_restore_into_production: bool = True) -> Decision:
     """auto promotes a usable standby and otherwise restores from backups; a forced promotion onto an unusable
     standby, or with no standby, is refused naming why.
 
-    :raises PreconditionFailed: unknown inputs, or ``promote_standby`` that would be unsafe
+    :param can_restore_into_production: a provisioner can place a restored cluster where clients reach it (a copy
+        on the worker can serve only a scratch target)
+    :raises PreconditionFailed: unknown inputs, ``promote_standby`` that would be unsafe, or a restore into
+        production nothing can host (before anything is touched)
     """
     if requested not in PATHS:
         raise PreconditionFailed(f"unknown path {requested!r}: use one of {', '.join(PATHS)}")
@@ -112,7 +132,11 @@ def choose_path(requested: str, target: str, assessment: Assessment, max_lag_sec
         return Decision("pitr", "target scratch: a copy is restored from backups; production is not touched")
     limitations = {m.address: standby_usability(m, assessment, max_lag_seconds) for m in assessment.standbys}
     usable = [a for a, why in limitations.items() if why is None]
+    no_host = ("a restore into production needs a provisioner that puts the restored cluster where clients reach it "
+               "(the environment names none); restore a copy with target=scratch, or promote a standby")
     if requested == "pitr":
+        if not can_restore_into_production:
+            raise PreconditionFailed(f"refusing to restore: {no_host}")
         return Decision("pitr", "requested", limitations=limitations)
     if requested == "promote_standby":
         if not limitations:
@@ -123,9 +147,11 @@ def choose_path(requested: str, target: str, assessment: Assessment, max_lag_sec
         return Decision("promote_standby", "requested; " + _usable_why(usable[0], assessment), usable[0], limitations)
     if usable:
         return Decision("promote_standby", _usable_why(usable[0], assessment), usable[0], limitations)
-    if not limitations:
-        return Decision("pitr", "no standby is known: restore from the base backup and the archived WAL")
-    return Decision("pitr", "standby unusable: " + "; ".join(limitations.values()), limitations=limitations)
+    why = ("no standby is known: restore from the base backup and the archived WAL" if not limitations
+           else "standby unusable: " + "; ".join(limitations.values()))
+    if not can_restore_into_production:
+        raise PreconditionFailed(f"no recovery path: {why}; and {no_host}")
+    return Decision("pitr", why, limitations=limitations)
 
 
 def _usable_why(address: str, assessment: Assessment) -> str:

@@ -119,13 +119,15 @@ class RestoreDrillEnvironmentOperator(DrillStepOperator):
         created: list[str] = []
         keep: set[str] = set()
         provisioner = load_provisioner(env.provisioner, environment=env)
-        if guard.get("mode") == "disruptive":
-            results.release_drill_lock(results_endpoint(), env.name, context["dag"].dag_id, context["run_id"])
-            if provisioner is not None and env.drill_environment:
+        try:
+            if guard.get("mode") == "disruptive" and provisioner is not None and env.drill_environment:
                 created += provisioner.restore_environment()
-        if provisioner is not None and hasattr(provisioner, "inventory_data_dirs"):
-            keep = provisioner.inventory_data_dirs()
-        cleaned = destroy_run_area(Path(env.scratch_root) / key_of(context), keep) if env.scratch_root else []
+            if provisioner is not None and hasattr(provisioner, "inventory_data_dirs"):
+                keep = provisioner.inventory_data_dirs()
+            cleaned = destroy_run_area(Path(env.scratch_root) / key_of(context), keep) if env.scratch_root else []
+        finally:  # only once the environment is whole may the next disruptive drill start
+            if guard.get("mode") == "disruptive":
+                results.release_drill_lock(results_endpoint(), env.name, context["dag"].dag_id, context["run_id"])
         return {"resources_cleaned": cleaned, "resources_created": created,
                 "detail": f"cleaned {len(cleaned)} resource(s)" + ("; environment whole again: " + "; ".join(created)
                                                                    if created else "")}

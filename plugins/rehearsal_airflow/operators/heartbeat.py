@@ -41,7 +41,9 @@ class MeasureRecoveryOperator(ControlPlaneMixin, DrillStepOperator):
         if self.target == "scratch":
             first = probe_write(platform.app_endpoint(address))
         else:
-            first = wait_for_first_ack(env.heartbeat_path(), self.fault["fault_at"], address, self.first_ack_timeout)
+            since = self.fault.get("killed_at") or self.fault["fault_at"]
+            first = wait_for_first_ack(env.heartbeat_path(), since, address, self.first_ack_timeout,
+                                       not_lineage=self.guard.get("lineage"))
         target = load_catalog().target(self.component)
         window = evidence_window(target.rpo.total_seconds())
         acks = read_acks(env.heartbeat_path(), since=self.fault["fault_at"] - window)

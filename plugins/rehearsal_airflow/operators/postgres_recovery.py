@@ -7,6 +7,7 @@ environment must be a drill environment.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -52,19 +53,38 @@ class AssessClusterOperator(ControlPlaneMixin, DrillStepOperator):
         store = BackupStoreHook(env.backup_bucket, env.backup_cluster, self.aws_conn_id).store
         from rehearsal.backups.verification import list_archive
 
-        listing = list_archive(store)
-        newest = max(listing.segments) if listing.segments else None
-        ids = store.backup_ids("base_backup")
-        manifest = store.manifest("base_backup", ids[-1]) if ids else None
-        assessment = assess(self.controlplane.platform(), newest_archived_segment=newest,
+        platform = self.controlplane.platform()
+        newest = manifest = last_seen = None
+        archive_note = ""
+        try:  # the archive informs the choice; an unreadable one must not block promoting a healthy standby
+            listing = list_archive(store)
+            newest = max(listing.segments) if listing.segments else None
+            last_seen = listing.newest_modified.timestamp() if listing.newest_modified else None
+            ids = store.backup_ids("base_backup")
+            manifest = store.manifest("base_backup", ids[-1]) if ids else None
+        except Exception as exc:  # noqa: BLE001 - recorded in the assessment's detail
+            archive_note = f"; the archive could not be read ({type(exc).__name__}: {exc})"
+        last_seen = max(filter(None, [last_seen, _last_ack_on(env, platform.primary_address())]), default=None)
+        assessment = assess(platform, newest_archived_segment=newest,
                             wal_segment_size=manifest.wal_segment_size if manifest else None,
-                            newest_base_backup=manifest.backup_id if manifest else None)
+                            newest_base_backup=manifest.backup_id if manifest else None, primary_last_seen=last_seen)
         out = assessment.to_dict()
-        out["detail"] = assessment.describe()
+        out["detail"] = assessment.describe() + archive_note
         return out
 
 
-class ChooseRecoveryPathOperator(DrillStepOperator):
+def _last_ack_on(env, address: str) -> float | None:
+    """The newest heartbeat the primary acknowledged, when the environment keeps a heartbeat log."""
+    from rehearsal.heartbeat import read_acks
+
+    path = env.heartbeat_path()
+    if path is None or not path.exists():
+        return None
+    acks = [a.acked_at for a in read_acks(path, since=time.time() - 86400) if a.endpoint == address]
+    return max(acks) if acks else None
+
+
+class ChooseRecoveryPathOperator(ControlPlaneMixin, DrillStepOperator):
     """auto promotes a usable standby (streaming when the primary lives, replay within the RPO, not behind the
     archive), else PITR from backups; a forced promotion onto an unusable standby is refused naming its lag."""
 
@@ -80,7 +100,13 @@ class ChooseRecoveryPathOperator(DrillStepOperator):
 
     def run_step(self, context: Context) -> dict:
         rpo = load_catalog().target(self.component).rpo.total_seconds()
-        decision = choose_path(self.path, self.target, Assessment.from_dict(_plain(self.assessment)), rpo)
+        if self.target == "production" and getattr(self.controlplane.platform(), "primary_record", True) is None:
+            raise PreconditionFailed("the control-plane connection names no discovery record: clients could not be "
+                                     "switched to a new primary; add discovery_zone_id and discovery_record to its extra, "
+                                     "or restore a copy with target=scratch")
+        provisioner = current_environment().provisioner
+        decision = choose_path(self.path, self.target, Assessment.from_dict(_plain(self.assessment)), rpo,
+                               can_restore_into_production=provisioner not in (None, "", "none"))
         out = decision.to_dict()
         out["detail"] = f"{decision.path}: {decision.why}"
         return out
@@ -146,9 +172,10 @@ class RecoverPostgresOperator(ControlPlaneMixin, DrillStepOperator):
 
         platform = self.controlplane.platform()
         old = Assessment.from_dict(_plain(self.assessment)).primary.address
-        rpo = load_catalog().target(self.component).rpo.total_seconds()
-        outcome = promote(platform.admin_endpoint(decision.standby), platform.admin_endpoint(old), max_lag_seconds=rpo,
-                          timeout=self.promote_timeout)
+        # The lag was judged when the path was chosen, against the primary's last write; here only the old primary
+        # is checked again (a fenced one answers but commits nothing).
+        outcome = promote(platform.admin_endpoint(decision.standby), platform.admin_endpoint(old),
+                          max_lag_seconds=float("inf"), timeout=self.promote_timeout)
         detail = (f"promoted {decision.standby} in {outcome['seconds']:.1f}s (timeline {outcome.get('timeline')})"
                   if outcome["promoted"] else f"{decision.standby} was already primary")
         return {**outcome, "method": "promote_standby", "address": decision.standby, "cluster": None, "data_dir": None,

@@ -60,7 +60,8 @@ def postgres_failover(*, mode: str, path: str = "auto", target: str = "productio
         recover = RecoverPostgresOperator(task_id="recover_database", decision=choose.output, assessment=assess.output,
                                           recovery_target=recovery_target, archived_before=archived_before,
                                           component=component, trigger_rule="none_failed_min_one_success", **IDEMPOTENT)
-        validate = PostgresValidateOperator(task_id="validate_recovered_database", recovery=recover.output, **IDEMPOTENT)
+        validate = PostgresValidateOperator(task_id="validate_recovered_database", recovery=recover.output,
+                                            schema_rule="at_least", count_tolerance=0.05, **IDEMPOTENT)
         archiving = ReenableWalArchivingOperator(task_id="reenable_wal_archiving", recovery=recover.output, target=target,
                                                  **IDEMPOTENT)
         switch = ServiceDiscoverySwitchOperator(task_id="switch_service_discovery", recovery=recover.output, target=target,
