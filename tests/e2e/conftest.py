@@ -17,7 +17,9 @@ DAG_IDS = ("dr_drill_postgres_primary_loss", "dr_runbook_postgres_failover", "dr
 @pytest.fixture(scope="session")
 def deployment(sandbox_session):
     airflow = LocalAirflow(Sandbox(sandbox_session.dir), port=free_port())
-    airflow.up(extra_env={"REHEARSAL_RTO_OVERRIDE": "control_plane_api=3s"})
+    # Deferrable operators on: the long waits (a PITR's catch-up, clients reaching a new primary) run in the real
+    # triggerer, as on a real deployment.
+    airflow.up(extra_env={"REHEARSAL_RTO_OVERRIDE": "control_plane_api=3s", "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": "True"})
     yield airflow
     airflow.down()
 

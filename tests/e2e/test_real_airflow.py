@@ -70,6 +70,14 @@ def test_a_disruptive_drill_through_the_rest_api_passes_and_its_missed_deadline_
     assert leftovers(Sandbox(sandbox_session.dir)) == {"processes": [], "scratch": []}
 
 
+def test_long_waits_ran_in_the_real_triggerer(api, deployment):
+    """With deferrable operators on, the drills above waited in the triggerer, not in a worker slot."""
+    log = (deployment.home / "triggerer.log").read_text(errors="replace")
+    assert "ClientsFollowedTrigger" in log  # the disruptive drill: clients reaching the promoted standby
+    task_logs = "".join(p.read_text(errors="replace") for p in (deployment.home / "logs").rglob("*confirm_clients_followed*/*.log"))
+    assert "Pausing task as deferred" in task_logs or "deferred" in task_logs.lower()
+
+
 def test_two_drills_at_once_both_pass_without_colliding(api, sandbox_session):
     runs = [api.trigger(DRILL, {"mode": "non_disruptive"}) for _ in range(2)]
     finished = [api.wait_for_run(DRILL, r) for r in runs]

@@ -247,7 +247,8 @@ def begin_pitr(store: BackupStore, target: RecoveryTarget, dest: LocalCluster, p
     return {"target_kind": target.kind, "target": target.value or "latest", "backup_id": manifest.backup_id,
             "wal_segment_size": manifest.wal_segment_size, "continuity": asdict(continuity), "staged": staged,
             "timings": timings, "neutralized": {k: str(v) for k, v in neutralized.items()}, "wal_dir": str(wal_dir),
-            "started_monotonic": time.monotonic(), "t0_monotonic": t0,
+            # Wall-clock stamps: a deferred restore completes in another process, maybe on another worker.
+            "started_at_unix": time.time(), "began_at_unix": time.time() - (time.monotonic() - t0),
             "archived_before": archived_before.isoformat() if archived_before else None}
 
 
@@ -264,9 +265,9 @@ def recovery_finished(dest: LocalCluster) -> bool:
 def complete_pitr(dest: LocalCluster, plan: dict) -> RestoreResult:
     """After recovery ended: where it got to, whether it reached the end of the archive, the recorded result."""
     timings = dict(plan["timings"])
-    now = time.monotonic()
-    timings["replay_and_promote"] = now - plan["started_monotonic"]
-    timings["total"] = now - plan["t0_monotonic"]
+    now = time.time()
+    timings["replay_and_promote"] = now - plan["started_at_unix"]
+    timings["total"] = now - plan["began_at_unix"]
     shutil.rmtree(plan["wal_dir"], ignore_errors=True)
     lsn, tli, replayed = _position(dest)
     continuity = ContinuityResult(**plan["continuity"])

@@ -176,7 +176,8 @@ def approval_request(decision: Decision, assessment: Assessment, target: str, ba
     lines = [f"**Chosen path:** `{decision.path}`: {decision.why}", "",
              f"**Old primary** {primary.address}: {primary.role} ({primary.detail}). "
              + ("It will be fenced (read-only, sessions ended) before anything is promoted."
-                if primary.reachable else "It does not answer."), ""]
+                if primary.reachable else "It does not answer from here: if it may still serve clients on the other side "
+                                          "of a partition, stop it before you approve (this runbook cannot fence it)."), ""]
     for member in assessment.standbys:
         state = member.standby_state()
         lag = "n/a" if state is None or state.replay_age is None else f"{state.replay_age:.1f}s"
