@@ -51,10 +51,15 @@ def ensure_sandbox() -> None:
     from rehearsal_sandbox.platform import Sandbox, read_env_file
 
     sandbox = Sandbox()
-    if not sandbox.is_up():
+    if not sandbox.exists:
         say(f"bringing the sandbox up (SANDBOX_SCALE={os.environ.get('SANDBOX_SCALE', '1')})")
         with contextlib.redirect_stdout(PROGRESS.stream or sys.stdout):  # its [sandbox] lines are progress too
             sandbox.up()
+    else:
+        # A sandbox with a dead member is what a runbook is for: use it as it is, never rebuild it underneath.
+        down = [f"{name} ({item['detail']})" for name, item in sandbox.status().items() if not item["ok"]]
+        if down:
+            say("the sandbox is not whole: " + "; ".join(down) + " (`make sandbox-down sandbox-up` rebuilds it)")
     os.environ.update(read_env_file(sandbox.dir / "env"))
 
 
