@@ -11,6 +11,19 @@ from pathlib import Path
 from rehearsal.postgres.cluster import LocalCluster
 
 
+def run_cluster(run_dir: Path, name: str) -> LocalCluster:
+    """The cluster ``name`` of a run: the same one a crashed earlier try created (same port, from its marker), or a
+    new one on a free port, its marker written first so a crash leaves a trace the teardown finds."""
+    from rehearsal.postgres.cluster import free_port
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir.chmod(0o755)
+    marker = run_dir / f"{name}.port"
+    if not marker.exists():
+        marker.write_text(str(free_port()))
+    return LocalCluster(name=name, data_dir=run_dir / name, port=int(marker.read_text()))
+
+
 def run_clusters(run_dir: Path) -> list[LocalCluster]:
     """The clusters a run's markers name (whether or not they still exist)."""
     if not run_dir.exists():

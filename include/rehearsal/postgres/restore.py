@@ -53,6 +53,16 @@ class RecoveryTarget:
         return cls("time", moment.isoformat())
 
 
+def archive_cutoff(text: str | None) -> datetime | None:
+    """``archived_before`` as given to a restore (an ISO time with timezone, or empty for none)."""
+    if text in (None, "", "None"):
+        return None
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise PreconditionFailed(f"archived_before {text!r} needs a timezone")
+    return moment.astimezone(UTC)
+
+
 @dataclass
 class RestoreResult:
     method: str

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -182,28 +182,21 @@ class RecoverPostgresOperator(ControlPlaneMixin, DrillStepOperator):
                 "quarantine": None, "detail": detail}
 
     def _destination(self, context: Context):
-        from rehearsal.postgres.cluster import LocalCluster, free_port
+        from rehearsal.scratch import run_cluster
 
         env = current_environment()
         if not env.scratch_root:
             raise PreconditionFailed("the rehearsal_environment Variable sets no scratch_root for restored clusters")
-        run_dir = Path(env.scratch_root) / key_of(context)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        run_dir.chmod(0o755)
-        name = f"{key_of(context)}-pitr"
-        marker = run_dir / f"{name}.port"  # written first: a crash leaves a trace the teardown finds
-        if not marker.exists():
-            marker.write_text(str(free_port()))
-        return LocalCluster(name=name, data_dir=run_dir / name, port=int(marker.read_text()))
+        return run_cluster(Path(env.scratch_root) / key_of(context), f"{key_of(context)}-pitr")
 
     def _restore(self, context: Context) -> dict:
-        from rehearsal.postgres.restore import RecoveryTarget, begin_pitr, restore_pitr
+        from rehearsal.postgres.restore import RecoveryTarget, archive_cutoff, begin_pitr, restore_pitr
 
         env = current_environment()
         store = BackupStoreHook(env.backup_bucket, env.backup_cluster, self.aws_conn_id).store
         dest = self._destination(context)
         production = [tuple(_split(self.controlplane.platform().primary_address()))]
-        target, cutoff = RecoveryTarget.parse(self.recovery_target), _moment(self.archived_before)
+        target, cutoff = RecoveryTarget.parse(self.recovery_target), archive_cutoff(self.archived_before)
         if not self.deferrable:
             return _restored(restore_pitr(store, target, dest, production, timeout=self.wait_timeout, archived_before=cutoff), dest)
         plan = begin_pitr(store, target, dest, production, timeout=self.wait_timeout, archived_before=cutoff)
@@ -254,11 +247,3 @@ def _split(address: str) -> tuple[str, int]:
 
     return split_address(address)
 
-
-def _moment(text: str | None) -> datetime | None:
-    if text in (None, "", "None"):
-        return None
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        raise PreconditionFailed(f"archived_before {text!r} needs a timezone")
-    return moment.astimezone(UTC)

@@ -12,8 +12,8 @@ from pathlib import Path
 from airflow.sdk import Context
 
 from rehearsal.errors import PreconditionFailed
-from rehearsal.postgres.cluster import LocalCluster, free_port
-from rehearsal.postgres.restore import RecoveryTarget, restore_logical, restore_pitr
+from rehearsal.postgres.restore import RecoveryTarget, archive_cutoff, restore_logical, restore_pitr
+from rehearsal.scratch import run_cluster
 from rehearsal_airflow.environment import current_environment
 from rehearsal_airflow.hooks.backup_store import BackupStoreHook
 from rehearsal_airflow.operators.base import ControlPlaneMixin, DrillStepOperator, key_of
@@ -66,11 +66,11 @@ class PostgresRestoreOperator(ControlPlaneMixin, DrillStepOperator):
             raise PreconditionFailed("the rehearsal_environment Variable sets no scratch_root for restored clusters")
         store = BackupStoreHook(env.backup_bucket, env.backup_cluster, self.aws_conn_id).store
         run_dir = Path(env.scratch_root) / key_of(context)
-        dest = _existing_or_new(run_dir, name)
+        dest = run_cluster(run_dir, name)
         production = [self.controlplane.current_address()]
         if self.method == "pitr":
             result = restore_pitr(store, RecoveryTarget.parse(self.target), dest, production, timeout=self.wait_timeout,
-                                  archived_before=_moment(self.archived_before))
+                                  archived_before=archive_cutoff(self.archived_before))
         else:
             admin = self.controlplane.endpoint()
             result = restore_logical(store, self.backup_id, dest, admin.password, production, jobs=self.jobs)
@@ -131,24 +131,3 @@ class PostgresRestoreOperator(ControlPlaneMixin, DrillStepOperator):
                                      f"{self.source_db_instance_identifier} ({created[0].isoformat() if created else 'none'})")
         return moment
 
-
-def _moment(text: str | None) -> datetime | None:
-    if text in (None, "", "None"):
-        return None
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        raise PreconditionFailed(f"archived_before {text!r} needs a timezone")
-    return moment
-
-
-def _existing_or_new(run_dir: Path, name: str) -> LocalCluster:
-    """The same cluster a crashed earlier try created (same port), or a new one on a free port."""
-    marker = run_dir / f"{name}.port"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    run_dir.chmod(0o755)
-    if marker.exists():
-        port = int(marker.read_text())
-    else:
-        port = free_port()
-        marker.write_text(str(port))
-    return LocalCluster(name=name, data_dir=run_dir / name, port=port)
