@@ -87,7 +87,7 @@ def test_the_approval_shows_the_path_and_its_evidence():
     assessment = cluster(dead_primary(), standby(replay_age=1200.0))
     subject, body = approval_request(choose_path("auto", "production", assessment, 900), assessment, "production", "base-1")
     assert subject == "Postgres failover: pitr (production)"
-    assert "It does not answer." in body and "last replayed commit 1200.0s ago" in body and "base-1" in body
+    assert "It does not answer from here" in body and "last replayed commit 1200.0s ago" in body and "base-1" in body
 
 
 def test_an_assessment_lists_the_primary_first_and_survives_xcom():
