@@ -551,8 +551,9 @@ def tool_seconds(report: dict) -> float:
         return (datetime.fromisoformat(s["finished_at"]) - datetime.fromisoformat(s["started_at"])).total_seconds()
 
     timings = report["evidence"].get("restore_timings") or {}
-    recovery = timings.get("total") if report["recovery_path"] == "pitr" else dur("promote_standby")
-    return float(recovery or 0) + dur("validate_recovered_database")
+    runbook = report.get("runbook", {}).get("group", "postgres_failover")  # the runbook's steps run as a task group
+    recovery = timings.get("total") if report["recovery_path"] == "pitr" else dur(f"{runbook}.recover_database")
+    return float(recovery or 0) + dur(f"{runbook}.validate_recovered_database")
 
 
 DRILL_TARGET = "RTO <= 1.2x tool time + 10 s; promote: RTO < 15 s, RPO < 1 s"
