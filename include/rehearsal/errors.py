@@ -49,9 +49,6 @@ class PreconditionFailed(RehearsalError):
     kind = "refused"
 
 
-Refused = PreconditionFailed
-
-
 class RecoveryTimedOut(RehearsalError):
     """A wait on outside state ran out mid-recovery; the message says what is half done."""
 

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -217,15 +215,3 @@ def load_provisioner(spec: str | None, **kwargs: Any) -> Provisioner | None:
         raise PreconditionFailed(f"provisioner {spec!r} is not 'module:Class' (or 'none')")
     cls = getattr(importlib.import_module(module_name), class_name)
     return cls(**kwargs)
-
-
-def wait_until(check: Callable[[], Any], timeout: float, interval: float = 0.2) -> Any:
-    """Call ``check`` until it returns something truthy (returned), or None at the timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            return None
-        time.sleep(interval)

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import psutil
 
 from rehearsal.postgres.binaries import REPO_ROOT
-from rehearsal.postgres.cluster import LocalCluster, port_is_listening
+from rehearsal.postgres.cluster import LocalCluster, free_port, port_is_listening
+from rehearsal.postgres.connection import Endpoint, connect
 
 if TYPE_CHECKING:
     from rehearsal_sandbox.sandbox import Sandbox
@@ -68,6 +69,60 @@ class Component:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.region}/{self.name}>"
+
+
+class ClusterComponent(Component):
+    """A component that is one PostgreSQL cluster holding one database of ours.
+
+    Slice: ``{"cluster": {"name", "data_dir", "port", "role"}}``, recorded before the cluster is created, so a
+    failed start is still torn down."""
+
+    cluster_name: ClassVar[str]
+    database: ClassVar[str]
+    role: ClassVar[str]
+    settings: ClassVar[dict[str, object]] = {}
+
+    def cluster(self) -> LocalCluster:
+        record = self.state["cluster"]
+        return cluster_of(record["name"], record)
+
+    def clusters(self) -> dict[str, dict]:
+        """Its cluster in the inventory's form, ``{name: {data_dir, port, role}}``."""
+        if "cluster" not in self.state:
+            return {}
+        record = dict(self.state["cluster"])
+        return {record.pop("name"): record}
+
+    def endpoint(self) -> Endpoint:
+        return Endpoint("127.0.0.1", self.cluster().port, self.database, "postgres", self.sandbox.passwords["postgres"])
+
+    def up(self) -> None:
+        """The cluster and its database, unless it exists already."""
+        if "cluster" in self.state:
+            return
+        progress(f"creating the {self.role.replace('-', ' ')} database")
+        cluster = LocalCluster(self.cluster_name, self.sandbox.runtime / "clusters" / self.cluster_name, free_port())
+        self.state["cluster"] = {"name": self.cluster_name, **cluster_record(cluster, self.role)}
+        self.sandbox.save()
+        password = self.sandbox.passwords["postgres"]
+        cluster.initdb(password)
+        if self.settings:
+            cluster.configure(dict(self.settings))
+        cluster.start()
+        with connect(Endpoint("127.0.0.1", cluster.port, "postgres", "postgres", password)) as conn:
+            conn.execute(f"CREATE DATABASE {self.database}")
+        self.sandbox.save()
+
+    def status(self) -> dict[str, dict]:
+        if "cluster" not in self.state:
+            return {} if self.on_demand else {self.name: ok(False, "no cluster")}  # on demand: not asked for yet
+        running, detail = cluster_status(self.cluster())
+        return {self.name: ok(running, f"{detail}, data {self.cluster().data_dir}")}
+
+    def down(self) -> None:
+        if "cluster" in self.state:
+            self.cluster().destroy()
+            del self.state["cluster"]
 
 
 class DaemonComponent(Component):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
-from rehearsal.discovery import DiscoveryRecord, point_at, resolve, resolve_all
+from rehearsal.discovery import DiscoveryRecord, point_at, resolve
 
 
 class Route53DiscoveryHook(AwsBaseHook):
@@ -15,9 +15,6 @@ class Route53DiscoveryHook(AwsBaseHook):
 
     def resolve(self, record: DiscoveryRecord) -> tuple[str, int]:
         return resolve(self.get_conn(), record)
-
-    def resolve_all(self, record: DiscoveryRecord) -> list[tuple[str, int]]:
-        return resolve_all(self.get_conn(), record)
 
     def point_at(self, record: DiscoveryRecord, host: str, port: int) -> bool:
         return point_at(self.get_conn(), record, host, port)

@@ -15,7 +15,7 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOper
 from airflow.sdk import Context
 
 from rehearsal.runbooks.postgres_failover import Assessment, Decision, approval_request, needs_approval
-from rehearsal_airflow.operators.base import STEP_KEY, now_iso
+from rehearsal_airflow.operators.base import now_iso, push_step
 
 APPROVAL_KEY = "approval"
 
@@ -39,12 +39,12 @@ class RecoveryApprovalOperator(ApprovalOperator):
         if not needs_approval(self.mode, self.approve):
             who = "mode drill: drills never wait" if self.mode == "drill" else "approve=auto"
             record = {"approved": True, "approved_by": who, "at": started, "detail": f"approved automatically ({who})"}
-            self._record(context, started, "success", record["detail"])
+            push_step(context, self.task_id, started, "success", record["detail"])
             return record
         decision = Decision(**{k: v for k, v in self.decision.items() if k != "detail"})
         assessment = Assessment.from_dict({k: v for k, v in self.assessment.items() if k != "detail"})
         self.subject, self.body = approval_request(decision, assessment, self.target, assessment.newest_base_backup)
-        self._record(context, started, "awaiting_input", f"waiting for a person: {self.subject}")
+        push_step(context, self.task_id, started, "awaiting_input", f"waiting for a person: {self.subject}")
         return super().execute(context)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
@@ -58,7 +58,7 @@ class RecoveryApprovalOperator(ApprovalOperator):
                   f"rejected by {who}: the recovery was not started and nothing was changed")
         record = {"approved": approved, "approved_by" if approved else "rejected_by": who, "at": str(result["responded_at"]),
                   "detail": detail}
-        self._record(context, started, "success", detail)
+        push_step(context, self.task_id, started, "success", detail)
         context["ti"].xcom_push(key=APPROVAL_KEY, value=record)
         # A task resumed after waiting for input does not push its return value by itself (Airflow 3.3): later
         # steps take this record as ``approve.output``.
@@ -70,7 +70,3 @@ class RecoveryApprovalOperator(ApprovalOperator):
                      if not t.is_teardown and (not group or t.task_id.startswith(group + "."))]
             self.skip(ti=context["ti"], tasks=steps)
         return record
-
-    def _record(self, context: Context, started: str, status: str, detail: str) -> None:
-        context["ti"].xcom_push(key=STEP_KEY, value={"name": self.task_id, "started_at": started, "finished_at": now_iso(),
-                                                     "status": status, "detail": detail, "kind": None})

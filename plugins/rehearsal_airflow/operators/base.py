@@ -56,22 +56,17 @@ class DrillStepOperator(BaseOperator):
             detail, kind = f"{type(exc).__name__}: {exc}", error_kind(exc)
             raise
         finally:
-            context["ti"].xcom_push(key=STEP_KEY, value={"name": self.task_id, "started_at": started,
-                                                         "finished_at": now_iso(), "status": status, "detail": detail,
-                                                         "kind": kind})
+            push_step(context, self.task_id, started, status, detail, kind)
+
+
+def push_step(context: Context, name: str, started: str, status: str, detail: str, kind: str | None = None) -> None:
+    """The step's record for the report (XCom ``step``)."""
+    context["ti"].xcom_push(key=STEP_KEY, value={"name": name, "started_at": started, "finished_at": now_iso(),
+                                                 "status": status, "detail": detail, "kind": kind})
 
 
 def key_of(context: Context) -> str:
     return run_key(context["dag"].dag_id, context["run_id"])
-
-
-def pull_first(context: Context, task_ids: list[str], key: str = "return_value") -> Any:
-    """The first non-empty XCom among ``task_ids`` (e.g. whichever recovery path ran)."""
-    for task_id in task_ids:
-        value = context["ti"].xcom_pull(task_ids=task_id, key=key)
-        if value:
-            return value
-    return None
 
 
 class ControlPlaneMixin:

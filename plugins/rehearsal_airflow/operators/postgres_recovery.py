@@ -22,8 +22,7 @@ from rehearsal.runbooks.postgres_failover import MODES, Assessment, Decision, as
 from rehearsal_airflow.environment import current_environment
 from rehearsal_airflow.hooks.backup_store import BackupStoreHook
 from rehearsal_airflow.operators.base import ControlPlaneMixin, DrillStepOperator, key_of
-
-RESTORE_POOL = "restores"  # caps concurrent restores; created by `make airflow` and the test fixtures
+from rehearsal_airflow.operators.postgres_restore import RESTORE_POOL
 
 
 def _deferrable_default() -> bool:
