@@ -22,6 +22,8 @@ class Environment:
     archive_timeout_seconds: float | None = None
     archive_command: str | None = None  # production's archive_command, given back to a restored copy that becomes primary
     provisioner: str | None = None  # "module:Class" of the platform's Provisioner, or "none"
+    probe_log: str | None = None  # the blackbox prober's rounds (data-plane and API availability), JSON lines
+    load_log: str | None = None  # the synthetic load's attempted writes and their acknowledgements, JSON lines
 
     @classmethod
     def from_mapping(cls, data: dict | None) -> Environment:

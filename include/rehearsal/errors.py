@@ -9,6 +9,7 @@ The kinds, as the report records them for every failed step:
 - ``verification_failed``: named checks failed (backup verification, restore validation).
 - ``measurement_failed``: the evidence cannot support a measurement.
 - ``drill_failed``: a drill ran but missed a target or a step failed.
+- ``aborted``: a drill's stop condition tripped; it stopped and rolled back.
 """
 from __future__ import annotations
 
@@ -81,6 +82,12 @@ class DrillFailed(RehearsalError):
     """A drill ran and failed: a step failed or a target was missed (the report says which)."""
 
     kind = "drill_failed"
+
+
+class DrillAborted(RehearsalError):
+    """A drill's stop condition tripped (production health crossed a threshold): it stopped and rolled back."""
+
+    kind = "aborted"
 
 
 def error_kind(exc: BaseException) -> str:

@@ -25,6 +25,7 @@ CREATE TABLE IF NOT EXISTS rto_breaches (
     detail jsonb NOT NULL);
 CREATE TABLE IF NOT EXISTS drill_locks (
     environment text PRIMARY KEY, dag_id text NOT NULL, run_id text NOT NULL, acquired_at timestamptz NOT NULL DEFAULT now());
+ALTER TABLE drill_locks ADD COLUMN IF NOT EXISTS abort_reason text;
 """
 
 
@@ -135,6 +136,23 @@ def release_drill_lock(endpoint: Endpoint, environment: str, dag_id: str, run_id
     with connect(endpoint) as conn:
         return conn.execute("DELETE FROM drill_locks WHERE environment = %s AND dag_id = %s AND run_id = %s",
                             (environment, dag_id, run_id)).rowcount == 1
+
+
+def abort_drill(endpoint: Endpoint, environment: str, dag_id: str, run_id: str, reason: str) -> bool:
+    """A stop condition tripped: the drill holding the lock is to stop (its next steps refuse, naming ``reason``)."""
+    ensure_schema(endpoint)
+    with connect(endpoint) as conn:
+        return conn.execute("UPDATE drill_locks SET abort_reason = %s WHERE environment = %s AND dag_id = %s AND run_id = %s",
+                            (reason, environment, dag_id, run_id)).rowcount == 1
+
+
+def drill_abort_reason(endpoint: Endpoint, dag_id: str, run_id: str) -> str | None:
+    """Why this drill run was told to stop, or None."""
+    ensure_schema(endpoint)
+    with connect(endpoint, connect_timeout=2) as conn:
+        row = conn.execute("SELECT abort_reason FROM drill_locks WHERE dag_id = %s AND run_id = %s AND abort_reason IS NOT NULL",
+                           (dag_id, run_id)).fetchone()
+    return row[0] if row else None
 
 
 def break_drill_lock(endpoint: Endpoint, environment: str) -> DrillLock | None:

@@ -184,7 +184,7 @@ def stage_wal(store: BackupStore, manifest: BackupManifest, staging: Path, listi
 
 def restore_pitr(store: BackupStore, target: RecoveryTarget, dest: LocalCluster,
                  production: list[tuple[str, int]], timeout: float = 3600,
-                 archived_before: datetime | None = None) -> RestoreResult:
+                 archived_before: datetime | None = None, backup_id: str | None = None) -> RestoreResult:
     """Base backup + archived WAL to ``target`` into a new cluster ``dest``, promoted at the target.
 
     :param archived_before: use only what the archive held at this moment (base backups and WAL stored before
@@ -192,7 +192,7 @@ def restore_pitr(store: BackupStore, target: RecoveryTarget, dest: LocalCluster,
     :raises WalGapError: (before any cluster starts) the archive lacks a segment replay to ``latest`` needs;
         (after) replay stopped before the newest archived segment
     """
-    started = begin_pitr(store, target, dest, production, timeout, archived_before)
+    started = begin_pitr(store, target, dest, production, timeout, archived_before, backup_id)
     if isinstance(started, RestoreResult):
         return started
     _wait_promoted(dest, Endpoint("127.0.0.1", dest.port, "postgres", "postgres"), timeout)
@@ -200,10 +200,14 @@ def restore_pitr(store: BackupStore, target: RecoveryTarget, dest: LocalCluster,
 
 
 def begin_pitr(store: BackupStore, target: RecoveryTarget, dest: LocalCluster, production: list[tuple[str, int]],
-               timeout: float = 3600, archived_before: datetime | None = None) -> dict | RestoreResult:
+               timeout: float = 3600, archived_before: datetime | None = None,
+               backup_id: str | None = None) -> dict | RestoreResult:
     """Everything up to starting the copy in recovery: choose the backup, check the archive, fetch, stage,
     neutralize, start. Returns the plan ``complete_pitr`` needs once recovery has ended (a finished earlier
-    restore is returned as it is)."""
+    restore is returned as it is).
+
+    :param backup_id: restore from this base backup (it must still precede the target); default: the newest
+        that does"""
     refuse_production_target(dest, production)
     reused = _reuse_finished(dest, "pitr")
     if reused:
@@ -211,6 +215,10 @@ def begin_pitr(store: BackupStore, target: RecoveryTarget, dest: LocalCluster, p
     timings: dict[str, float] = {}
     t0 = time.monotonic()
     ids = store.backup_ids("base_backup", stored_before=archived_before)
+    if backup_id:
+        if backup_id not in ids:
+            raise PreconditionFailed(f"base backup {backup_id} is not in the store (or was stored after the cut-off)")
+        ids = [backup_id]
     manifests = [store.manifest("base_backup", i) for i in ids]
     manifest = choose_base_backup(manifests, target)
     listing = list_archive(store, stored_before=archived_before)

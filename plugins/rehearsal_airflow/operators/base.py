@@ -12,7 +12,7 @@ from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowSkipException, TaskDeferred
 
 from rehearsal.drills.primary_loss import run_key
-from rehearsal.errors import error_kind
+from rehearsal.errors import DrillAborted, error_kind
 
 if TYPE_CHECKING:
     from rehearsal_airflow.hooks.controlplane_db import ControlPlaneDbHook
@@ -35,8 +35,29 @@ class DrillStepOperator(BaseOperator):
     def describe(self, result: Any) -> str:
         return result.get("detail", "") if isinstance(result, dict) else ""
 
+    # A drill's frame (its teardown and report) runs after a stop condition; only its other steps stop.
+    runs_after_abort: bool = False
+
     def execute(self, context: Context) -> Any:
-        return self.execute_resumed(context, lambda: self.run_step(context))
+        return self.execute_resumed(context, lambda: self._refuse_if_aborted(context) or self.run_step(context))
+
+    def _refuse_if_aborted(self, context: Context) -> None:
+        """A drill whose stop condition tripped runs no further step (the kill switch); runbooks and scenarios
+        triggered on their own are never stopped this way."""
+        dag_id = context["dag"].dag_id
+        if self.runs_after_abort or not dag_id.startswith("dr_drill_"):
+            return None
+        from rehearsal import results
+        from rehearsal_airflow.hooks.results_db import results_endpoint
+
+        try:
+            reason = results.drill_abort_reason(results_endpoint(), dag_id, context["run_id"])
+        except Exception as exc:  # noqa: BLE001 - the results database down must not stop a drill step
+            log.warning("could not read the drill's stop flag: %s", exc)
+            return None
+        if reason:
+            raise DrillAborted(f"drill aborted by its stop condition, step not run: {reason}")
+        return None
 
     def execute_resumed(self, context: Context, step: Callable[[], Any]) -> Any:
         """Run ``step`` (``run_step``, or the method a deferred step resumes in) and record it."""

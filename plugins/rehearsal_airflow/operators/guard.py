@@ -31,8 +31,13 @@ class DrillGuardOperator(ControlPlaneMixin, DrillStepOperator):
 
     template_fields: Sequence[str] = ("mode", "path")
 
-    def __init__(self, *, mode: str, path: str, scenario: str, component: str = "control_plane_api", **kwargs) -> None:
+    def __init__(self, *, mode: str, path: str, scenario: str, component: str = "control_plane_api",
+                 fault: str = "kill_primary", refuse_non_disruptive: str | None = None, **kwargs) -> None:
+        """:param fault: the provisioner method the drill's fault needs (``kill_primary``, ``kill_services``, ...)
+        :param refuse_non_disruptive: why this drill has no meaningful non-disruptive variant (then it refuses it)"""
         super().__init__(**kwargs)
+        self.fault = fault
+        self.refuse_non_disruptive = refuse_non_disruptive
         self.mode = mode
         self.path = path
         self.scenario = scenario
@@ -40,12 +45,15 @@ class DrillGuardOperator(ControlPlaneMixin, DrillStepOperator):
 
     def run_step(self, context: Context) -> dict:
         check_params(self.mode, self.path)
+        if self.mode == "non_disruptive" and self.refuse_non_disruptive:
+            raise PreconditionFailed(f"refusing a non_disruptive {self.scenario} drill: {self.refuse_non_disruptive}")
         env = current_environment()
         if self.mode == "disruptive":
-            env.require_drill_environment("run a disruptive drill (it kills the primary and loses its data)")
+            env.require_drill_environment(f"run a disruptive drill ({self.scenario}: it injects a real fault)")
             provisioner = load_provisioner(env.provisioner, environment=env)
-            if provisioner is None or not hasattr(provisioner, "kill_primary"):
-                raise PreconditionFailed(f"environment {env.name!r} names no provisioner that can inject a primary loss")
+            if provisioner is None or not hasattr(provisioner, self.fault):
+                raise PreconditionFailed(f"environment {env.name!r} names no provisioner that can inject this fault "
+                                         f"({self.fault})")
         reason = heartbeat_limitation(env.heartbeat_path())
         if reason:
             raise PreconditionFailed(reason)
@@ -108,6 +116,7 @@ class RestoreDrillEnvironmentOperator(DrillStepOperator):
     backup); every scratch cluster of the run that did not become the primary is destroyed."""
 
     template_fields: Sequence[str] = ("guard",)
+    runs_after_abort = True
 
     def __init__(self, *, guard: Any, **kwargs) -> None:
         super().__init__(**kwargs)

@@ -141,13 +141,15 @@ class RecoverPostgresOperator(ControlPlaneMixin, DrillStepOperator):
     :param assessment: the cluster as assessed (the old primary is checked again: never promote while it writes)
     :param recovery_target: PITR: ``latest``, an ISO time with timezone, or an LSN
     :param archived_before: PITR: use only what the archive held at this ISO time (a non-disruptive drill)
+    :param base_backup: PITR: restore from this base backup (one chosen and verified earlier); default the newest
+        that precedes the target
     :param deferrable: wait for the PITR's catch-up in the triggerer instead of a worker slot
     """
 
-    template_fields: Sequence[str] = ("decision", "assessment", "recovery_target", "archived_before")
+    template_fields: Sequence[str] = ("decision", "assessment", "recovery_target", "archived_before", "base_backup")
 
     def __init__(self, *, decision: Any, assessment: Any, recovery_target: str = "latest", archived_before: str = "",
-                 component: str = "control_plane_api", promote_timeout: int = 60, wait_timeout: int = 3600,
+                 base_backup: str = "", component: str = "control_plane_api", promote_timeout: int = 60, wait_timeout: int = 3600,
                  deferrable: bool | None = None, **kwargs) -> None:
         kwargs.setdefault("pool", RESTORE_POOL)
         super().__init__(**kwargs)
@@ -155,6 +157,7 @@ class RecoverPostgresOperator(ControlPlaneMixin, DrillStepOperator):
         self.assessment = assessment
         self.recovery_target = recovery_target
         self.archived_before = archived_before
+        self.base_backup = base_backup
         self.component = component
         self.promote_timeout = promote_timeout
         self.wait_timeout = wait_timeout
@@ -196,9 +199,12 @@ class RecoverPostgresOperator(ControlPlaneMixin, DrillStepOperator):
         dest = self._destination(context)
         production = [tuple(_split(self.controlplane.platform().primary_address()))]
         target, cutoff = RecoveryTarget.parse(self.recovery_target), archive_cutoff(self.archived_before)
+        backup = self.base_backup if self.base_backup not in ("", "None", None) else None
         if not self.deferrable:
-            return _restored(restore_pitr(store, target, dest, production, timeout=self.wait_timeout, archived_before=cutoff), dest)
-        plan = begin_pitr(store, target, dest, production, timeout=self.wait_timeout, archived_before=cutoff)
+            return _restored(restore_pitr(store, target, dest, production, timeout=self.wait_timeout, archived_before=cutoff,
+                                          backup_id=backup), dest)
+        plan = begin_pitr(store, target, dest, production, timeout=self.wait_timeout, archived_before=cutoff,
+                          backup_id=backup)
         if not isinstance(plan, dict):
             return _restored(plan, dest)
         context["ti"].xcom_push(key="pitr_plan", value=plan)

@@ -30,6 +30,7 @@ class RunReportOperator(DrillStepOperator):
     ``recovery``, ``measurement``, ``environment_repair``.
     """
 
+    runs_after_abort = True
     template_fields: Sequence[str] = ("gate", "mode", "fault", "decision", "approval", "recovery", "measurement",
                                       "environment_repair")
 
@@ -50,6 +51,9 @@ class RunReportOperator(DrillStepOperator):
         env = current_environment()
         target = load_catalog().target(self.component)
         steps, checks, created, failures = self._steps(ti, dag, run_id)
+        # A measurement's critical check that failed (data-plane availability, say) fails the run like a step.
+        failures += [f"check {c['name']}: {c.get('detail', '')}" for c in checks
+                     if c.get("critical", True) and c.get("ok") is False and c["name"] not in ("rto_within_target", "rpo_within_target")]
         measure = self.measurement or {}
         repair = self.environment_repair or {}
         recovery = self.recovery or {}
@@ -72,6 +76,9 @@ class RunReportOperator(DrillStepOperator):
         failure = "; ".join(failures) or None
         if rejected:
             failure = approval.get("detail")
+        stopped = next((s for s in steps if s.kind == "aborted" and s.status == "failed"), None)
+        if stopped is not None:  # a drill's stop condition tripped: it stopped and rolled back
+            status, failure = "aborted", f"{stopped.name}: {stopped.detail}"
         evidence = dict(measure.get("evidence") or {})
         evidence.update({
             "restored_lsn": recovery.get("restored_lsn") or recovery.get("lsn"), "recovered_address": recovery.get("address"),

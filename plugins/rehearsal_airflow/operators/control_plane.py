@@ -1,0 +1,274 @@
+"""The control plane's recovery steps (Scenario A, and Scenario B's freeze and resume), thin over
+``rehearsal.runbooks.control_plane``: declare, verify the data plane, freeze, restore services in the plan's
+order, resume writes with a canary, ramp the reconciler, wait for convergence."""
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import Any
+
+from airflow.providers.standard.operators.branch import BranchMixIn
+from airflow.sdk import Context
+
+from rehearsal.dataplane import probe_data_plane
+from rehearsal.errors import PreconditionFailed, RecoveryTimedOut
+from rehearsal.platform import load_provisioner
+from rehearsal.postgres.connection import accepts_writes
+from rehearsal.runbooks.control_plane import (
+    RampPolicy,
+    confirm_refused,
+    convergence,
+    ramp,
+    require_data_plane,
+    severity,
+    wait_until,
+)
+from rehearsal.services import SERVICES, Api, Health, ServiceUnreachable, wait_healthy
+from rehearsal_airflow.environment import current_environment
+from rehearsal_airflow.operators.base import ControlPlaneMixin, DrillStepOperator, now_iso, push_step
+
+
+class ServicesMixin:
+    services_conn_id = "controlplane_services"
+    aws_conn_id = "aws_default"
+
+    @cached_property
+    def services(self):
+        from rehearsal_airflow.hooks.controlplane_services import ControlPlaneServicesHook
+
+        return ControlPlaneServicesHook(self.services_conn_id, self.aws_conn_id)
+
+
+def mutation_probe(api: Api, request_id: str) -> tuple[dict, Any]:
+    """A harmless mutation: an app's config written back unchanged. (app, answer)"""
+    app = api.apps()[0]
+    return app, api.mutate("update_config", app["id"], {"config": app.get("config") or {}}, request_id=request_id)
+
+
+class DeclareIncidentOperator(ServicesMixin, DrillStepOperator):
+    """Declare the incident: Sev0 when customers are hit (data-plane availability, probed here), Sev1 when only
+    the control plane is; drill or real, with the time, for the report and the status page."""
+
+    template_fields: Sequence[str] = ("mode", "scenario")
+
+    def __init__(self, *, mode: str, scenario: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.mode, self.scenario = mode, scenario
+
+    def run_step(self, context: Context) -> dict:
+        declared_at = now_iso()
+        probe = probe_data_plane(self.services.agents())
+        api = self.services.api().health()
+        sev = severity(probe, api)
+        kind = "DRILL" if self.mode == "drill" else "REAL INCIDENT"
+        return {"severity": sev.level, "why": sev.why, "declared_at": declared_at, "mode": self.mode,
+                "scenario": self.scenario, "dataplane": probe.to_dict(), "api": api.to_dict(),
+                "detail": f"{kind} declared {sev.level} at {declared_at}: {self.scenario}; {sev.why}"}
+
+
+class VerifyDataPlaneOperator(ServicesMixin, DrillStepOperator):
+    """Every app endpoint the hosts run, probed from here; availability measured and reported. Fails only when
+    nothing answers (then this is not a control-plane-only incident)."""
+
+    def run_step(self, context: Context) -> dict:
+        probe = probe_data_plane(self.services.agents())
+        require_data_plane(probe)
+        return {**probe.to_dict(), "detail": "hosts still run workloads: " + probe.describe()}
+
+
+class FreezeMutationsOperator(ServicesMixin, DrillStepOperator):
+    """Deploys and config writes off, reads kept: the API goes ``frozen`` and the reconciler pauses (nothing
+    damaged is rolled out to hosts). Confirmed by a mutation probe that must be refused; if it is not, the run
+    stops here, before anything is restored."""
+
+    def run_step(self, context: Context) -> dict:
+        api = self.services.api(actor="rehearsal-freeze")
+        api.set_mode("frozen", f"Scenario B freeze by {context['run_id']}")
+        app, answer = mutation_probe(api, f"freeze-probe-{uuid.uuid4()}")
+        refused = confirm_refused(answer, "frozen")
+        reads = len(api.apps())
+        paused = "reconciler paused"
+        try:
+            self.services.reconciler().set_rate(0)
+        except ServiceUnreachable as exc:
+            paused = f"reconciler not paused ({exc}): it is not running"
+        return {"frozen_at": now_iso(), "probe_app": app["id"], "reads": reads,
+                "detail": f"mutations frozen: {refused}; reads work ({reads} apps); {paused}"}
+
+
+class RestoreServiceOperator(ServicesMixin, DrillStepOperator):
+    """Bring one control-plane service back and confirm it before the next: the API read-only (reads answer, a
+    mutation is refused), the scheduler, the reconciler paused (rate 0, resumed gradually later). A service that
+    does not answer is started through the environment's provisioner."""
+
+    template_fields: Sequence[str] = ("service",)
+
+    def __init__(self, *, service: str, timeout: float = 60, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if service not in SERVICES:
+            raise ValueError(f"unknown service {service!r}: use one of {', '.join(SERVICES)}")
+        self.service = service
+        self.timeout = timeout
+
+    def _health(self) -> Health:
+        if self.service == "api":
+            return self.services.api().health()
+        from rehearsal.services import health
+
+        return health(self.service, self.services.addresses.url(self.service))
+
+    def run_step(self, context: Context) -> dict:
+        before = self._health()
+        started = []
+        if not before.body:  # no answer at all: the process is gone
+            env = current_environment()
+            provisioner = load_provisioner(env.provisioner, environment=env)
+            if provisioner is None or not hasattr(provisioner, "start_service"):
+                raise PreconditionFailed(f"{self.service} does not answer ({before.detail}) and environment "
+                                         f"{env.name!r} names no provisioner that can start it")
+            started = provisioner.start_service(self.service, mode="read-only" if self.service == "api" else None)
+        if self.service == "reconciler":
+            wait_until(lambda: self._answers(), self.timeout, "reconciler answering")
+            self.services.reconciler().set_rate(0)
+        if self.service == "api":
+            return self._confirm_api(started)
+        after = wait_healthy(self._health, self.timeout)
+        if not after.ok and not self._waits_for_database(after):
+            raise RecoveryTimedOut(f"{self.service} not healthy {self.timeout:.0f}s after it was started: {after.detail}")
+        state = "healthy" if after.ok else "running, waiting for the database"
+        return {"service": self.service, "confirmed_at": now_iso(), "started": started, "health": after.to_dict(),
+                "detail": f"{self.service} {state}" + (" (paused)" if self.service == "reconciler" else "")
+                          + (f"; {'; '.join(started)}" if started else "; it was running")}
+
+    def _answers(self) -> tuple[bool, str]:
+        h = self._health()
+        return bool(h.body), h.detail
+
+    @staticmethod
+    def _waits_for_database(health: Health) -> bool:
+        error = str(health.body.get("error", "")).lower()
+        return health.body.get("status") == "degraded" and any(w in error for w in ("database", "connect", "postgres"))
+
+    def _confirm_api(self, started: list[str]) -> dict:
+        api = self.services.api(actor="rehearsal-restore")
+        wait_until(lambda: (api.health().ok, api.health().detail), self.timeout, "API answering reads")
+        if api.mode() != "read-only":
+            api.set_mode("read-only", "Scenario A: API read-only first")
+        apps = api.apps()
+        _app, answer = mutation_probe(api, f"read-only-probe-{uuid.uuid4()}")
+        refused = confirm_refused(answer, "read-only")
+        return {"service": "api", "mode": "read-only", "confirmed_at": now_iso(), "started": started, "reads": len(apps),
+                "detail": f"API serving read-only: {len(apps)} apps read, {refused}"
+                          + (f"; {'; '.join(started)}" if started else "; it was running")}
+
+
+class CheckPostgresHealthOperator(ControlPlaneMixin, DrillStepOperator, BranchMixIn):
+    """Validate Postgres health or run failover: the primary discovery points at must accept a write; if it
+    does, the failover runbook's group is skipped, else it runs."""
+
+    def __init__(self, *, healthy_task_id: str, failover_group_id: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.healthy_task_id, self.failover_group_id = healthy_task_id, failover_group_id
+
+    def execute(self, context: Context) -> Any:
+        started = now_iso()
+        try:
+            platform = self.controlplane.platform()
+            primary = platform.primary_address()
+            ok, why = accepts_writes(platform.admin_endpoint(primary))
+        except Exception as exc:  # noqa: BLE001 - a primary nobody can find is an unhealthy one
+            primary, ok, why = "unknown", False, f"{type(exc).__name__}: {exc}"
+        branch = self.healthy_task_id if ok else self.failover_group_id
+        detail = (f"primary {primary} accepts writes: failover not needed" if ok
+                  else f"primary {primary} is unhealthy ({why}): running the postgres-failover runbook")
+        push_step(context, self.task_id, started, "success", detail)
+        context["ti"].xcom_push(key="return_value", value={"healthy": ok, "primary": primary, "why": why, "detail": detail})
+        return self.do_branch(context, branch)
+
+
+class ResumeWritesOperator(ServicesMixin, DrillStepOperator):
+    """Writes back in a controlled fashion: the API goes read-write and a canary mutation (a config written back
+    unchanged) must be acknowledged and read back at its new generation; if it is not, writes are frozen again
+    at once and the run fails naming why."""
+
+    def __init__(self, *, timeout: float = 30, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.timeout = timeout
+
+    def run_step(self, context: Context) -> dict:
+        api = self.services.api(actor="rehearsal-canary")
+        previous = api.mode()
+        api.set_mode("read-write", f"resume writes: canary by {context['run_id']}")
+        request_id = f"canary-{uuid.uuid4()}"
+        try:
+            app, answer = mutation_probe(api, request_id)
+            if not answer.ok:
+                raise PreconditionFailed(f"canary mutation on app {app['id']} failed: HTTP {answer.status} {answer.body}")
+            generation = answer.body.get("generation")
+            read = api.app(app["id"])
+            if not read.ok or read.body.get("generation") != generation:
+                raise PreconditionFailed(f"canary on app {app['id']} acknowledged at generation {generation} but read "
+                                         f"back {read.body.get('generation')} (HTTP {read.status})")
+        except Exception:
+            api.set_mode(previous if previous != "read-write" else "frozen", "canary failed: writes frozen again")
+            raise
+        return {"read_write_at": now_iso(), "canary": answer.body, "previous_mode": previous,
+                "detail": f"writes resumed: canary {request_id} on app {app['id']} acknowledged at generation "
+                          f"{generation} and read back; API read-write (was {previous})"}
+
+
+class ResumeReconcilerGraduallyOperator(ServicesMixin, DrillStepOperator):
+    """Ramp the reconciler's rate in steps, holding each while error rate and queue depth stay under their
+    thresholds; backing off when they do not (no retry storm)."""
+
+    def __init__(self, *, steps: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0), hold_seconds: float = 3.0,
+                 max_error_rate: float = 0.2, max_queue_depth: int = 50, max_backoffs: int = 3, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.policy = RampPolicy(tuple(steps), hold_seconds, max_error_rate, max_queue_depth, max_backoffs)
+
+    def run_step(self, context: Context) -> dict:
+        reconciler = self.services.reconciler()
+        result = ramp(reconciler.set_rate, reconciler.metrics, self.policy)
+        return {**result.to_dict(), "resumed_at": now_iso(), "detail": result.describe()}
+
+
+class TimeToConvergeSensor(ServicesMixin, DrillStepOperator):
+    """Waits (in the triggerer) until the time-to-converge SLI is back under its normal threshold; times out
+    naming the last value."""
+
+    def __init__(self, *, threshold_seconds: float = 30, timeout: float = 600, poll_interval: float = 1.0,
+                 deferrable: bool | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.threshold_seconds, self.timeout, self.poll_interval = threshold_seconds, timeout, poll_interval
+        from rehearsal_airflow.operators.postgres_recovery import _deferrable_default
+
+        self.deferrable = _deferrable_default() if deferrable is None else deferrable
+
+    def run_step(self, context: Context) -> dict:
+        url = self.services.addresses.reconciler
+        if self.deferrable:
+            from rehearsal_airflow.triggers.control_plane import ConvergenceTrigger
+
+            self.defer(trigger=ConvergenceTrigger(url, self.threshold_seconds, self.timeout, self.poll_interval),
+                       method_name="resume_converged", timeout=timedelta(seconds=self.timeout + 60))
+        started = time.monotonic()
+        reconciler = self.services.reconciler()
+        detail = wait_until(lambda: convergence(reconciler.metrics(), self.threshold_seconds), self.timeout,
+                            f"time-to-converge under {self.threshold_seconds:.0f}s", interval=self.poll_interval)
+        return self._done(detail, time.monotonic() - started, reconciler.metrics())
+
+    def resume_converged(self, context: Context, event: dict) -> dict:
+        def finish() -> dict:
+            if event.get("status") != "done":
+                raise RecoveryTimedOut(event.get("message", str(event)))
+            return self._done(event["detail"], event["waited"], event["metrics"])
+
+        return self.execute_resumed(context, finish)
+
+    def _done(self, detail: str, waited: float, metrics: dict) -> dict:
+        return {"converged_at": now_iso(), "waited_seconds": round(waited, 2), "metrics": metrics,
+                "time_to_converge_seconds": metrics.get("time_to_converge_seconds"),
+                "detail": f"time-to-converge back under {self.threshold_seconds:.0f}s after {waited:.1f}s: {detail}"}
