@@ -4,7 +4,9 @@
 Newest base backup, newest archived WAL segment and newest logical dump of the control-plane
 database, each against its maximum age from the targets catalog (`config/targets.yaml`; the WAL
 archive's limit is the control plane's RPO). Fails, naming the stale asset and by how much it is
-over its limit; on success it reports every asset's age.
+over its limit; on success it reports every asset's age. Beside them, the app runtime's RPO-0 promise
+(`app_runtime_availability`): the blackbox prober ran in the last minute and every data-plane endpoint
+answered in every round.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import DAG
 
 from rehearsal_airflow.deadlines import rpo_deadline
-from rehearsal_airflow.operators.backup_freshness import BackupFreshnessOperator
+from rehearsal_airflow.operators.backup_freshness import AppRuntimeAvailabilityOperator, BackupFreshnessOperator
 
 with DAG(
     dag_id="dr_backup_freshness",
@@ -29,3 +31,4 @@ with DAG(
     default_args={"owner": "sre", "retries": 1, "retry_delay": timedelta(seconds=30)},
 ) as dag:
     BackupFreshnessOperator(task_id="check_backup_freshness")
+    AppRuntimeAvailabilityOperator(task_id="check_app_runtime_availability")

@@ -68,7 +68,7 @@ with DAG(
                                               kill_database="{{ params.kill_database }}")
     scenario = control_plane_down(mode="drill", approve="auto", path="auto", component=COMPONENT)
     watch = WatchStopConditionsOperator(task_id="watch_stop_conditions", guard=guard.output,
-                                        last_task_id=scenario.converge.task_id)
+                                        last_task_id=scenario.converge.task_id, **IDEMPOTENT)
     measure = MeasureControlPlaneOutageOperator(task_id="measure_outage", fault=inject.output,
                                                 converge=scenario.converge.output, component=COMPONENT,
                                                 trigger_rule="none_failed", **IDEMPOTENT)

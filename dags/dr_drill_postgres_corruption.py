@@ -59,7 +59,7 @@ with DAG(
     inject = InjectCorruptionOperator(task_id="inject_corruption", guard=guard.output)
     scenario = postgres_corruption(mode="drill", approve="auto", corruption_time="", component=COMPONENT)
     watch = WatchStopConditionsOperator(task_id="watch_stop_conditions", guard=guard.output,
-                                        last_task_id=scenario.converge.task_id)
+                                        last_task_id=scenario.converge.task_id, **IDEMPOTENT)
     measure = MeasureCorruptionRecoveryOperator(task_id="measure_rto_rpo", fault=inject.output,
                                                 freeze=scenario.freeze.output, component=COMPONENT,
                                                 trigger_rule="none_failed", **IDEMPOTENT)

@@ -14,7 +14,10 @@ from rehearsal.errors import CatalogError
 DEFAULT_CATALOG = Path(__file__).resolve().parents[2] / "config" / "targets.yaml"
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-ASSET_KINDS = ("wal_archive", "base_backup", "logical_dump")
+BACKUP_KINDS = ("wal_archive", "base_backup", "logical_dump")
+# Not a backup: the data plane's availability, the app runtime's RPO-0 promise (every endpoint keeps serving),
+# watched from the blackbox prober's rounds.
+ASSET_KINDS = (*BACKUP_KINDS, "data_plane_probe")
 
 
 def parse_duration(value: object, where: str) -> timedelta:

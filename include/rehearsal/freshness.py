@@ -55,3 +55,28 @@ def newest_backup(store: BackupStore, kind: str) -> tuple[str | None, datetime |
 
 def check_assets(store: BackupStore, assets: list[Asset], now: datetime) -> list[Freshness]:
     return [evaluate(asset, *newest_backup(store, asset.kind), now) for asset in assets]
+
+
+def evaluate_probes(asset: Asset, rounds: list[dict], now: datetime) -> Freshness:
+    """The app runtime's promise over the last ``max_age``: the prober ran (its newest round within the window)
+    and every endpoint answered in every round; the worst round is named otherwise."""
+    limit = asset.max_age.total_seconds()
+    if not rounds:
+        return Freshness(asset.name, asset.kind, None, None, None, limit, False,
+                         f"{asset.name}: no probe round in the last {limit:.0f}s (is the prober running?)")
+    newest = max(rounds, key=lambda r: r["t"])
+    age = now.timestamp() - newest["t"]
+    failing = [r for r in rounds if r["ok"] < r["endpoints"]]
+    when = datetime.fromtimestamp(newest["t"], now.tzinfo).isoformat()
+    if failing:
+        worst = min(failing, key=lambda r: r["ok"] / r["endpoints"] if r["endpoints"] else 1)
+        detail = (f"{asset.name}: {len(failing)} of {len(rounds)} probe round(s) in the last {limit:.0f}s had endpoints "
+                  f"down; worst {worst['ok']}/{worst['endpoints']} at "
+                  f"{datetime.fromtimestamp(worst['t'], now.tzinfo).isoformat()}: {', '.join(worst.get('failed', [])[:5])}")
+        return Freshness(asset.name, asset.kind, "probe round", when, age, limit, False, detail)
+    if not any(r["endpoints"] for r in rounds):
+        return Freshness(asset.name, asset.kind, "probe round", when, age, limit, False,
+                         f"{asset.name}: the prober found no endpoint to probe in {len(rounds)} round(s)")
+    return Freshness(asset.name, asset.kind, "probe round", when, age, limit, True,
+                     f"{asset.name}: every endpoint answered in all {len(rounds)} probe round(s) of the last {limit:.0f}s "
+                     f"({newest['endpoints']} endpoints; newest round {age:.0f}s old)")

@@ -13,11 +13,19 @@ from rehearsal.catalog import DEFAULT_CATALOG
 
 REPO = Path(__file__).resolve().parents[2]
 EXPECTED = {"dr_drill_postgres_primary_loss", "dr_runbook_postgres_failover", "dr_backup_freshness", "dr_backup_verify",
-            "dr_backup_postgres"}
+            "dr_backup_postgres", "dr_scenario_a_control_plane_down", "dr_scenario_b_postgres_corruption",
+            "dr_drill_control_plane_outage", "dr_drill_postgres_corruption"}
+SCENARIO_A_STEPS = ["declare_incident", "verify_hosts_running_workloads", "restore_api_read_only", "restore_scheduler",
+                    "restore_reconciler_paused", "validate_postgres_health", "resume_writes", "resume_reconciler_gradually",
+                    "confirm_time_to_converge"]
+SCENARIO_B_STEPS = ["declare_incident", "establish_corruption_time", "freeze_mutations", "keep_writes_since_corruption",
+                    "archive_wal_past_corruption", "pick_last_good_backup", "postgres_failover.assess_cluster",
+                    "postgres_failover.recover_database", "postgres_failover.rebuild_redundancy", "validate_damage_gone",
+                    "resume_writes", "repair_drift", "resume_reconciler_gradually", "confirm_time_to_converge"]
 RUNBOOK_STEPS = ["assess_cluster", "choose_recovery_path", "approve_recovery", "fence_old_primary", "recover_database",
                  "validate_recovered_database", "reenable_wal_archiving", "switch_service_discovery",
                  "confirm_clients_followed", "rebuild_redundancy"]
-NOT_IDEMPOTENT = {"inject_primary_loss"}  # killing the primary twice is not a retry
+NOT_IDEMPOTENT = {"inject_primary_loss", "inject_control_plane_outage", "inject_corruption"}  # a fault twice is no retry
 
 
 def load_dagbag():
@@ -109,7 +117,7 @@ def test_the_drill_runs_the_runbooks_own_tasks_between_its_fault_and_its_measure
 
 
 def test_runbook_operators_import_nothing_from_the_sandbox():
-    runbook_modules = [REPO / "plugins/rehearsal_airflow/runbooks/postgres_failover.py",
+    runbook_modules = [*(REPO / "plugins/rehearsal_airflow/runbooks").glob("*.py"),
                        *(REPO / "plugins/rehearsal_airflow/operators").glob("*.py"), *(REPO / "plugins/rehearsal_airflow/hooks").glob("*.py"),
                        *(REPO / "include/rehearsal").rglob("*.py")]
     offenders = [str(p.relative_to(REPO)) for p in runbook_modules if "rehearsal_sandbox" in p.read_text()]
@@ -118,3 +126,26 @@ def test_runbook_operators_import_nothing_from_the_sandbox():
 
 def test_freshness_runs_at_least_every_five_minutes(dagbag):
     assert dagbag.dags["dr_backup_freshness"].schedule == "*/5 * * * *"
+
+
+@pytest.mark.parametrize(("dag_id", "group", "steps"), [("dr_scenario_a_control_plane_down", "scenario_a", SCENARIO_A_STEPS),
+                                                        ("dr_scenario_b_postgres_corruption", "scenario_b", SCENARIO_B_STEPS)])
+def test_the_scenarios_read_like_the_plan_and_demand_a_mode(dagbag, dag_id, group, steps):
+    dag = dagbag.dags[dag_id]
+    _in_order(dag, [f"{group}.{step}" for step in steps] + ["write_scenario_report"])
+    assert dag.schedule is None and not dag.params.get_param("mode").has_value
+    assert dag.params["approve"] == "wait"
+
+
+@pytest.mark.parametrize(("drill_id", "scenario_id", "group", "fault"), [
+    ("dr_drill_control_plane_outage", "dr_scenario_a_control_plane_down", "scenario_a", "inject_control_plane_outage"),
+    ("dr_drill_postgres_corruption", "dr_scenario_b_postgres_corruption", "scenario_b", "inject_corruption")])
+def test_the_control_plane_drills_run_their_scenarios_own_tasks(dagbag, drill_id, scenario_id, group, fault):
+    drill, scenario = dagbag.dags[drill_id], dagbag.dags[scenario_id]
+    in_scenario = {t.task_id: type(t) for t in scenario.tasks if t.task_id.startswith(f"{group}.")}
+    assert {t.task_id: type(t) for t in drill.tasks if t.task_id.startswith(f"{group}.")} == in_scenario
+    _in_order(drill, ["guard_drill_environment", fault, f"{group}.declare_incident", f"{group}.confirm_time_to_converge",
+                      "restore_drill_environment", "write_drill_report"])
+    assert fault in drill.get_task("watch_stop_conditions").upstream_task_ids
+    assert drill.get_task("restore_drill_environment").trigger_rule == "all_done"
+    assert drill.schedule and drill.params["mode"] == "disruptive"

@@ -179,6 +179,7 @@ def test_freshness_passes_then_names_the_stale_asset_when_its_limit_shrinks(plat
 
     with create_session() as session:
         step = session.execute(select(XComModel.value).where(XComModel.run_id == dag_run.run_id,
+                                                              XComModel.task_id == "check_backup_freshness",
                                                               XComModel.key == "step")).scalar_one()
     step = json.loads(step) if isinstance(step, str) else step
     assert step["detail"].startswith("StaleBackup: stale backups: controlplane_logical_dump: newest logical_dump dump-")

@@ -44,7 +44,7 @@ class DrillStepOperator(BaseOperator):
     def _refuse_if_aborted(self, context: Context) -> None:
         """A drill whose stop condition tripped runs no further step (the kill switch); runbooks and scenarios
         triggered on their own are never stopped this way."""
-        dag_id = context["dag"].dag_id
+        dag_id = getattr(context.get("dag"), "dag_id", "") or ""
         if self.runs_after_abort or not dag_id.startswith("dr_drill_"):
             return None
         from rehearsal import results

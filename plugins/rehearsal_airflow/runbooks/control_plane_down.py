@@ -53,16 +53,17 @@ def control_plane_down(*, mode: str, approve: str = "wait", path: str = "auto", 
         api = RestoreServiceOperator(task_id="restore_api_read_only", service="api", **IDEMPOTENT)
         scheduler = RestoreServiceOperator(task_id="restore_scheduler", service="scheduler", **IDEMPOTENT)
         reconciler = RestoreServiceOperator(task_id="restore_reconciler_paused", service="reconciler", **IDEMPOTENT)
-        postgres_healthy = EmptyOperator(task_id="postgres_healthy")
+        postgres_healthy = EmptyOperator(task_id="postgres_healthy", **IDEMPOTENT)
         check = CheckPostgresHealthOperator(task_id="validate_postgres_health",
                                             healthy_task_id=f"{group_id}.postgres_healthy",
-                                            failover_group_id=f"{group_id}.{FAILOVER_GROUP}")
+                                            failover_group_id=f"{group_id}.{FAILOVER_GROUP}", **IDEMPOTENT)
         failover = postgres_failover(mode=mode, path=path, approve=approve, component=component)
         resume_writes = ResumeWritesOperator(task_id="resume_writes", trigger_rule="none_failed_min_one_success",
                                              **IDEMPOTENT)
         resume_reconciler = ResumeReconcilerGraduallyOperator(task_id="resume_reconciler_gradually", steps=ramp_steps,
-                                                              hold_seconds=ramp_hold_seconds)
-        converge = TimeToConvergeSensor(task_id="confirm_time_to_converge", threshold_seconds=converge_threshold)
+                                                              hold_seconds=ramp_hold_seconds, **IDEMPOTENT)
+        converge = TimeToConvergeSensor(task_id="confirm_time_to_converge", threshold_seconds=converge_threshold,
+                                        **IDEMPOTENT)
         declare >> verify >> api >> scheduler >> reconciler >> check >> [postgres_healthy, failover.group]
         [postgres_healthy, failover.group] >> resume_writes >> resume_reconciler >> converge
     return ControlPlaneDownTasks(group, declare, verify, api, resume_writes, resume_reconciler, converge, failover)

@@ -74,8 +74,9 @@ def postgres_corruption(*, mode: str, approve: str = "wait", corruption_time: st
         resume_writes = ResumeWritesOperator(task_id="resume_writes", **IDEMPOTENT)
         repair = RepairDriftOperator(task_id="repair_drift", captured=capture.output, **IDEMPOTENT)
         resume_reconciler = ResumeReconcilerGraduallyOperator(task_id="resume_reconciler_gradually", steps=ramp_steps,
-                                                              hold_seconds=ramp_hold_seconds)
-        converge = TimeToConvergeSensor(task_id="confirm_time_to_converge", threshold_seconds=converge_threshold)
+                                                              hold_seconds=ramp_hold_seconds, **IDEMPOTENT)
+        converge = TimeToConvergeSensor(task_id="confirm_time_to_converge", threshold_seconds=converge_threshold,
+                                        **IDEMPOTENT)
         declare >> point >> freeze >> capture >> archive >> pick >> failover.group
         failover.group >> damage >> resume_writes >> repair >> resume_reconciler >> converge
     return PostgresCorruptionTasks(group, declare, point, freeze, capture, pick, failover, damage, resume_writes,
