@@ -1,0 +1,182 @@
+"""Scenario B and the control-plane outage drill, whole DAG runs against the sandbox's control plane and data
+plane: the damage is really undone, the data plane really keeps serving, and the report says what was measured."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+
+import pytest
+
+from rehearsal.postgres.connection import connect
+from rehearsal.services import Api, Reconciler, call
+from rehearsal_sandbox.platform import Sandbox
+from tests.e2e.test_drill_primary_loss import report_of, run_dag
+
+pytestmark = [pytest.mark.sandbox, pytest.mark.e2e]
+
+FINGERPRINT = "SELECT count(*), md5(coalesce(string_agg(t::text, ',' ORDER BY t.id), '')) FROM {table} t"
+
+
+def services() -> dict:
+    import os
+
+    return json.loads(os.environ["AIRFLOW_CONN_CONTROLPLANE_SERVICES"])["extra"]
+
+
+def api(actor: str = "test") -> Api:
+    return Api(services()["api"], actor=actor)
+
+
+def steps_of(report: dict) -> dict[str, dict]:
+    return {s["name"]: s for s in report["steps"]}
+
+
+def acked_mutation(app_id: int, config: dict) -> str:
+    request_id = f"test-{uuid.uuid4()}"
+    answer = api().mutate("update_config", app_id, {"config": config}, request_id=request_id)
+    assert answer.ok, answer
+    return request_id
+
+
+def test_scenario_b_undoes_a_corruption_made_by_hand_and_repairs_the_drift(platform):
+    sb = Sandbox(platform.dir)
+    admin = sb.endpoint(sb.primary, "admin")
+    app_id = api().apps()[0]["id"]
+    with connect(admin) as conn:
+        endpoints_before = conn.execute(FINGERPRINT.format(table="endpoints")).fetchone()
+        # The bulk UPDATE sees exactly the rows fingerprinted with it (one snapshot), and nothing else touches envs.
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        corrupted_at = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+        envs_before = conn.execute(FINGERPRINT.format(table="envs")).fetchone()
+        conn.execute("UPDATE envs SET config = jsonb_build_object('replicas', 0)")
+        conn.execute("COMMIT")
+        conn.execute("DROP TABLE endpoints")
+    # Drift: a write acknowledged after the damage, which the restore to just before it loses.
+    drift_request = acked_mutation(app_id, {"drift": "after-the-damage"})
+    dag_run = run_dag("dr_scenario_b_postgres_corruption",
+                      {"mode": "incident", "approve": "auto", "corruption_time": corrupted_at.isoformat()})
+    report = report_of(dag_run)
+    assert str(dag_run.state) == "success", report.get("failure")
+    steps = steps_of(report)
+    now = Sandbox(platform.dir)
+    new_admin = now.endpoint(now.primary, "admin")
+    assert now.primary.port != sb.primary.port
+    with connect(new_admin) as conn:
+        assert conn.execute(FINGERPRINT.format(table="envs")).fetchone() == envs_before
+        assert conn.execute(FINGERPRINT.format(table="endpoints")).fetchone() == endpoints_before
+        repaired = conn.execute("SELECT actor FROM audit_log WHERE detail::jsonb->>'request_id' = %s", (drift_request,)).fetchall()
+    assert repaired == [("drift-repair",)]  # re-applied by the runbook, on the new cluster
+    assert api().app(app_id).body["config"]["drift"] == "after-the-damage"
+    # Writes after the switch land in the new cluster.
+    after = acked_mutation(app_id, {"after": "switch"})
+    with connect(new_admin) as conn:
+        assert conn.execute("SELECT count(*) FROM audit_log WHERE detail::jsonb->>'request_id' = %s", (after,)).fetchone()[0] == 1
+    # The report names the backup and the target, and why.
+    pick = steps["scenario_b.pick_last_good_backup"]["detail"]
+    assert pick.startswith("base backup base-") and "the newest of" in pick
+    point = steps["scenario_b.establish_corruption_time"]["detail"]
+    assert corrupted_at.isoformat() in point and "given by the person" in point
+    assert report["recovery_path"] == "pitr" and report["runbook"]["decision"] == pick
+    assert "re-applied" in steps["scenario_b.repair_drift"]["detail"]
+    assert steps["scenario_b.freeze_mutations"]["detail"].startswith("mutations frozen: mutation probe refused: HTTP 503")
+    assert steps["scenario_b.validate_damage_gone"]["detail"].startswith("2 damaging statement(s) not replayed; dropped "
+                                                                        "table(s) back: endpoints (")
+    assert steps["scenario_b.resume_writes"]["status"] == "success"
+
+
+def test_the_control_plane_outage_drill_keeps_the_data_plane_serving_and_measures_it(platform):
+    dag_run = run_dag("dr_drill_control_plane_outage", {"mode": "disruptive"})
+    report = report_of(dag_run)
+    assert str(dag_run.state) == "success", report.get("failure")
+    assert report["status"] == "passed" and report["rto_met"] and report["rpo_met"]
+    outage = report["evidence"]["outage"]
+    assert outage["dataplane_availability"] == 1.0 and outage["dataplane_rounds"] >= 3
+    assert outage["read_only_at"] <= outage["read_write_at"]  # the API came back read-only first
+    assert report["measured_rto_seconds"] == pytest.approx(outage["read_write_at"] - outage["fault_at"], abs=0.01)
+    steps = steps_of(report)
+    assert [s for s in steps if s.startswith("scenario_a.postgres_failover.")]  # skipped, not absent
+    assert steps["scenario_a.postgres_failover.assess_cluster"]["status"] == "skipped"
+    assert steps["scenario_a.restore_api_read_only"]["detail"].startswith("API serving read-only:")
+    ramp = steps["scenario_a.resume_reconciler_gradually"]["detail"]
+    assert ramp.startswith("reconciler ramped to 5 pushes/s in 4 step(s)") and "0.5/s ok -> 1/s ok -> 2/s ok -> 5/s ok" in ramp
+    assert "time-to-converge back under 30s" in steps["scenario_a.confirm_time_to_converge"]["detail"]
+    assert steps["watch_stop_conditions"]["status"] == "success"
+    assert all(c["ok"] for c in report["checks"]), report["checks"]
+
+
+def test_a_stop_condition_tripping_mid_drill_aborts_it_rolls_back_and_says_why(platform):
+    sb = Sandbox(platform.dir)
+    agents = sb.service("agents")
+    api_url = services()["api"]
+
+    def lose_the_data_plane_once_the_outage_is_injected():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # the drill killed the API: now the data plane goes too
+            try:
+                call("GET", f"{api_url}/healthz", timeout=0.5)
+            except Exception:  # noqa: BLE001 - the API is down: the fault is in
+                agents.kill() if hasattr(agents, "kill") else agents.stop()
+                return
+            time.sleep(0.1)
+
+    killer = threading.Thread(target=lose_the_data_plane_once_the_outage_is_injected, daemon=True)
+    killer.start()
+    dag_run = run_dag("dr_drill_control_plane_outage", {"mode": "disruptive"})
+    killer.join(timeout=5)
+    report = report_of(dag_run)
+    assert str(dag_run.state) == "failed"
+    assert report["status"] == "aborted"
+    assert report["failure"].startswith("watch_stop_conditions: DrillAborted: stop condition tripped at ")
+    assert "data-plane probe success" in report["failure"] and "< 95% over the last 5s" in report["failure"]
+    steps = steps_of(report)
+    assert steps["restore_drill_environment"]["status"] == "success"
+    refused = [s for s in steps.values() if "drill aborted by its stop condition, step not run" in s["detail"]]
+    assert refused or steps["scenario_a.confirm_time_to_converge"]["status"] in ("success", "upstream_failed")
+    assert Sandbox(platform.dir).service("agents").running()  # rolled back
+
+
+def test_a_reconciler_that_never_converges_times_out_naming_the_last_value(sandbox):
+    from rehearsal.errors import RecoveryTimedOut
+    from rehearsal.runbooks.control_plane import convergence, wait_until
+
+    reconciler = Reconciler(services()["reconciler"])
+    agents = sandbox.service("agents")
+    app = api().apps()[0]
+    faulty = agents.fault_all(fail_desired=True) if hasattr(agents, "fault_all") else None
+    try:
+        if faulty is None:
+            from rehearsal.discovery import DiscoveryRecord, resolve_all
+
+            extra = services()
+            targets = resolve_all(sandbox.aws("route53"), DiscoveryRecord(extra["discovery_zone_id"], extra["agents_record"]))
+            for host, port in targets:
+                assert call("PUT", f"http://{host}:{port}/v1/faults", {"fail_desired": True}).ok
+        acked_mutation(app["id"], {"never": "converges"})
+        with pytest.raises(RecoveryTimedOut, match=r"time-to-converge under 2s not reached within 6s; last: "
+                                                   r"time-to-converge \d+\.\ds, oldest unconverged change \d+\.\ds"):
+            wait_until(lambda: convergence(reconciler.metrics(), 2), 6, "time-to-converge under 2s")
+        assert reconciler.metrics()["error_rate"] > 0  # the pushes fail, and back off
+    finally:
+        from rehearsal.environment import Environment
+        from rehearsal_sandbox.provisioner import SandboxProvisioner
+
+        SandboxProvisioner(Environment(sandbox_state=str(sandbox.dir))).restore_environment()
+
+
+def test_scenario_b_refuses_a_corruption_older_than_the_oldest_backup(platform):
+    dag_run = run_dag("dr_scenario_b_postgres_corruption",
+                      {"mode": "incident", "approve": "auto", "corruption_time": "2020-01-01T00:00:00+00:00"})
+    report = report_of(dag_run)
+    assert str(dag_run.state) == "failed"
+    steps = steps_of(report)
+    pick = steps["scenario_b.pick_last_good_backup"]
+    assert pick["kind"] == "refused"
+    assert "is older than the oldest base backup, base-" in pick["detail"]
+    assert steps["scenario_b.postgres_failover.recover_database"]["status"] == "upstream_failed"
+    # Nothing was restored; writes were frozen by the run and stay frozen for a person to decide.
+    assert api().mode() == "frozen"
+    api().set_mode("read-write", "test: back after a refused run")
+    Reconciler(services()["reconciler"]).set_rate(5)
+

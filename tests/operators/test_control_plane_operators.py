@@ -1,0 +1,101 @@
+"""Control-plane operators on bad input, each failing with its named reason: an API that does not answer, a freeze
+the API does not honour, a drift item that cannot be repaired."""
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from rehearsal.errors import RehearsalError
+from rehearsal.postgres.cluster import free_port
+from rehearsal.runbooks.control_plane import FreezeNotConfirmed
+from rehearsal.runbooks.corruption import DriftNotRepaired
+from rehearsal.services import ServiceUnreachable
+from tests.operators.test_postgres_restore_rds import RecordingTaskInstance
+
+
+def run(operator) -> tuple[object, dict]:
+    ti = RecordingTaskInstance()
+    try:
+        result = operator.execute({"ti": ti, "run_id": "manual__test", "dag": None})
+    except RehearsalError as exc:
+        result = exc
+    return result, ti.xcom["step"]
+
+
+class CarelessApi(BaseHTTPRequestHandler):
+    """Says it is frozen and takes every write anyway."""
+
+    def _answer(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):  # noqa: N802
+        if self.path == "/v1/apps":
+            return self._answer(200, {"apps": [{"id": 7, "config": {}}]})
+        return self._answer(200, {"status": "ok", "mode": "frozen"})
+
+    def do_PUT(self):  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        return self._answer(200, {"mode": "frozen"})
+
+    def do_PATCH(self):  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        return self._answer(200, {"request_id": "x", "app_id": 7, "generation": 12})
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def services_at(monkeypatch):
+    def point(api_url: str) -> None:
+        monkeypatch.setenv("AIRFLOW_CONN_CONTROLPLANE_SERVICES", json.dumps(
+            {"conn_type": "http", "extra": {"api": api_url, "scheduler": api_url, "reconciler": api_url}}))
+    return point
+
+
+def test_an_api_that_does_not_answer_is_named(services_at):
+    from rehearsal_airflow.operators.control_plane import FreezeMutationsOperator
+
+    port = free_port()
+    services_at(f"http://127.0.0.1:{port}")
+    error, step = run(FreezeMutationsOperator(task_id="freeze_mutations"))
+    assert isinstance(error, ServiceUnreachable)
+    assert step["status"] == "failed" and step["kind"] == "refused"
+    assert step["detail"].startswith(f"ServiceUnreachable: control-plane API at http://127.0.0.1:{port}/v1/mode did not answer")
+
+
+def test_a_freeze_the_api_does_not_honour_stops_the_run(services_at):
+    from rehearsal_airflow.operators.control_plane import FreezeMutationsOperator
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), CarelessApi)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        services_at(f"http://127.0.0.1:{server.server_port}")
+        error, step = run(FreezeMutationsOperator(task_id="freeze_mutations"))
+    finally:
+        server.shutdown()
+    assert isinstance(error, FreezeNotConfirmed)
+    assert step["kind"] == "refused"
+    assert "freeze not confirmed: a mutation probe was ACCEPTED (HTTP 200) while the API should be frozen" in step["detail"]
+
+
+@pytest.mark.sandbox
+def test_a_drift_item_that_cannot_be_repaired_fails_the_run_by_name(sandbox):
+    from rehearsal_airflow.operators.corruption import RepairDriftOperator
+
+    captured = {"writes": [{"request_id": "lost-write-of-a-deleted-app", "app_id": 999999, "action": "update_config",
+                            "payload": {"config": {"x": 1}}, "actor": "api", "created_at": "2026-11-29T03:00:00+00:00",
+                            "audit_id": 1}]}
+    error, step = run(RepairDriftOperator(task_id="repair_drift", captured=captured))
+    assert isinstance(error, DriftNotRepaired)
+    assert step["kind"] == "recovery_failed"
+    assert ("1 drift item(s) not repaired: update_config app 999999 (lost-write-of-a-deleted-app, acknowledged "
+            "2026-11-29T03:00:00+00:00): failed (HTTP 404 app 999999 not found)") in step["detail"]
