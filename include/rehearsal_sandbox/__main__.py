@@ -1,5 +1,6 @@
 """Sandbox commands: ``python -m rehearsal_sandbox up|down|status|backup``, the Airflow beside it, and the bodies
-of its daemons (``run-heartbeat``, ``run-wal-shipper``: what the sandbox starts, not for people)."""
+of its daemons (``run-heartbeat``, ``run-wal-shipper``, ``run-api``, ``run-scheduler``, ``run-reconciler``,
+``run-agents``, ``run-prober``, ``run-load``: what the sandbox starts, not for people)."""
 from __future__ import annotations
 
 import argparse
@@ -7,16 +8,19 @@ import logging
 import sys
 from pathlib import Path
 
+from rehearsal_sandbox.components.control_plane import SERVICES
 from rehearsal_sandbox.sandbox import REGION, Sandbox
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rehearsal_sandbox")
     parser.add_argument("command", choices=["up", "down", "status", "backup", "run-heartbeat", "run-wal-shipper",
+                                            *(f"run-{service}" for service in SERVICES),
                                             "airflow-up", "airflow-down", "airflow-status"])
     parser.add_argument("--state-dir", type=Path, default=None)
     parser.add_argument("--region", default=REGION, help="the region a daemon belongs to (run-*)")
     parser.add_argument("--scale", type=float, default=None)
+    parser.add_argument("--mode", default=None, help="the API's mode at start (run-api)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sandbox = Sandbox(args.state_dir, region=args.region)
@@ -45,6 +49,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "run-heartbeat":
         sandbox.heartbeat.run()
+        return 0
+    if args.command == "run-api":
+        sandbox.control_plane_api.run(args.mode)
+        return 0
+    if args.command.startswith("run-") and args.command[4:] in SERVICES:
+        sandbox.service(args.command[4:]).run()
         return 0
     return 2
 

@@ -10,7 +10,10 @@ from pathlib import Path
 
 from rehearsal.environment import Environment
 from rehearsal.platform import split_address
+from rehearsal_sandbox.components.control_plane import SERVICES, kill_all
 from rehearsal_sandbox.sandbox import Sandbox
+
+API_MODES = ("read-write", "read-only", "frozen")
 
 
 class SandboxProvisioner:
@@ -53,6 +56,31 @@ class SandboxProvisioner:
     def inventory_data_dirs(self) -> set[str]:
         return {str(i["data_dir"]) for i in self._sandbox().clusters.values()}
 
+    # ------------------------------------------------------------------ services (docs/control-plane-services.md)
+    def start_service(self, name: str, mode: str | None = None) -> list[str]:
+        """Start ``api``, ``scheduler``, ``reconciler`` (or ``agents``, ``prober``, ``load``) unless it runs, at its
+        address; ``mode`` is the API's (``read-write``, ``read-only``, ``frozen``), set on a running API too."""
+        sb = self._sandbox()
+        if mode is not None and name != "api":
+            raise ValueError(f"only the API has a mode, not {name}")
+        if mode is not None and mode not in API_MODES:
+            raise ValueError(f"unknown API mode {mode!r} (modes: {', '.join(API_MODES)})")
+        service = sb.service(name)
+        return service.start(mode) if name == "api" else service.start()
+
+    def stop_service(self, name: str) -> list[str]:
+        """Stop a service (TERM, KILL after 10 s); a stopped service is left as is."""
+        service = self._sandbox().service(name)
+        if not service.alive():
+            return [f"{name} is not running"]
+        pid = service.pid
+        service.stop()
+        return [f"stopped {name} (pid {pid})"]
+
+    def service_running(self, name: str) -> bool:
+        """Its process runs and answers ``GET /healthz``."""
+        return self._sandbox().service(name).running()
+
     # ------------------------------------------------------------------ drills only
     def kill_primary(self, address: str, lose_disks: bool = True) -> dict:
         """The fault: SIGKILL the primary at ``address`` and lose its disks (data directory and WAL spool)."""
@@ -61,9 +89,47 @@ class SandboxProvisioner:
             raise ValueError(f"the sandbox's primary is 127.0.0.1:{sb.primary.port}, not {address}; not injecting")
         return sb.kill_primary(lose_data=lose_disks)
 
+    def kill_services(self, names: list[str]) -> dict:
+        """The fault: SIGKILL these services at once. ``{"killed": {name: pid}, "killed_at": unix time}``, the time
+        when every one was really dead (a service that was not running is not in ``killed``)."""
+        sb = self._sandbox()
+        killed, killed_at = kill_all([sb.service(name) for name in names])
+        return {"killed": killed, "killed_at": killed_at}
+
     def restore_environment(self) -> list[str]:
         """Make the sandbox whole after a drill, whatever the runbook got to: lost disks deleted, the inventory
-        following what runs, a streaming standby and a base backup of the current timeline."""
+        following what runs, a streaming standby and a base backup of the current timeline; every service
+        running, the API read-write, the reconciler at its default rate, no agent faults."""
+        try:
+            done = self._restore_database()
+        finally:
+            services = self._restore_services()
+        return done + services
+
+    def _restore_services(self) -> list[str]:
+        sb = self._sandbox()
+        done: list[str] = []
+        for name in SERVICES:
+            service = sb.service(name)
+            if not service.running():
+                if service.alive():  # runs but does not answer: replaced
+                    service.stop()
+                    done.append(f"stopped {name}, which did not answer")
+                done += service.start()
+        api = sb.control_plane_api
+        if api.mode().get("mode") != "read-write":
+            api.set_mode("read-write", "restored after a drill")
+            done.append("set the API's mode to read-write")
+        reconciler = sb.reconciler
+        if reconciler.metrics().get("rate") != reconciler.default_rate:
+            reconciler.set_rate(reconciler.default_rate)
+            done.append(f"set the reconciler's rate back to {reconciler.default_rate}/s")
+        cleared = sb.host_agents.clear_faults()
+        if cleared:
+            done.append(f"cleared fault flags on {', '.join(cleared)}")
+        return done
+
+    def _restore_database(self) -> list[str]:
         sb = self._sandbox()
         done = [f"deleted lost data {p}" for p in sb.discard_lost_data()]
         done += sb.heal()

@@ -28,15 +28,23 @@ from rehearsal_sandbox.components import (
     AirflowMetadataDb,
     AwsEndpoint,
     Component,
+    ControlPlaneApi,
     ControlPlaneDb,
     DaemonComponent,
     Heartbeat,
+    HostAgents,
+    Prober,
+    Reconciler,
     ResultsDb,
+    Scheduler,
+    ServiceComponent,
     ServiceDiscovery,
+    SyntheticLoad,
     WalShipping,
 )
 from rehearsal_sandbox.components.aws_endpoint import BUCKET
 from rehearsal_sandbox.components.base import cluster_of, progress
+from rehearsal_sandbox.components.control_plane import AGENTS_RECORD, SERVICES
 from rehearsal_sandbox.components.controlplane_db import DB
 from rehearsal_sandbox.components.discovery import RECORD, REPLICA_RECORD, ZONE
 from rehearsal_sandbox.state import SandboxState
@@ -104,6 +112,37 @@ class Sandbox:
     @property
     def airflow_metadata(self) -> AirflowMetadataDb:
         return self.components()["airflow_metadata"]  # type: ignore[return-value]
+
+    @property
+    def control_plane_api(self) -> ControlPlaneApi:
+        return self.components()["api"]  # type: ignore[return-value]
+
+    @property
+    def scheduler(self) -> Scheduler:
+        return self.components()["scheduler"]  # type: ignore[return-value]
+
+    @property
+    def reconciler(self) -> Reconciler:
+        return self.components()["reconciler"]  # type: ignore[return-value]
+
+    @property
+    def host_agents(self) -> HostAgents:
+        return self.components()["agents"]  # type: ignore[return-value]
+
+    @property
+    def prober(self) -> Prober:
+        return self.components()["prober"]  # type: ignore[return-value]
+
+    @property
+    def synthetic_load(self) -> SyntheticLoad:
+        return self.components()["load"]  # type: ignore[return-value]
+
+    def service(self, name: str) -> ServiceComponent:
+        """A control-plane service or the data plane by its name: ``api``, ``scheduler``, ``reconciler``, ``agents``,
+        ``prober``, ``load``."""
+        if name not in SERVICES:
+            raise ValueError(f"no service {name!r} (services: {', '.join(SERVICES)})")
+        return self.components()[name]  # type: ignore[return-value]
 
     def _regions(self) -> list[str]:
         return list(dict.fromkeys([self.region, *self.sandbox_state.regions()]))
@@ -274,7 +313,7 @@ class Sandbox:
                 shutil.rmtree(Path(runtime) / sub, ignore_errors=True)
             if Path(runtime).name.startswith("sandbox-"):
                 shutil.rmtree(runtime, ignore_errors=True)
-        for path in (self.dir / "env", self.dir / "heartbeat.log"):
+        for path in (self.dir / "env", self.dir / "heartbeat.log", self.dir / "probe-log.jsonl", self.dir / "load-log.jsonl"):
             path.unlink(missing_ok=True)
         self.sandbox_state.delete()
         self._components.clear()
@@ -369,8 +408,12 @@ class Sandbox:
                        "heartbeat_log": str(self.heartbeat.log), "sandbox_state": str(self.dir),
                        "reports_dir": os.environ.get("REHEARSAL_REPORTS_DIR", str(REPO_ROOT / "reports")),
                        "scratch_root": str(self.runtime / "scratch"), "archive_timeout_seconds": self.archive_timeout,
-                       "archive_command": self.wal_shipping.archive_command(), "provisioner": PROVISIONER}
+                       "archive_command": self.wal_shipping.archive_command(), "provisioner": PROVISIONER,
+                       "probe_log": str(self.prober.log), "load_log": str(self.synthetic_load.log)}
         discovery_extra = {"discovery_zone_id": zone_id, "discovery_record": RECORD, "replica_record": REPLICA_RECORD}
+        api = self.control_plane_api
+        services_extra = {"api": api.url, "scheduler": self.scheduler.url, "reconciler": self.reconciler.url,
+                          "agents_record": AGENTS_RECORD, "discovery_zone_id": zone_id}
         return {
             "REHEARSAL_ENVIRONMENT": "sandbox",
             "REHEARSAL_DRILL_ENVIRONMENT": "true",
@@ -398,13 +441,16 @@ class Sandbox:
                                                            "schema": DB, "extra": discovery_extra}),
             "AIRFLOW_CONN_REHEARSAL_RESULTS": json.dumps({"conn_type": "postgres", "host": "127.0.0.1", "port": results.port,
                                                           "login": "postgres", "password": pw["postgres"], "schema": "rehearsal"}),
+            "AIRFLOW_CONN_CONTROLPLANE_SERVICES": json.dumps({"conn_type": "http", "host": "127.0.0.1", "port": api.port,
+                                                              "schema": "http", "extra": services_extra}),
             "AIRFLOW_VAR_REHEARSAL_ENVIRONMENT": json.dumps(environment),
         }
 
     def write_env(self) -> None:
         """``.sandbox/env``, once every component it names has its address (a no-op before)."""
         needs = {"controlplane_db": "primary", "results_db": "cluster", "aws_endpoint": "url", "discovery": "zone_id",
-                 "wal_shipping": "spool"}
+                 "wal_shipping": "spool", "api": "port", "scheduler": "port", "reconciler": "port", "prober": "log",
+                 "load": "log"}
         if not self.exists or not all(self.sandbox_state.peek(self.region, c).get(k) for c, k in needs.items()):
             return
         lines = ["# Written by the sandbox; source it: . .sandbox/env"]

@@ -1,10 +1,14 @@
-"""Generated control-plane data: about 200 MB at scale 1, of realistically compressible content."""
+"""Generated control-plane data: about 200 MB at scale 1, of realistically compressible content; then the live
+fleet (migration 0006): its hosts, and a deployment of each of its apps."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-SCHEMA_SQL = Path(__file__).with_name("schema.sql")
-SCHEMA_VERSION = "20261020_0005_audit_log"
+SCHEMA_SQL = Path(__file__).with_name("schema.sql")  # the schema the seed fills
+MIGRATION_SQL = Path(__file__).with_name("schema_0006_deployments.sql")  # applied after the seed
+SCHEMA_VERSION = "20261129_0006_deployments"
+FLEET_APPS, FLEET_HOSTS = 100, 24
 
 # Hex of md5 is ~2x compressible: far closer to real specs and logs than pgbench's ~55x.
 _NOISE = "md5(random()::text) || md5(random()::text)"
@@ -42,4 +46,33 @@ def _statements(scale: float) -> list[str]:
         f"INSERT INTO releases (env_id, version, desired_state, created_at) SELECT 1 + g % {apps * 2}, g, jsonb_build_object('image', 'registry/app:' || {_NOISE}, 'env', {_NOISE} || {_NOISE} || {_NOISE}, 'cmd', {_NOISE}), now() - g * interval '1 second' FROM generate_series(1, {n(100_000)}) g",
         f"INSERT INTO events (kind, subject, payload, created_at) SELECT (ARRAY['deploy','scale','restart','health'])[1 + g % 4], 'app-' || g % {apps}, jsonb_build_object('detail', {_NOISE} || {_NOISE}), now() - g * interval '100 ms' FROM generate_series(1, {n(300_000)}) g",
         f"INSERT INTO audit_log (actor, action, detail, created_at) SELECT 'user-' || g % 5000, (ARRAY['login','deploy','update_config','delete'])[1 + g % 4], {_NOISE}, now() - g * interval '200 ms' FROM generate_series(1, {n(300_000)}) g",
+    ]
+
+
+def fleet_size() -> tuple[int, int]:
+    """(apps, hosts) of the live fleet: ``SANDBOX_APPS`` (100) and ``SANDBOX_HOSTS`` (24)."""
+    return int(os.environ.get("SANDBOX_APPS", FLEET_APPS)), int(os.environ.get("SANDBOX_HOSTS", FLEET_HOSTS))
+
+
+def hostnames(hosts: int) -> list[str]:
+    return [f"agent-{i:02d}" for i in range(1, hosts + 1)]
+
+
+def migration() -> tuple[str, str]:
+    """Migration 0006 as (the application role's part, the superuser's part)."""
+    owner, _, superuser = MIGRATION_SQL.read_text().partition("-- @superuser")
+    return owner, superuser
+
+
+def fleet_statements(apps: int, hosts: int) -> list[str]:
+    """The fleet's hosts (``agent-01``...) and one deployment of each of the first ``apps`` apps: its newest
+    release, 1 to 3 replicas, generation 1. Placements are the scheduler's."""
+    return [
+        f"INSERT INTO hosts (hostname, region, status, last_seen_at) SELECT 'agent-' || lpad(g::text, 2, '0'), 'us-east-1', 'ready', now() FROM generate_series(1, {hosts}) g",
+        f"""INSERT INTO deployments (app_id, release_id, image, replicas, config, generation, updated_at)
+            SELECT a.id, r.id, r.desired_state ->> 'image', 1 + a.id % 3, jsonb_build_object('log_level', 'info', 'workers', 2), 1, now()
+              FROM (SELECT id FROM apps ORDER BY id LIMIT {apps}) a
+              CROSS JOIN LATERAL (SELECT r.id, r.desired_state FROM releases r JOIN envs e ON e.id = r.env_id
+                                   WHERE e.app_id = a.id ORDER BY r.version DESC LIMIT 1) r""",
+        "ANALYZE hosts, deployments",
     ]

@@ -9,6 +9,15 @@ from __future__ import annotations
 from rehearsal_sandbox.components.airflow_metadata import AirflowMetadataDb
 from rehearsal_sandbox.components.aws_endpoint import AwsEndpoint
 from rehearsal_sandbox.components.base import Component, DaemonComponent
+from rehearsal_sandbox.components.control_plane import (
+    ControlPlaneApi,
+    HostAgents,
+    Prober,
+    Reconciler,
+    Scheduler,
+    ServiceComponent,
+    SyntheticLoad,
+)
 from rehearsal_sandbox.components.controlplane_db import ControlPlaneDb
 from rehearsal_sandbox.components.discovery import ServiceDiscovery
 from rehearsal_sandbox.components.heartbeat import Heartbeat
@@ -21,9 +30,16 @@ COMPONENTS: tuple[type[Component], ...] = (
     WalShipping,        # the spool and its shipper, before the primary archives into it
     ControlPlaneDb,     # primary, seed, streaming standby, first backups
     ServiceDiscovery,   # the hosted zone; the records point at the primary and list the standbys
-    Heartbeat,          # writes through discovery: last
+    Heartbeat,          # writes through discovery
+    ControlPlaneApi,    # the control plane's API, through discovery; the agents report to it
+    Scheduler,          # placements, through discovery
+    HostAgents,         # the data plane, published in its SRV record
+    Reconciler,         # pushes desired state to the agents it finds there
+    Prober,             # evidence for drills: probes what the agents run
+    SyntheticLoad,      # evidence for drills: mutations through the API
     AirflowMetadataDb,  # on demand (make airflow)
 )
 
-__all__ = ["COMPONENTS", "AirflowMetadataDb", "AwsEndpoint", "Component", "ControlPlaneDb", "DaemonComponent", "Heartbeat",
-           "ResultsDb", "ServiceDiscovery", "WalShipping"]
+__all__ = ["COMPONENTS", "AirflowMetadataDb", "AwsEndpoint", "Component", "ControlPlaneApi", "ControlPlaneDb", "DaemonComponent",
+           "Heartbeat", "HostAgents", "Prober", "Reconciler", "ResultsDb", "Scheduler", "ServiceComponent", "ServiceDiscovery",
+           "SyntheticLoad", "WalShipping"]

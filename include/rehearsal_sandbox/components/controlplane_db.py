@@ -123,6 +123,7 @@ class ControlPlaneDb(Component):
         started = time.monotonic()
         self._seed(primary, scale)
         progress(f"seeded in {time.monotonic() - started:.1f}s")
+        self._deploy_fleet(primary)
         progress("creating the streaming standby, the first base backup and the first logical dump (in parallel)")
         self.rebuild_standby_and_back_up()
 
@@ -151,6 +152,26 @@ class ControlPlaneDb(Component):
             with connect(admin) as conn:
                 conn.execute(f"ALTER SYSTEM SET max_wal_size = '{self.settings()['max_wal_size']}'")
                 conn.execute("SELECT pg_reload_conf()")
+
+    def _deploy_fleet(self, primary: LocalCluster) -> None:
+        """Migration 0006 (deployments, placements, host reports, the audit triggers) and the live fleet's rows:
+        before the first backups, so they hold them."""
+        apps, hosts = seed.fleet_size()
+        progress(f"migrating to {seed.SCHEMA_VERSION}; the live fleet: {apps} apps on {hosts} hosts")
+        owner, superuser = seed.migration()
+        with connect(self.endpoint(primary), statement_timeout_ms=0) as conn:
+            conn.execute(owner)
+        with connect(self.endpoint(primary, "admin"), statement_timeout_ms=0) as conn:
+            conn.execute(superuser)
+        with connect(self.endpoint(primary), statement_timeout_ms=0) as conn:
+            for statement in seed.fleet_statements(apps, hosts):
+                conn.execute(statement)
+        self.state["fleet"] = {"apps": apps, "hosts": hosts}
+        self.sandbox.save()
+
+    def fleet(self) -> dict:
+        """``{"apps": n, "hosts": n}``: the live fleet's size, as created."""
+        return dict(self.state.get("fleet") or dict(zip(("apps", "hosts"), seed.fleet_size(), strict=True)))
 
     # ------------------------------------------------------------------ standby and backups
     def rebuild_standby(self) -> LocalCluster:

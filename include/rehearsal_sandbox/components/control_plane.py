@@ -1,0 +1,401 @@
+"""The control-plane services and the data plane (``docs/control-plane-services.md``): the API, the scheduler, the
+reconciler, the host agents, and the drills' evidence makers, the blackbox prober and the synthetic load. Each is one
+process (``python -m rehearsal_sandbox run-<daemon>``, bodies in ``rehearsal_sandbox.services``) on a port chosen
+once, at ``up()``: a killed and restarted service comes back at the same address.
+
+Slices: ``{"port": n, "pid": n}``; the API adds ``"mode_file"`` (its mode, kept across restarts), the prober and
+the load their ``"log"``, the agents ``"ports": {"agent-01": n, ...}`` and ``"state_dir"`` (their running state,
+kept across restarts). The agents are published in the SRV record ``AGENTS_RECORD``.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import ClassVar
+
+import psutil
+
+from rehearsal.discovery import DiscoveryRecord, point_all_at, resolve_all
+from rehearsal.postgres.cluster import free_port
+from rehearsal_sandbox.components.base import DaemonComponent, ok, pid_alive, progress
+
+AGENTS_RECORD = "_agent._tcp.dataplane.rehearsal.internal."
+DB = "controlplane"
+START_TIMEOUT = 30.0
+
+
+class ServiceComponent(DaemonComponent):
+    """One service process on a fixed loopback port, answering ``GET /healthz``."""
+
+    title: ClassVar[str]
+
+    @property
+    def port(self) -> int:
+        return int(self.state["port"])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def known_url(self) -> str | None:
+        """Its URL, once ``up()`` chose its port (re-read from the state file until then)."""
+        if not self.state.get("port"):
+            self.sandbox.reload()
+        return self.url if self.state.get("port") else None
+
+    def up(self) -> None:
+        if not self.state.get("port"):
+            self.state["port"] = free_port()
+            self.sandbox.save()
+        progress(f"starting the {self.title}")
+        self.start()
+
+    # ------------------------------------------------------------------ what the provisioner does with it
+    def start(self, mode: str | None = None) -> list[str]:
+        """Start it unless it runs; wait until it answers. Returns what it did."""
+        if self.alive():
+            return [f"{self.name} already runs (pid {self.pid}) at {self.url}"]
+        pid = self.spawn([sys.executable, "-m", "rehearsal_sandbox", f"run-{self.daemon}", "--state-dir", str(self.sandbox.dir),
+                          "--region", self.region, *(["--mode", mode] if mode else [])])
+        self.wait_answering()
+        return [f"started {self.name} (pid {pid}) at {self.url}" + (f" in mode {mode}" if mode else "")]
+
+    def wait_answering(self, timeout: float = START_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.answers()[0]:
+            if not self.alive():
+                raise RuntimeError(f"the {self.title} exited at start: see {self.sandbox.dir / (self.daemon + '.log')}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the {self.title} does not answer on {self.url} after {timeout:.0f}s: "
+                                   f"see {self.sandbox.dir / (self.daemon + '.log')}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """TERM (KILL after 10 s); the pid leaves the slice."""
+        super().stop()
+        self.sandbox.save()
+
+    def kill(self) -> float:
+        """SIGKILL; returns when it took effect (unix time), once the process is really dead."""
+        return kill_all([self])[1]
+
+    def running(self) -> bool:
+        return self.alive() and self.answers()[0]
+
+    def answers(self) -> tuple[bool, str]:
+        """Whether ``GET /healthz`` gets an answer (any status), and what it said."""
+        from rehearsal_sandbox.services.common import call
+
+        if not self.state.get("port"):
+            return False, "no port"
+        try:
+            status, body = call("GET", f"{self.url}/healthz", timeout=1.0)
+        except OSError as exc:
+            return False, f"{self.url} does not answer: {exc}"
+        return True, f"{self.url} healthz {status} {body}"
+
+    def status(self) -> dict[str, dict]:
+        if not self.state.get("port"):
+            return {self.name: ok(False, "not created")}
+        answers, detail = self.answers() if self.alive() else (False, "not running")
+        return {self.name: ok(self.alive() and answers, f"{self.daemon} pid {self.pid}, {detail}"[:300])}
+
+    def down(self) -> None:
+        super().stop()
+
+
+def kill_all(components: Iterable[ServiceComponent]) -> tuple[dict[str, int], float]:
+    """SIGKILL every component's process at once; returns ({name: pid}, when the last was really dead). A zombie is
+    dead (its parent may reap it later)."""
+    killed: dict[str, int] = {}
+    sandbox = None
+    for component in components:
+        pid = component.state.pop("pid", None)
+        sandbox = component.sandbox
+        if pid and pid_alive(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed[component.name] = pid
+            except ProcessLookupError:
+                pass
+    while any(pid_alive(pid) for pid in killed.values()):
+        time.sleep(0.01)
+    killed_at = time.time()
+    if sandbox is not None:
+        sandbox.save()
+    for pid in killed.values():  # reaped when it is our child
+        try:
+            psutil.Process(pid).wait(timeout=0)
+        except (psutil.Error, ChildProcessError):
+            pass
+    return killed, killed_at
+
+
+# ---------------------------------------------------------------------- the control plane
+class ControlPlaneApi(ServiceComponent):
+    name = "api"
+    daemon = "api"
+    title = "control-plane API"
+
+    @property
+    def mode_file(self) -> Path:
+        return Path(self.state.get("mode_file") or self.sandbox.dir / "api-mode.json")
+
+    def up(self) -> None:
+        self.state["mode_file"] = str(self.sandbox.dir / "api-mode.json")
+        super().up()
+
+    def start(self, mode: str | None = None) -> list[str]:
+        """Start it (in ``mode`` when given, else the mode it was left in); a running API only gets its mode set."""
+        if self.alive():
+            done = super().start()
+            if mode is not None and self.mode()["mode"] != mode:
+                self.set_mode(mode, "set by the provisioner")
+                done.append(f"set the API's mode to {mode}")
+            return done
+        return super().start(mode)
+
+    def mode(self) -> dict:
+        from rehearsal_sandbox.services.common import call
+
+        return call("GET", f"{self.url}/v1/mode", timeout=2)[1]
+
+    def set_mode(self, mode: str, reason: str) -> dict:
+        from rehearsal_sandbox.services.common import call
+
+        status, body = call("PUT", f"{self.url}/v1/mode", {"mode": mode, "reason": reason}, timeout=2)
+        if status != 200:
+            raise RuntimeError(f"the API refused mode {mode}: {body}")
+        return body
+
+    def run(self, mode: str | None) -> None:
+        from rehearsal_sandbox.services import api
+        from rehearsal_sandbox.services.common import Database, discovery_resolvers, stop_event
+
+        stopping = stop_event()
+        primary, replicas = discovery_resolvers(self.sandbox, self.region)
+        database = Database(primary, self.sandbox.passwords[DB], "controlplane-api", replicas)
+        api.run(self.port, database, self.mode_file, mode, stopping)
+
+    def down(self) -> None:
+        super().down()
+        self.mode_file.unlink(missing_ok=True)
+
+
+class Scheduler(ServiceComponent):
+    name = "scheduler"
+    daemon = "scheduler"
+    title = "scheduler"
+
+    def run(self) -> None:
+        from rehearsal_sandbox.services import scheduler
+        from rehearsal_sandbox.services.common import Database, discovery_resolvers, stop_event
+
+        stopping = stop_event()
+        primary, _replicas = discovery_resolvers(self.sandbox, self.region)
+        scheduler.run(self.port, Database(primary, self.sandbox.passwords[DB], "scheduler", pool_size=1), stopping)
+
+
+class Reconciler(ServiceComponent):
+    name = "reconciler"
+    daemon = "reconciler"
+    title = "reconciler"
+
+    @property
+    def default_rate(self) -> float:
+        return float(self.state.get("default_rate", 5.0))
+
+    def up(self) -> None:
+        self.state["default_rate"] = float(os.environ.get("SANDBOX_RECONCILER_RATE", "5.0"))
+        super().up()
+
+    def metrics(self) -> dict:
+        from rehearsal_sandbox.services.common import call
+
+        return call("GET", f"{self.url}/v1/metrics", timeout=2)[1]
+
+    def set_rate(self, rate: float) -> dict:
+        from rehearsal_sandbox.services.common import call
+
+        status, body = call("PUT", f"{self.url}/v1/rate", {"rate": rate}, timeout=2)
+        if status != 200:
+            raise RuntimeError(f"the reconciler refused rate {rate}: {body}")
+        return body
+
+    def run(self) -> None:
+        from rehearsal_sandbox.services import reconciler
+        from rehearsal_sandbox.services.common import Database, discovery_resolvers, stop_event
+
+        stopping = stop_event()
+        primary, _replicas = discovery_resolvers(self.sandbox, self.region)
+        database = Database(primary, self.sandbox.passwords[DB], "reconciler", pool_size=1)
+        reconciler.run(self.port, reconciler.Reconciler(database, self.peer("agents").resolver(), self.default_rate), stopping)
+
+
+# ---------------------------------------------------------------------- the data plane
+class HostAgents(ServiceComponent):
+    """Every host's agent, in one process; one port per host."""
+
+    name = "agents"
+    daemon = "agents"
+    title = "host agents"
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return {h: int(p) for h, p in self.state.get("ports", {}).items()}
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.state.get("state_dir") or self.sandbox.dir / "agents")
+
+    def record(self) -> DiscoveryRecord:
+        return DiscoveryRecord(zone_id=self.peer("discovery").zone_id, name=AGENTS_RECORD)
+
+    def addresses(self) -> dict[str, str]:
+        return {hostname: f"127.0.0.1:{port}" for hostname, port in self.ports.items()}
+
+    def resolver(self):
+        """Every agent's (host, port), read from the SRV record (what the control plane and the prober use)."""
+        import threading
+
+        route53 = self.peer("aws_endpoint").client("route53")
+        record, lock = self.record(), threading.Lock()
+
+        def resolve() -> list[tuple[str, int]]:
+            with lock:
+                return resolve_all(route53, record)
+
+        return resolve
+
+    def up(self) -> None:
+        from rehearsal_sandbox.seed import hostnames
+
+        if not self.state.get("ports"):
+            ports: set[int] = set()
+            while len(ports) < self.peer("controlplane_db").fleet()["hosts"]:
+                ports.add(free_port())
+            self.state["ports"] = dict(zip(hostnames(len(ports)), sorted(ports), strict=True))
+            self.state["port"] = min(ports)  # the first agent's: the process answers there
+            self.state["state_dir"] = str(self.sandbox.dir / "agents")
+            self.sandbox.save()
+        self.publish()
+        progress(f"starting {len(self.ports)} host agents")
+        self.start()
+
+    def publish(self) -> bool:
+        """The SRV record lists every agent."""
+        return point_all_at(self.peer("aws_endpoint").client("route53"), self.record(),
+                            [("127.0.0.1", port) for port in self.ports.values()])
+
+    def start(self, mode: str | None = None) -> list[str]:
+        done = super().start()
+        if self.publish():
+            done.append(f"published {len(self.ports)} agents in {AGENTS_RECORD}")
+        return done
+
+    def answers(self) -> tuple[bool, str]:
+        from rehearsal_sandbox.services.common import call
+
+        def one(item: tuple[str, int]) -> str | None:
+            try:
+                status, _ = call("GET", f"http://127.0.0.1:{item[1]}/healthz", timeout=1.0)
+                return None if status == 200 else f"{item[0]} healthz {status}"
+            except OSError:
+                return f"{item[0]} does not answer"
+
+        if not self.ports:
+            return False, "no agents"
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            problems = [p for p in pool.map(one, self.ports.items()) if p]
+        if problems:
+            return False, f"{len(problems)} of {len(self.ports)} agents: " + ", ".join(problems[:3])
+        return True, f"{len(self.ports)} agents answer on ports {min(self.ports.values())}-{max(self.ports.values())}"
+
+    def clear_faults(self) -> list[str]:
+        """Every agent's fault flags off; names the agents that had one."""
+        from rehearsal_sandbox.services.common import call
+
+        cleared = []
+        for hostname, port in self.ports.items():
+            try:
+                status, body = call("PUT", f"http://127.0.0.1:{port}/v1/faults", {"fail_desired": False}, timeout=2)
+            except OSError:
+                continue
+            if status == 200 and any(body.get("previous", {}).values()):
+                cleared.append(hostname)
+        return cleared
+
+    def run(self) -> None:
+        from rehearsal_sandbox.services import agents
+        from rehearsal_sandbox.services.common import stop_event
+
+        stopping = stop_event()
+        api = self.peer("api")
+        agents.run(self.ports, self.state_dir, api.known_url, stopping)
+
+    def down(self) -> None:
+        super().down()
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------- evidence for drills
+class Prober(ServiceComponent):
+    name = "prober"
+    daemon = "prober"
+    title = "blackbox prober"
+
+    @property
+    def log(self) -> Path:
+        return Path(self.state.get("log") or self.sandbox.dir / "probe-log.jsonl")
+
+    def up(self) -> None:
+        self.state["log"] = str(self.sandbox.dir / "probe-log.jsonl")
+        super().up()
+
+    def run(self) -> None:
+        from rehearsal_sandbox.services import prober
+        from rehearsal_sandbox.services.common import stop_event
+
+        stopping = stop_event()
+        probe = prober.Prober(self.peer("agents").resolver(), self.peer("api").known_url)
+        prober.run(probe, self.port, self.log, stopping)
+
+    def down(self) -> None:
+        super().down()
+        self.log.unlink(missing_ok=True)
+
+
+class SyntheticLoad(ServiceComponent):
+    name = "load"
+    daemon = "load"
+    title = "synthetic load"
+
+    @property
+    def log(self) -> Path:
+        return Path(self.state.get("log") or self.sandbox.dir / "load-log.jsonl")
+
+    def up(self) -> None:
+        self.state["log"] = str(self.sandbox.dir / "load-log.jsonl")
+        self.state["interval"] = float(os.environ.get("SANDBOX_LOAD_INTERVAL", "0.5"))
+        super().up()
+
+    def run(self) -> None:
+        from rehearsal_sandbox.services import load
+        from rehearsal_sandbox.services.common import stop_event
+
+        stopping = stop_event()
+        interval = float(self.state.get("interval", 0.5))
+        load.run(load.Load(self.peer("api").known_url), self.port, self.log, stopping, interval)
+
+    def down(self) -> None:
+        super().down()
+        self.log.unlink(missing_ok=True)
+
+
+SERVICES = ("api", "scheduler", "agents", "reconciler", "prober", "load")  # start order
