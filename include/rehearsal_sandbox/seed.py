@@ -45,7 +45,7 @@ def _statements(scale: float) -> list[str]:
         f"INSERT INTO volumes (app_id, host_id, size_gb, snapshot_id) SELECT 1 + g % {apps}, 1 + g % {hosts}, 1 + g % 500, 'snap-' || md5(g::text) FROM generate_series(1, {apps}) g",
         f"INSERT INTO releases (env_id, version, desired_state, created_at) SELECT 1 + g % {apps * 2}, g, jsonb_build_object('image', 'registry/app:' || {_NOISE}, 'env', {_NOISE} || {_NOISE} || {_NOISE}, 'cmd', {_NOISE}), now() - g * interval '1 second' FROM generate_series(1, {n(100_000)}) g",
         f"INSERT INTO events (kind, subject, payload, created_at) SELECT (ARRAY['deploy','scale','restart','health'])[1 + g % 4], 'app-' || g % {apps}, jsonb_build_object('detail', {_NOISE} || {_NOISE}), now() - g * interval '100 ms' FROM generate_series(1, {n(300_000)}) g",
-        f"INSERT INTO audit_log (actor, action, detail, created_at) SELECT 'user-' || g % 5000, (ARRAY['login','deploy','update_config','delete'])[1 + g % 4], {_NOISE}, now() - g * interval '200 ms' FROM generate_series(1, {n(300_000)}) g",
+        f"INSERT INTO audit_log (actor, action, detail, created_at) SELECT 'user-' || g % 5000, (ARRAY['login','deploy','update_config','delete'])[1 + g % 4], json_build_object('note', {_NOISE})::text, now() - g * interval '200 ms' FROM generate_series(1, {n(300_000)}) g",
     ]
 
 

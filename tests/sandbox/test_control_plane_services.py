@@ -85,7 +85,7 @@ def test_a_request_id_is_applied_once_and_its_first_result_given_again(sandbox, 
     assert status == 201 and deployed["action"] == "deploy"
     assert call("POST", f"{api}/v1/apps/5/releases", {"image": "registry.internal/app:t1", "request_id": deploy_id}) == (200, deployed)
     with connect(sandbox.endpoint(sandbox.primary)) as conn:
-        rows = conn.execute("SELECT actor, action, detail FROM audit_log WHERE audit_request_id(detail) = %s", (request_id,)).fetchall()
+        rows = conn.execute("SELECT actor, action, detail FROM audit_log WHERE detail::jsonb->>'request_id' = %s", (request_id,)).fetchall()
     assert len(rows) == 1 and rows[0][:2] == ("api", "update_config")
     assert json.loads(rows[0][2])["payload"] == {"config": {"feature": "on"}}
 

@@ -317,19 +317,25 @@ class HostAgents(ServiceComponent):
             return False, f"{len(problems)} of {len(self.ports)} agents: " + ", ".join(problems[:3])
         return True, f"{len(self.ports)} agents answer on ports {min(self.ports.values())}-{max(self.ports.values())}"
 
-    def clear_faults(self) -> list[str]:
-        """Every agent's fault flags off; names the agents that had one."""
+    def fault_all(self, **flags: bool) -> list[str]:
+        """Set fault flags (test only: ``fail_desired``) on every agent that answers; the agents whose flags changed."""
         from rehearsal_sandbox.services.common import call
 
-        cleared = []
+        changed = []
         for hostname, port in self.ports.items():
             try:
-                status, body = call("PUT", f"http://127.0.0.1:{port}/v1/faults", {"fail_desired": False}, timeout=2)
+                status, body = call("PUT", f"http://127.0.0.1:{port}/v1/faults", flags, timeout=2)
             except OSError:
                 continue
-            if status == 200 and any(body.get("previous", {}).values()):
-                cleared.append(hostname)
-        return cleared
+            if status != 200:
+                raise RuntimeError(f"{hostname} refused faults {flags}: {body}")
+            if body.get("previous") != body.get("faults"):
+                changed.append(hostname)
+        return changed
+
+    def clear_faults(self) -> list[str]:
+        """Every agent's fault flags off; the agents that had one."""
+        return self.fault_all(fail_desired=False)
 
     def run(self) -> None:
         from rehearsal_sandbox.services import agents

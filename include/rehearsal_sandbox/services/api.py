@@ -184,7 +184,7 @@ class Api:
         actor = request.header("X-Actor") or "api"
         with self.db.connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (request_id,))
-            first = conn.execute("SELECT detail FROM audit_log WHERE audit_request_id(detail) = %s ORDER BY id LIMIT 1",
+            first = conn.execute("SELECT detail FROM audit_log WHERE (detail::jsonb) ->> 'request_id' = %s LIMIT 1",
                                  (request_id,)).fetchone()
             if first is not None:
                 return 200, _result(json.loads(first[0]))
