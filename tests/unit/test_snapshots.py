@@ -476,7 +476,7 @@ def test_ebs_refuses_bad_snapshots_by_name(ec2):
     with pytest.raises(SnapshotInError, match=f"volume {source} snapshot {snap} is in state 'error', not 'completed': "
                                               "not restorable \\(EBS in us-east-1\\)"):
         ebs.create_volume_from_snapshot(east, snap, "us-east-1a", {"rehearsal:drill": "x"})
-    with pytest.raises(SnapshotNotFound, match="snapshot snap-0123456789abcdef0 is not in the index of EBS in us-east-1"):
+    with pytest.raises(SnapshotNotFound, match="snapshot snap-0123456789abcdef0 is not in EBS in us-east-1"):
         ebs.create_volume_from_snapshot(east, "snap-0123456789abcdef0", "us-east-1a", {})
     with pytest.raises(SnapshotNotFound, match="tagged rehearsal:volume=nothing"):
         ebs.find_snapshot(east, "nothing")
@@ -486,3 +486,15 @@ def test_ebs_refuses_bad_snapshots_by_name(ec2):
     with pytest.raises(PreconditionFailed, match="needs a tag key and value"):
         ebs.delete_drill_volumes(east, "rehearsal:drill", "")
     assert [v["VolumeId"] for v in east.describe_volumes()["Volumes"]] == [source]
+
+
+def test_index_keys_parse_under_any_prefix(s3):
+    store = SnapshotStore(s3, "snap-primary", prefix="dr/index/")
+    key = store.write_index_entry(SnapshotEntry("snap-1", "index", NOW, None, "completed", (), 0, CHUNK))
+    assert key == "dr/index/index/index/20261128T120000000000Z--snap-1--completed.json"
+    (parsed,) = list(store.index_entries())
+    assert (parsed.volume_id, parsed.snapshot_id, parsed.created_at, parsed.relative_key) == (
+        "index", "snap-1", NOW, "index/index/20261128T120000000000Z--snap-1--completed.json")
+    assert parse_index_key("dr/index/index/vol-1/not-a-time--snap-1--completed.json", store.prefix) is None
+    assert parse_index_key("dr/index/index/vol-1/20261128T120000000000Z--snap-1--pending.json", store.prefix) is None
+    assert store.read_snapshot(key).volume_id == "index"

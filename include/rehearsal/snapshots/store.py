@@ -22,7 +22,7 @@ import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -52,12 +52,15 @@ def _where(volume_id: str | None, snapshot_id: str | None) -> str:
 
 
 class SnapshotNotFound(PreconditionFailed):
-    """The snapshot is not in the store's index (or, for EBS, not in the region): nothing was touched."""
+    """The snapshot is not in the store's index (or, for EBS, not in the region): nothing was touched.
+
+    ``where`` completes "is not in ...": ``the index of s3://bucket/prefix/`` or ``EBS in us-east-1``.
+    """
 
     def __init__(self, snapshot_id: str, where: str, volume_id: str | None = None) -> None:
         self.snapshot_id, self.volume_id, self.where = snapshot_id, volume_id, where
         scope = f" (volume {volume_id})" if volume_id else ""
-        super().__init__(f"snapshot {snapshot_id}{scope} is not in the index of {where}")
+        super().__init__(f"snapshot {snapshot_id}{scope} is not in {where}")
 
 
 class SnapshotInError(PreconditionFailed):
@@ -143,6 +146,7 @@ class IndexKey:
     size: int = 0
     last_modified: datetime | None = None
     etag: str = ""
+    prefix: str = ""  # the store's prefix the key sits under
 
     @property
     def restorable(self) -> bool:
@@ -151,7 +155,7 @@ class IndexKey:
     @property
     def relative_key(self) -> str:
         """The key from ``index/`` on: the same in every copy of the store, whatever its prefix."""
-        return self.key[self.key.index("index/"):]
+        return self.key[len(self.prefix):]
 
     def to_dict(self) -> dict:
         return {"volume_id": self.volume_id, "created_at": self.created_at.isoformat(), "snapshot_id": self.snapshot_id,
@@ -248,7 +252,7 @@ def parse_index_key(key: str, prefix: str = "") -> IndexKey | None:
         created_at = parse_time(pieces[0])
     except ValueError:
         return None
-    return IndexKey(volume_id, created_at, pieces[1], pieces[2], key)
+    return IndexKey(volume_id, created_at, pieces[1], pieces[2], key, prefix=prefix)
 
 
 def parse_entry(body: bytes | str, where: str) -> SnapshotEntry:
@@ -364,8 +368,8 @@ class SnapshotStore:
             if parsed is None:
                 log.warning("%s: not an index key of this layout, skipped", self.location(item["Key"]))
                 continue
-            yield IndexKey(parsed.volume_id, parsed.created_at, parsed.snapshot_id, parsed.state, parsed.key,
-                           int(item.get("Size", 0)), item.get("LastModified"), str(item.get("ETag", "")).strip('"'))
+            yield replace(parsed, size=int(item.get("Size", 0)), last_modified=item.get("LastModified"),
+                          etag=str(item.get("ETag", "")).strip('"'))
 
     def iter_chunks(self) -> Iterator[ChunkInfo]:
         """Every chunk in the store, from listing (one call per 1000 chunks)."""
@@ -386,7 +390,7 @@ class SnapshotStore:
         for key in self.index_entries(volume_id):
             if key.snapshot_id == snapshot_id:
                 return key
-        raise SnapshotNotFound(snapshot_id, self.url, volume_id)
+        raise SnapshotNotFound(snapshot_id, f"the index of {self.url}", volume_id)
 
     # -- chunks -------------------------------------------------------------------------------------------------
     def put_chunk(self, data: bytes, digest: str | None = None) -> str:
