@@ -29,6 +29,7 @@ class Agent:
         self.hostname = hostname
         self.state_file = state_file
         self.lock = threading.Lock()
+        self.applying = threading.Lock()
         self.running: dict[str, dict] = {}
         self.applied_at: str | None = None
         self.faults = {name: False for name in FAULTS}
@@ -60,20 +61,24 @@ class Agent:
         apps = body.get("apps") if isinstance(body, dict) else None
         if not isinstance(apps, dict) or not all(isinstance(v, dict) and isinstance(v.get("slots"), list) for v in apps.values()):
             raise BadRequest("apps must be an object of {app_id: {generation, release_id, image, config_digest, slots}}")
-        with self.lock:
+        with self.applying:  # one apply at a time; instances keep serving meanwhile
+            with self.lock:
+                running = dict(self.running)
             changed = 0
-            for app_id in set(apps) | set(self.running):
-                old, new = self.running.get(app_id), apps.get(app_id)
+            for app_id in set(apps) | set(running):
+                old, new = running.get(app_id), apps.get(app_id)
                 if old == new:
                     continue
                 old_slots, new_slots = set((old or {}).get("slots", [])), set((new or {}).get("slots", []))
                 same_release = old and new and {k: v for k, v in old.items() if k != "slots"} == {k: v for k, v in new.items() if k != "slots"}
                 changed += len(old_slots ^ new_slots) if same_release else len(old_slots | new_slots)
             time.sleep(min(1.0, APPLY_SECONDS_PER_INSTANCE * changed))  # starting and stopping instances
-            self.running = json.loads(json.dumps(apps))
-            self.applied_at = iso(time.time())
-            self._save()
-            return 200, {"hostname": self.hostname, "running": json.loads(json.dumps(self.running)), "applied_at": self.applied_at}
+            with self.lock:
+                self.running = json.loads(json.dumps(apps))
+                self.applied_at = iso(time.time())
+                self._save()
+                return 200, {"hostname": self.hostname, "running": json.loads(json.dumps(self.running)),
+                             "applied_at": self.applied_at}
 
     def _save(self) -> None:
         tmp = self.state_file.with_suffix(".tmp")

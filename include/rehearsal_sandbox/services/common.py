@@ -54,17 +54,23 @@ class Request:
         self.handler = handler
         self.params = params
         self._body: Any = None
+        self._raw: bytes | None = None
 
     def header(self, name: str) -> str | None:
         return self.handler.headers.get(name)
 
+    def raw(self) -> bytes:
+        """The body's bytes, read once (an unread body is drained after the answer: the connection is kept)."""
+        if self._raw is None:
+            length = int(self.handler.headers.get("Content-Length") or 0)
+            self._raw = self.handler.rfile.read(length) if length > 0 else b""
+        return self._raw
+
     def json(self) -> Any:
         """The body as JSON; ``BadRequest`` when it is not."""
         if self._body is None:
-            length = int(self.handler.headers.get("Content-Length") or 0)
-            raw = self.handler.rfile.read(length) if length else b""
             try:
-                self._body = json.loads(raw or b"{}")
+                self._body = json.loads(self.raw() or b"{}")
             except ValueError as exc:
                 raise BadRequest(f"body is not JSON: {exc}") from None
         return self._body
@@ -108,15 +114,18 @@ class _Handler(BaseHTTPRequestHandler):
             allowed = True
             if method != self.command:
                 continue
+            request = Request(self, match.groupdict())
             try:
-                status, body = handler(Request(self, match.groupdict()))
+                status, body = handler(request)
             except BadRequest as exc:
                 status, body = 400, {"error": str(exc)}
             except Exception as exc:  # noqa: BLE001 - answered as a 500, logged
                 log.exception("%s %s failed", self.command, path)
                 status, body = 500, {"error": error_text(exc)}
+            request.raw()
             self._answer(status, body)
             return
+        Request(self, {}).raw()
         self._answer(405 if allowed else 404, {"error": f"{'method not allowed' if allowed else 'not found'}: {self.command} {path}"})
 
     def _answer(self, status: int, body: Any) -> None:
