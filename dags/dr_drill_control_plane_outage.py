@@ -63,7 +63,7 @@ with DAG(
 ) as dag:
     guard = DrillGuardOperator(task_id="guard_drill_environment", mode="{{ params.mode }}", path="auto",
                                scenario=SCENARIO, component=COMPONENT, fault="kill_services",
-                               refuse_non_disruptive=NO_NON_DISRUPTIVE, **IDEMPOTENT)
+                               harm="it kills the control-plane services", refuse_non_disruptive=NO_NON_DISRUPTIVE, **IDEMPOTENT)
     inject = InjectControlPlaneOutageOperator(task_id="inject_control_plane_outage", guard=guard.output,
                                               kill_database="{{ params.kill_database }}")
     scenario = control_plane_down(mode="drill", approve="auto", path="auto", component=COMPONENT)

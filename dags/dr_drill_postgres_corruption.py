@@ -55,7 +55,7 @@ with DAG(
 ) as dag:
     guard = DrillGuardOperator(task_id="guard_drill_environment", mode="{{ params.mode }}", path="pitr",
                                scenario=SCENARIO, component=COMPONENT, fault="restore_environment",
-                               refuse_non_disruptive=NO_NON_DISRUPTIVE, **IDEMPOTENT)
+                               harm="it corrupts the control-plane database", refuse_non_disruptive=NO_NON_DISRUPTIVE, **IDEMPOTENT)
     inject = InjectCorruptionOperator(task_id="inject_corruption", guard=guard.output)
     scenario = postgres_corruption(mode="drill", approve="auto", corruption_time="", component=COMPONENT)
     watch = WatchStopConditionsOperator(task_id="watch_stop_conditions", guard=guard.output,

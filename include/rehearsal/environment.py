@@ -24,6 +24,11 @@ class Environment:
     provisioner: str | None = None  # "module:Class" of the platform's Provisioner, or "none"
     probe_log: str | None = None  # the blackbox prober's rounds (data-plane and API availability), JSON lines
     load_log: str | None = None  # the synthetic load's attempted writes and their acknowledgements, JSON lines
+    snapshot_bucket: str = ""  # the snapshot store: content-addressed chunks and the index (rehearsal.snapshots)
+    snapshot_prefix: str = "volumes"
+    snapshot_replica_bucket: str = ""  # its copy in a second region, kept by the platform's replicator
+    snapshot_replica_region: str = ""
+    snapshot_index_backup_bucket: str = ""  # a backup of the index objects
 
     @classmethod
     def from_mapping(cls, data: dict | None) -> Environment:

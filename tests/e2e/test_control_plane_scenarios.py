@@ -3,6 +3,7 @@ plane: the damage is really undone, the data plane really keeps serving, and the
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import uuid
@@ -117,7 +118,7 @@ def test_a_stop_condition_tripping_mid_drill_aborts_it_rolls_back_and_says_why(p
             try:
                 call("GET", f"{api_url}/healthz", timeout=0.5)
             except Exception:  # noqa: BLE001 - the API is down: the fault is in
-                agents.kill() if hasattr(agents, "kill") else agents.stop()
+                agents.kill()
                 return
             time.sleep(0.1)
 
@@ -138,25 +139,20 @@ def test_a_stop_condition_tripping_mid_drill_aborts_it_rolls_back_and_says_why(p
 
 
 def test_a_reconciler_that_never_converges_times_out_naming_the_last_value(sandbox):
-    from rehearsal.errors import RecoveryTimedOut
-    from rehearsal.runbooks.control_plane import convergence, wait_until
+    from rehearsal_airflow.operators.control_plane import TimeToConvergeSensor
+    from tests.operators.test_control_plane_operators import run
 
     reconciler = Reconciler(services()["reconciler"])
     agents = sandbox.service("agents")
     app = api().apps()[0]
-    faulty = agents.fault_all(fail_desired=True) if hasattr(agents, "fault_all") else None
     try:
-        if faulty is None:
-            from rehearsal.discovery import DiscoveryRecord, resolve_all
-
-            extra = services()
-            targets = resolve_all(sandbox.aws("route53"), DiscoveryRecord(extra["discovery_zone_id"], extra["agents_record"]))
-            for host, port in targets:
-                assert call("PUT", f"http://{host}:{port}/v1/faults", {"fail_desired": True}).ok
+        assert agents.fault_all(fail_desired=True)
         acked_mutation(app["id"], {"never": "converges"})
-        with pytest.raises(RecoveryTimedOut, match=r"time-to-converge under 2s not reached within 6s; last: "
-                                                   r"time-to-converge \d+\.\ds, oldest unconverged change \d+\.\ds"):
-            wait_until(lambda: convergence(reconciler.metrics(), 2), 6, "time-to-converge under 2s")
+        error, step = run(TimeToConvergeSensor(task_id="confirm_time_to_converge", threshold_seconds=2, timeout=6,
+                                               poll_interval=0.5, deferrable=False))
+        assert step["kind"] == "timed_out", step
+        assert re.match(r"RecoveryTimedOut: time-to-converge under 2s not reached within 6s; last: time-to-converge "
+                        r"\d+\.\ds, oldest unconverged change \d+\.\ds", step["detail"]), step["detail"]
         assert reconciler.metrics()["error_rate"] > 0  # the pushes fail, and back off
     finally:
         from rehearsal.environment import Environment

@@ -12,7 +12,7 @@ import pytest
 
 from rehearsal.backups.store import BackupStore
 from rehearsal.backups.verification import check_wal_continuity, verify_base_backup, verify_logical_dump
-from rehearsal.catalog import DEFAULT_CATALOG, load_catalog
+from rehearsal.catalog import BACKUP_KINDS, DEFAULT_CATALOG, load_catalog
 from rehearsal.checks import CheckSet
 from rehearsal.errors import PreconditionFailed
 from rehearsal.freshness import check_assets
@@ -129,11 +129,12 @@ def test_a_missing_manifest_is_named(store, tmp_path, scratch_objects):
 def test_a_backup_older_than_its_rpo_is_named(store):
     catalog = load_catalog(DEFAULT_CATALOG)
     later = datetime.now(UTC) + timedelta(days=2)
-    results = {r.asset: r for r in check_assets(store, list(catalog.assets.values()), later)}
+    backups = [a for a in catalog.assets.values() if a.kind in BACKUP_KINDS]
+    results = {r.asset: r for r in check_assets(store, backups, later)}
     assert not any(r.ok for r in results.values())
     wal = results["controlplane_wal_archive"]
     assert wal.detail.startswith("controlplane_wal_archive: newest wal_archive ") and "over its 900s limit" in wal.detail
-    fresh = {r.asset: r.ok for r in check_assets(store, list(catalog.assets.values()), datetime.now(UTC))}
+    fresh = {r.asset: r.ok for r in check_assets(store, backups, datetime.now(UTC))}
     assert fresh == {"controlplane_wal_archive": True, "controlplane_base_backup": True, "controlplane_logical_dump": True}
 
 
@@ -169,7 +170,7 @@ def test_a_restored_schema_version_that_differs_from_the_expected_one_is_named(s
         conn.execute("INSERT INTO schema_migrations (version) VALUES ('20261201_0006_unreleased')")
     manifest = store.manifest("logical_dump", result.backup_id)
     checks = validate_controlplane(admin, manifest.schema_version, manifest.row_counts, count_tolerance=0.0)
-    assert failed(checks) == {"schema_version": "schema_migrations at 20261201_0006_unreleased, expected 20261020_0005_audit_log"}
+    assert failed(checks) == {"schema_version": "schema_migrations at 20261201_0006_unreleased, expected 20261129_0006_deployments"}
 
 
 def test_a_disruptive_drill_aimed_at_an_environment_not_marked_for_drills_is_refused(sandbox, airflow_db, monkeypatch):

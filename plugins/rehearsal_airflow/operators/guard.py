@@ -32,11 +32,14 @@ class DrillGuardOperator(ControlPlaneMixin, DrillStepOperator):
     template_fields: Sequence[str] = ("mode", "path")
 
     def __init__(self, *, mode: str, path: str, scenario: str, component: str = "control_plane_api",
-                 fault: str = "kill_primary", refuse_non_disruptive: str | None = None, **kwargs) -> None:
+                 fault: str = "kill_primary", harm: str = "it kills the primary and loses its data",
+                 refuse_non_disruptive: str | None = None, **kwargs) -> None:
         """:param fault: the provisioner method the drill's fault needs (``kill_primary``, ``kill_services``, ...)
+        :param harm: what the disruptive fault does, for the refusal outside drill environments
         :param refuse_non_disruptive: why this drill has no meaningful non-disruptive variant (then it refuses it)"""
         super().__init__(**kwargs)
         self.fault = fault
+        self.harm = harm
         self.refuse_non_disruptive = refuse_non_disruptive
         self.mode = mode
         self.path = path
@@ -49,7 +52,7 @@ class DrillGuardOperator(ControlPlaneMixin, DrillStepOperator):
             raise PreconditionFailed(f"refusing a non_disruptive {self.scenario} drill: {self.refuse_non_disruptive}")
         env = current_environment()
         if self.mode == "disruptive":
-            env.require_drill_environment(f"run a disruptive drill ({self.scenario}: it injects a real fault)")
+            env.require_drill_environment(f"run a disruptive drill ({self.harm})")
             provisioner = load_provisioner(env.provisioner, environment=env)
             if provisioner is None or not hasattr(provisioner, self.fault):
                 raise PreconditionFailed(f"environment {env.name!r} names no provisioner that can inject this fault "
