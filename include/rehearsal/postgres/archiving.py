@@ -35,7 +35,12 @@ def neutralized_settings(quarantine: Path) -> dict[str, object]:
 
 # What a copy that becomes production gets back (ALTER SYSTEM RESET): the settings the restore overrode that
 # production needs again. Archiving is re-pointed separately, at production's archive.
-PRODUCTION_RESETS = ("max_logical_replication_workers", "max_sync_workers_per_subscription", "shared_preload_libraries")
+PRODUCTION_RESETS = ("max_logical_replication_workers", "max_sync_workers_per_subscription", "shared_preload_libraries",
+                     # The PITR's own recovery settings: a standby cloned from this primary would inherit a
+                     # recovery target and stop there ("requested recovery stop point is before consistent
+                     # recovery point").
+                     "restore_command", "recovery_target_time", "recovery_target_lsn", "recovery_target_timeline",
+                     "recovery_target_action")
 
 
 def hand_quarantine_to_archive(quarantine: Path, store: BackupStore) -> list[str]:

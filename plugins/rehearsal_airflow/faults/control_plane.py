@@ -11,7 +11,7 @@ from typing import Any
 from airflow.sdk import Context
 
 from rehearsal.errors import PreconditionFailed
-from rehearsal.platform import load_provisioner
+from rehearsal.platform import load_provisioner, split_address
 from rehearsal.postgres.connection import connect
 from rehearsal.services import SERVICES
 from rehearsal_airflow.environment import current_environment
@@ -68,7 +68,7 @@ class InjectCorruptionOperator(ControlPlaneMixin, DrillStepOperator):
     def run_step(self, context: Context) -> dict:
         env = current_environment()
         env.require_drill_environment("corrupt the control-plane database")
-        endpoint = self.controlplane.platform().admin_endpoint(self.guard["primary"])
+        endpoint = self.controlplane.endpoint(*split_address(self.guard["primary"]))  # the database, as superuser
         done = []
         with connect(endpoint, statement_timeout_ms=120_000) as conn:
             fault_at = time.time()

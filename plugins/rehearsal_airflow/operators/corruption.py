@@ -14,6 +14,7 @@ from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowSkipException
 
 from rehearsal.errors import RecoveryTimedOut, VerificationFailed
+from rehearsal.platform import split_address
 from rehearsal.postgres.connection import connect
 from rehearsal.runbooks.corruption import (
     DAMAGING_ACTIONS,
@@ -165,7 +166,7 @@ class ValidateDamageGoneOperator(ControlPlaneMixin, DrillStepOperator):
 
         point = _point(self.point)
         address = self.recovery["address"]
-        endpoint = self.controlplane.platform().admin_endpoint(address)
+        endpoint = self.controlplane.endpoint(*split_address(address))  # the control-plane database, as superuser
         with connect(endpoint, statement_timeout_ms=30_000) as conn:
             tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
             replayed = audit_since(conn, point.recovery_target, DAMAGING_ACTIONS)
