@@ -12,9 +12,9 @@ same function) in `drill` mode, and measures it from evidence.
   refuses `non_disruptive` saying so.
 - `kill_database`: also SIGKILL the Postgres primary (its disks kept): Scenario A then runs the failover.
 
-**Steps**: guard, inject the outage, Scenario A (with `watch_stop_conditions` beside it: data-plane probe
-success under 95% aborts the drill, rolls back and says why), measure, put the environment back (always),
-report.
+**Steps**: guard, inject the outage, Scenario A, measure, put the environment back (always), report. Stop
+conditions: before every step, production health is read from the prober's log; data-plane probe success under
+95% over the last 5 s aborts the drill (no further step runs), rolls the environment back and says why.
 
 **Measured**: RTO to read-only (the prober's first API answer after the kill), RTO to read-write (the synthetic
 load's first acknowledged write), data-plane availability between the kill and read-write (the prober's rounds;
@@ -27,11 +27,11 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Param
 
+from rehearsal.drills.stop_conditions import StopConditions
 from rehearsal_airflow.deadlines import rto_deadline
 from rehearsal_airflow.faults.control_plane import InjectControlPlaneOutageOperator
 from rehearsal_airflow.operators.control_plane_drills import (
     MeasureControlPlaneOutageOperator,
-    WatchStopConditionsOperator,
 )
 from rehearsal_airflow.operators.guard import DrillGuardOperator, RestoreDrillEnvironmentOperator
 from rehearsal_airflow.operators.report import RunReportOperator
@@ -63,12 +63,11 @@ with DAG(
 ) as dag:
     guard = DrillGuardOperator(task_id="guard_drill_environment", mode="{{ params.mode }}", path="auto",
                                scenario=SCENARIO, component=COMPONENT, fault="kill_services",
-                               harm="it kills the control-plane services", refuse_non_disruptive=NO_NON_DISRUPTIVE, **IDEMPOTENT)
+                               harm="it kills the control-plane services", refuse_non_disruptive=NO_NON_DISRUPTIVE,
+                               stop_conditions=StopConditions().to_dict(), **IDEMPOTENT)
     inject = InjectControlPlaneOutageOperator(task_id="inject_control_plane_outage", guard=guard.output,
                                               kill_database="{{ params.kill_database }}")
     scenario = control_plane_down(mode="drill", approve="auto", path="auto", component=COMPONENT)
-    watch = WatchStopConditionsOperator(task_id="watch_stop_conditions", guard=guard.output,
-                                        last_task_id=scenario.converge.task_id, **IDEMPOTENT)
     measure = MeasureControlPlaneOutageOperator(task_id="measure_outage", fault=inject.output,
                                                 converge=scenario.converge.output, component=COMPONENT,
                                                 trigger_rule="none_failed", **IDEMPOTENT)
@@ -81,5 +80,4 @@ with DAG(
         recovery=scenario.failover.recover.output, measurement=measure.output,
         environment_repair=restore_environment.output, **IDEMPOTENT)
 
-    guard >> inject >> [scenario.group, watch]
-    [scenario.group, watch] >> measure >> restore_environment >> report
+    guard >> inject >> scenario.group >> measure >> restore_environment >> report

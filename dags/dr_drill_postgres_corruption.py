@@ -12,7 +12,8 @@ repairing drift; the guard refuses it saying so.
 
 **Measured**: RTO from the corruption to the synthetic load's first acknowledged write after the freeze (on the
 restored cluster); RPO as the acknowledged writes before the corruption point that the restored cluster lacks.
-`watch_stop_conditions` aborts and rolls back when data-plane probe success drops under 95%.
+Stop conditions: before every step, data-plane probe success under 95% over the last 5 s aborts the drill,
+rolls back and says why.
 """
 from __future__ import annotations
 
@@ -20,11 +21,11 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Param
 
+from rehearsal.drills.stop_conditions import StopConditions
 from rehearsal_airflow.deadlines import rto_deadline
 from rehearsal_airflow.faults.control_plane import InjectCorruptionOperator
 from rehearsal_airflow.operators.control_plane_drills import (
     MeasureCorruptionRecoveryOperator,
-    WatchStopConditionsOperator,
 )
 from rehearsal_airflow.operators.guard import DrillGuardOperator, RestoreDrillEnvironmentOperator
 from rehearsal_airflow.operators.report import RunReportOperator
@@ -55,11 +56,10 @@ with DAG(
 ) as dag:
     guard = DrillGuardOperator(task_id="guard_drill_environment", mode="{{ params.mode }}", path="pitr",
                                scenario=SCENARIO, component=COMPONENT, fault="restore_environment",
-                               harm="it corrupts the control-plane database", refuse_non_disruptive=NO_NON_DISRUPTIVE, **IDEMPOTENT)
+                               harm="it corrupts the control-plane database", refuse_non_disruptive=NO_NON_DISRUPTIVE,
+                               stop_conditions=StopConditions().to_dict(), **IDEMPOTENT)
     inject = InjectCorruptionOperator(task_id="inject_corruption", guard=guard.output)
     scenario = postgres_corruption(mode="drill", approve="auto", corruption_time="", component=COMPONENT)
-    watch = WatchStopConditionsOperator(task_id="watch_stop_conditions", guard=guard.output,
-                                        last_task_id=scenario.converge.task_id, **IDEMPOTENT)
     measure = MeasureCorruptionRecoveryOperator(task_id="measure_rto_rpo", fault=inject.output,
                                                 freeze=scenario.freeze.output, component=COMPONENT,
                                                 trigger_rule="none_failed", **IDEMPOTENT)
@@ -72,5 +72,4 @@ with DAG(
         recovery=scenario.failover.recover.output, measurement=measure.output,
         environment_repair=restore_environment.output, **IDEMPOTENT)
 
-    guard >> inject >> [scenario.group, watch]
-    [scenario.group, watch] >> measure >> restore_environment >> report
+    guard >> inject >> scenario.group >> measure >> restore_environment >> report

@@ -26,6 +26,7 @@ CREATE TABLE IF NOT EXISTS rto_breaches (
 CREATE TABLE IF NOT EXISTS drill_locks (
     environment text PRIMARY KEY, dag_id text NOT NULL, run_id text NOT NULL, acquired_at timestamptz NOT NULL DEFAULT now());
 ALTER TABLE drill_locks ADD COLUMN IF NOT EXISTS abort_reason text;
+ALTER TABLE drill_locks ADD COLUMN IF NOT EXISTS stop_conditions jsonb;
 """
 
 
@@ -146,13 +147,20 @@ def abort_drill(endpoint: Endpoint, environment: str, dag_id: str, run_id: str, 
                             (reason, environment, dag_id, run_id)).rowcount == 1
 
 
-def drill_abort_reason(endpoint: Endpoint, dag_id: str, run_id: str) -> str | None:
-    """Why this drill run was told to stop, or None."""
+def set_stop_conditions(endpoint: Endpoint, environment: str, dag_id: str, run_id: str, conditions: dict) -> bool:
+    """What every later step of the drill holding the lock checks before it runs."""
     ensure_schema(endpoint)
+    with connect(endpoint) as conn:
+        return conn.execute("UPDATE drill_locks SET stop_conditions = %s WHERE environment = %s AND dag_id = %s AND run_id = %s",
+                            (json.dumps(conditions), environment, dag_id, run_id)).rowcount == 1
+
+
+def drill_run_control(endpoint: Endpoint, dag_id: str, run_id: str) -> tuple[str | None, dict | None]:
+    """(why this drill run was told to stop, its stop conditions); (None, None) for a run that holds no lock."""
     with connect(endpoint, connect_timeout=2) as conn:
-        row = conn.execute("SELECT abort_reason FROM drill_locks WHERE dag_id = %s AND run_id = %s AND abort_reason IS NOT NULL",
+        row = conn.execute("SELECT abort_reason, stop_conditions FROM drill_locks WHERE dag_id = %s AND run_id = %s",
                            (dag_id, run_id)).fetchone()
-    return row[0] if row else None
+    return (row[0], row[1]) if row else (None, None)
 
 
 def break_drill_lock(endpoint: Endpoint, environment: str) -> DrillLock | None:

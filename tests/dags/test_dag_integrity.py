@@ -146,6 +146,6 @@ def test_the_control_plane_drills_run_their_scenarios_own_tasks(dagbag, drill_id
     assert {t.task_id: type(t) for t in drill.tasks if t.task_id.startswith(f"{group}.")} == in_scenario
     _in_order(drill, ["guard_drill_environment", fault, f"{group}.declare_incident", f"{group}.confirm_time_to_converge",
                       "restore_drill_environment", "write_drill_report"])
-    assert fault in drill.get_task("watch_stop_conditions").upstream_task_ids
+    assert drill.get_task("guard_drill_environment").stop_conditions["min_dataplane_success"] == 0.95
     assert drill.get_task("restore_drill_environment").trigger_rule == "all_done"
     assert drill.schedule and drill.params["mode"] == "disruptive"

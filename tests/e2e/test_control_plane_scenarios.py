@@ -3,15 +3,16 @@ plane: the damage is really undone, the data plane really keeps serving, and the
 from __future__ import annotations
 
 import json
+import os
 import re
-import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
 from rehearsal.postgres.connection import connect
-from rehearsal.services import Api, Reconciler, call
+from rehearsal.services import Api, Reconciler
 from rehearsal_sandbox.platform import Sandbox
 from tests.e2e.test_drill_primary_loss import report_of, run_dag
 
@@ -103,38 +104,41 @@ def test_the_control_plane_outage_drill_keeps_the_data_plane_serving_and_measure
     ramp = steps["scenario_a.resume_reconciler_gradually"]["detail"]
     assert ramp.startswith("reconciler ramped to 5 pushes/s in 4 step(s)") and "0.5/s ok -> 1/s ok -> 2/s ok -> 5/s ok" in ramp
     assert "time-to-converge back under 30s" in steps["scenario_a.confirm_time_to_converge"]["detail"]
-    assert steps["watch_stop_conditions"]["status"] == "success"
     assert all(c["ok"] for c in report["checks"]), report["checks"]
 
 
-def test_a_stop_condition_tripping_mid_drill_aborts_it_rolls_back_and_says_why(platform):
-    sb = Sandbox(platform.dir)
-    agents = sb.service("agents")
-    api_url = services()["api"]
+def test_a_stop_condition_tripping_mid_drill_aborts_it_rolls_back_and_says_why(platform, monkeypatch):
+    """Production gets worse than the drill planned: the data plane goes down with the control plane. The next
+    step's stop-condition check sees it in the prober's log, stops the drill and rolls back."""
+    from rehearsal_airflow.faults.control_plane import InjectControlPlaneOutageOperator
 
-    def lose_the_data_plane_once_the_outage_is_injected():
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:  # the drill killed the API: now the data plane goes too
-            try:
-                call("GET", f"{api_url}/healthz", timeout=0.5)
-            except Exception:  # noqa: BLE001 - the API is down: the fault is in
-                agents.kill()
-                return
-            time.sleep(0.1)
+    probe_log = Path(json.loads(os.environ["AIRFLOW_VAR_REHEARSAL_ENVIRONMENT"])["probe_log"])
+    original = InjectControlPlaneOutageOperator.run_step
 
-    killer = threading.Thread(target=lose_the_data_plane_once_the_outage_is_injected, daemon=True)
-    killer.start()
+    def and_the_data_plane_too(self, context):
+        done = original(self, context)
+        killed_at = time.time()
+        Sandbox(platform.dir).service("agents").kill()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # until the prober has seen it
+            rounds = [json.loads(line) for line in probe_log.read_text().splitlines()[-3:]]
+            if any(r["t"] > killed_at and r["ok"] < r["endpoints"] for r in rounds):
+                break
+            time.sleep(0.2)
+        return done
+
+    monkeypatch.setattr(InjectControlPlaneOutageOperator, "run_step", and_the_data_plane_too)
     dag_run = run_dag("dr_drill_control_plane_outage", {"mode": "disruptive"})
-    killer.join(timeout=5)
     report = report_of(dag_run)
     assert str(dag_run.state) == "failed"
     assert report["status"] == "aborted"
-    assert report["failure"].startswith("watch_stop_conditions: DrillAborted: stop condition tripped at ")
-    assert "data-plane probe success" in report["failure"] and "< 95% over the last 5s" in report["failure"]
+    assert report["failure"].startswith("scenario_a.declare_incident: DrillAborted: stop condition tripped before "
+                                        "scenario_a.declare_incident at ")
+    assert re.search(r"data-plane probe success \d+\.\d\d% < 95% over the last 5s", report["failure"]), report["failure"]
     steps = steps_of(report)
+    assert steps["scenario_a.declare_incident"]["kind"] == "aborted"
     assert steps["restore_drill_environment"]["status"] == "success"
-    refused = [s for s in steps.values() if "drill aborted by its stop condition, step not run" in s["detail"]]
-    assert refused or steps["scenario_a.confirm_time_to_converge"]["status"] in ("success", "upstream_failed")
+    assert steps["scenario_a.verify_hosts_running_workloads"]["status"] == "upstream_failed"
     assert Sandbox(platform.dir).service("agents").running()  # rolled back
 
 

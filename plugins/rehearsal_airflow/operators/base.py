@@ -42,8 +42,9 @@ class DrillStepOperator(BaseOperator):
         return self.execute_resumed(context, lambda: self._refuse_if_aborted(context) or self.run_step(context))
 
     def _refuse_if_aborted(self, context: Context) -> None:
-        """A drill whose stop condition tripped runs no further step (the kill switch); runbooks and scenarios
-        triggered on their own are never stopped this way."""
+        """The kill switch of a disruptive drill: a run told to stop runs no further step, and a run whose stop
+        conditions are crossed now (production health, from the prober's log) stops here, rolls back and says why.
+        Runbooks and scenarios triggered on their own hold no drill lock and are never stopped this way."""
         dag_id = getattr(context.get("dag"), "dag_id", "") or ""
         if self.runs_after_abort or not dag_id.startswith("dr_drill_"):
             return None
@@ -51,13 +52,37 @@ class DrillStepOperator(BaseOperator):
         from rehearsal_airflow.hooks.results_db import results_endpoint
 
         try:
-            reason = results.drill_abort_reason(results_endpoint(), dag_id, context["run_id"])
+            reason, conditions = results.drill_run_control(results_endpoint(), dag_id, context["run_id"])
         except Exception as exc:  # noqa: BLE001 - the results database down must not stop a drill step
             log.warning("could not read the drill's stop flag: %s", exc)
             return None
         if reason:
             raise DrillAborted(f"drill aborted by its stop condition, step not run: {reason}")
+        if conditions:
+            self._check_stop_conditions(context, conditions)
         return None
+
+    def _check_stop_conditions(self, context: Context, conditions: dict) -> None:
+        import time
+        from pathlib import Path
+
+        from rehearsal import results
+        from rehearsal.drills.stop_conditions import StopConditions, tripped
+        from rehearsal.platform import load_provisioner
+        from rehearsal_airflow.environment import current_environment
+        from rehearsal_airflow.hooks.results_db import results_endpoint
+
+        env = current_environment()
+        if not env.probe_log:
+            return
+        why = tripped(StopConditions.from_dict(conditions), Path(env.probe_log), time.time())
+        if why is None:
+            return
+        why = f"stop condition tripped before {self.task_id} at {now_iso()}: {why}"
+        results.abort_drill(results_endpoint(), env.name, context["dag"].dag_id, context["run_id"], why)
+        provisioner = load_provisioner(env.provisioner, environment=env)
+        rolled_back = provisioner.restore_environment() if provisioner is not None and env.drill_environment else []
+        raise DrillAborted(f"{why}; the drill stops and rolled back" + (f" ({'; '.join(rolled_back)})" if rolled_back else ""))
 
     def execute_resumed(self, context: Context, step: Callable[[], Any]) -> Any:
         """Run ``step`` (``run_step``, or the method a deferred step resumes in) and record it."""

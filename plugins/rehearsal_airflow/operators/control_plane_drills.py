@@ -9,17 +9,13 @@ from typing import Any
 
 from airflow.sdk import Context
 
-from rehearsal import results
 from rehearsal.catalog import load_catalog
-from rehearsal.dataplane import production_health
 from rehearsal.drills.control_plane import first_ack_after, measure_outage, read_load_log
-from rehearsal.errors import DrillAborted, EvidenceError, PreconditionFailed
-from rehearsal.platform import load_provisioner
+from rehearsal.errors import EvidenceError
 from rehearsal.postgres.connection import connect
 from rehearsal.runbooks.corruption import measure_corruption_rpo, parse_time
 from rehearsal_airflow.environment import current_environment
-from rehearsal_airflow.hooks.results_db import results_endpoint
-from rehearsal_airflow.operators.base import ControlPlaneMixin, DrillStepOperator, now_iso
+from rehearsal_airflow.operators.base import ControlPlaneMixin, DrillStepOperator
 
 TERMINAL = ("success", "failed", "skipped", "upstream_failed", "removed")
 
@@ -119,57 +115,3 @@ class MeasureCorruptionRecoveryOperator(ControlPlaneMixin, DrillStepOperator):
                 "detail": f"RTO {rto:.1f}s (corruption to the first acknowledged write on the restored cluster); "
                           f"RPO {rpo.rpo_seconds:.1f}s: {len(rpo.lost_before)} of {rpo.acks_considered} acknowledged "
                           f"write(s) before the corruption missing; {rpo.after_corruption} written after it"}
-
-
-class WatchStopConditionsOperator(DrillStepOperator):
-    """While the drill's runbook runs: production health from the prober's log (data-plane probe success, and the
-    API's error share when asked). A threshold crossed aborts the drill: its next steps refuse to run, the
-    environment is rolled back through the provisioner, and this step fails saying why. Ends, passing, when the
-    runbook's last step has ended."""
-
-    template_fields: Sequence[str] = ("guard",)
-    runs_after_abort = True
-
-    def __init__(self, *, guard: Any, last_task_id: str, min_dataplane_success: float = 0.95,
-                 max_api_error_share: float | None = None, window_seconds: float = 5.0, timeout: float = 7200,
-                 **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.guard, self.last_task_id = guard, last_task_id
-        self.min_dataplane_success, self.max_api_error_share = min_dataplane_success, max_api_error_share
-        self.window_seconds, self.timeout = window_seconds, timeout
-
-    def run_step(self, context: Context) -> dict:
-        env = current_environment()
-        log_path = _log(env.probe_log, "probe_log")
-        ti, dag_id, run_id = context["ti"], context["dag"].dag_id, context["run_id"]
-        deadline, checks, worst = time.monotonic() + self.timeout, 0, 1.0
-        while time.monotonic() < deadline:
-            state = ti.get_task_states(dag_id=dag_id, task_ids=[self.last_task_id], run_ids=[run_id]).get(run_id, {})
-            if str(state.get(self.last_task_id)) in TERMINAL:
-                return {"checks_made": checks, "worst_dataplane_success": worst,
-                        "detail": f"no stop condition tripped in {checks} check(s); worst data-plane probe success "
-                                  f"{worst:.2%}"}
-            success, api_errors, rounds = production_health(log_path, time.time(), self.window_seconds)
-            checks += 1
-            if success is not None:
-                worst = min(worst, success)
-            why = None
-            if rounds and success is not None and success < self.min_dataplane_success:
-                why = (f"data-plane probe success {success:.2%} < {self.min_dataplane_success:.0%} over the last "
-                       f"{self.window_seconds:.0f}s")
-            elif rounds and self.max_api_error_share is not None and api_errors > self.max_api_error_share:
-                why = f"API errors in {api_errors:.0%} of probes > {self.max_api_error_share:.0%}"
-            if why:
-                self._abort(context, env, why)
-            time.sleep(1.0)
-        raise PreconditionFailed(f"stop-condition watch outlived {self.timeout:.0f}s; the runbook never finished")
-
-    def _abort(self, context: Context, env, why: str) -> None:
-        guard = self.guard or {}
-        results.abort_drill(results_endpoint(), env.name, context["dag"].dag_id, context["run_id"], why)
-        rolled_back = []
-        provisioner = load_provisioner(env.provisioner, environment=env)
-        if guard.get("mode") == "disruptive" and provisioner is not None and env.drill_environment:
-            rolled_back = provisioner.restore_environment()
-        raise DrillAborted(f"stop condition tripped at {now_iso()}: {why}; the drill stops and was rolled back"
-                           + (f" ({'; '.join(rolled_back)})" if rolled_back else ""))

@@ -33,14 +33,17 @@ class DrillGuardOperator(ControlPlaneMixin, DrillStepOperator):
 
     def __init__(self, *, mode: str, path: str, scenario: str, component: str = "control_plane_api",
                  fault: str = "kill_primary", harm: str = "it kills the primary and loses its data",
-                 refuse_non_disruptive: str | None = None, **kwargs) -> None:
+                 refuse_non_disruptive: str | None = None, stop_conditions: dict | None = None, **kwargs) -> None:
         """:param fault: the provisioner method the drill's fault needs (``kill_primary``, ``kill_services``, ...)
         :param harm: what the disruptive fault does, for the refusal outside drill environments
-        :param refuse_non_disruptive: why this drill has no meaningful non-disruptive variant (then it refuses it)"""
+        :param refuse_non_disruptive: why this drill has no meaningful non-disruptive variant (then it refuses it)
+        :param stop_conditions: production-health thresholds (``rehearsal.drills.stop_conditions``) every later step
+            of a disruptive run checks before it runs"""
         super().__init__(**kwargs)
         self.fault = fault
         self.harm = harm
         self.refuse_non_disruptive = refuse_non_disruptive
+        self.stop_conditions = stop_conditions
         self.mode = mode
         self.path = path
         self.scenario = scenario
@@ -73,9 +76,12 @@ class DrillGuardOperator(ControlPlaneMixin, DrillStepOperator):
         results.record_start(results_endpoint(), context["dag"].dag_id, context["run_id"], self.scenario, self.mode,
                              env.name, self.component, started_at)
         lock_note = self._take_lock(context, env)
+        if self.mode == "disruptive" and self.stop_conditions:
+            results.set_stop_conditions(results_endpoint(), env.name, context["dag"].dag_id, context["run_id"],
+                                        self.stop_conditions)
         return {"mode": self.mode, "path": self.path, "environment": env.name, "run_key": key_of(context),
                 "primary": primary, "lineage": lineage, "standbys_before_fault": standbys, "started_at": started_at,
-                "lock": lock_note,
+                "lock": lock_note, "stop_conditions": self.stop_conditions,
                 "detail": f"{self.mode} drill on {env.name}: primary {primary} (lineage {lineage}), standbys "
                           f"{', '.join(standbys) or 'none'}" + (f"; {lock_note}" if lock_note else "")}
 
