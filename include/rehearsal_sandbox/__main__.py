@@ -1,6 +1,6 @@
 """Sandbox commands: ``python -m rehearsal_sandbox up|down|status|backup``, the Airflow beside it, and the bodies
 of its daemons (``run-heartbeat``, ``run-wal-shipper``, ``run-api``, ``run-scheduler``, ``run-reconciler``,
-``run-agents``, ``run-prober``, ``run-load``: what the sandbox starts, not for people)."""
+``run-agents``, ``run-prober``, ``run-load``, ``run-snapshot-store``: what the sandbox starts, not for people)."""
 from __future__ import annotations
 
 import argparse
@@ -15,7 +15,7 @@ from rehearsal_sandbox.sandbox import REGION, Sandbox
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rehearsal_sandbox")
     parser.add_argument("command", choices=["up", "down", "status", "backup", "run-heartbeat", "run-wal-shipper",
-                                            *(f"run-{service}" for service in SERVICES),
+                                            *(f"run-{service}" for service in SERVICES), "run-snapshot-store",
                                             "airflow-up", "airflow-down", "airflow-status"])
     parser.add_argument("--state-dir", type=Path, default=None)
     parser.add_argument("--region", default=REGION, help="the region a daemon belongs to (run-*)")
@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "run-heartbeat":
         sandbox.heartbeat.run()
+        return 0
+    if args.command == "run-snapshot-store":
+        sandbox.snapshot_store.run()
         return 0
     if args.command == "run-api":
         sandbox.control_plane_api.run(args.mode)

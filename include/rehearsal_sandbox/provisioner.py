@@ -6,14 +6,17 @@ against a real platform.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from rehearsal.environment import Environment
 from rehearsal.platform import split_address
 from rehearsal_sandbox.components.control_plane import SERVICES, kill_all
+from rehearsal_sandbox.components.snapshot_store import DRILL_TAG
 from rehearsal_sandbox.sandbox import Sandbox
 
 API_MODES = ("read-write", "read-only", "frozen")
+STORE_SCOPES = ("bucket", "prefix")
 
 
 class SandboxProvisioner:
@@ -81,6 +84,20 @@ class SandboxProvisioner:
         """Its process runs and answers ``GET /healthz``."""
         return self._sandbox().service(name).running()
 
+    # ------------------------------------------------------------------ volumes and their snapshots
+    def volume_path(self, volume_id: str) -> str:
+        """Where the volume ``vol-<id>`` lives on its host: the directory an in-place restore writes into."""
+        return str(self._sandbox().volumes.path(volume_id))
+
+    def set_snapshot_interval(self, seconds: float) -> list[str]:
+        """The snapshotter's interval (it takes effect within a second); ``restore_environment`` sets it back."""
+        store = self._sandbox().snapshot_store
+        previous = store.set_interval(seconds)
+        return [f"set the snapshot interval to {float(seconds):g}s (was {previous:g}s)"]
+
+    def snapshot_interval(self) -> float:
+        return self._sandbox().snapshot_store.interval()
+
     # ------------------------------------------------------------------ drills only
     def kill_primary(self, address: str, lose_disks: bool = True) -> dict:
         """The fault: SIGKILL the primary at ``address`` and lose its disks (data directory and WAL spool)."""
@@ -96,15 +113,82 @@ class SandboxProvisioner:
         killed, killed_at = kill_all([sb.service(name) for name in names])
         return {"killed": killed, "killed_at": killed_at}
 
+    def delete_snapshot_store(self, scope: str = "bucket") -> dict:
+        """The fault: the primary snapshot store lost. ``bucket``: every object (every version) and then the bucket
+        itself; ``prefix``: only the index (the objects under ``<prefix>/index/``, as ``aws s3 rm --recursive``
+        would: delete markers on the versioned bucket). The replica and the index backup are untouched.
+        ``{"deleted_at": unix time when it was all gone, "scope", "objects_deleted", "bucket"}``."""
+        if scope not in STORE_SCOPES:
+            raise ValueError(f"unknown scope {scope!r} (scopes: {', '.join(STORE_SCOPES)})")
+        from botocore.exceptions import ClientError
+
+        from rehearsal.snapshots.store import error_code
+
+        component = self._sandbox().snapshot_store
+        s3, store = component.client("s3"), component.primary_store()
+        bucket = store.bucket
+        if scope == "prefix":
+            deleted = _delete_keys(s3, bucket, [{"Key": o["Key"]} for o in store.iter_objects(store.index_prefix())])
+        else:
+            deleted = 0
+            for attempt in range(3):  # a snapshot round may write between the last delete and the bucket's
+                deleted += _delete_keys(s3, bucket, list(_versions(s3, bucket)))
+                try:
+                    s3.delete_bucket(Bucket=bucket)
+                    break
+                except ClientError as exc:
+                    if attempt == 2 or error_code(exc) != "BucketNotEmpty":
+                        raise
+        return {"deleted_at": time.time(), "scope": scope, "objects_deleted": deleted, "bucket": bucket}
+
     def restore_environment(self) -> list[str]:
         """Make the sandbox whole after a drill, whatever the runbook got to: lost disks deleted, the inventory
         following what runs, a streaming standby and a base backup of the current timeline; every service
-        running, the API read-write, the reconciler at its default rate, no agent faults."""
+        running, the API read-write, the reconciler at its default rate, no agent faults; the primary snapshot
+        store whole (rebuilt from its replica and index backup when its bucket or part of its index is gone), the
+        snapshotter running at its default interval, no EBS volume a drill created."""
         try:
             done = self._restore_database()
         finally:
-            services = self._restore_services()
-        return done + services
+            try:
+                services = self._restore_services()
+            finally:
+                snapshots = self._restore_snapshot_store()
+        return done + services + snapshots
+
+    def _restore_snapshot_store(self) -> list[str]:
+        from rehearsal.snapshots import rebuild_store
+        from rehearsal.snapshots.ebs import delete_drill_volumes
+
+        sb = self._sandbox()
+        component = sb.snapshot_store
+        primary, replica, backup = component.primary_store(), component.replica_store(), component.index_backup_store()
+        done: list[str] = []
+        if component.reset_interval():  # first: no snapshot round at a drill's pace while the store is rebuilt
+            done.append(f"set the snapshot interval back to {component.default_interval:g}s")
+        rebuild = not component.primary_exists()
+        if rebuild:
+            component.create_primary()
+            done.append(f"created the primary snapshot bucket {primary.bucket} again (versioned, replication configured)")
+        else:
+            lacking = _lacking(primary, replica, backup)
+            if lacking:
+                done.append(f"the primary snapshot store {primary.url} lacks {lacking}")
+                rebuild = True
+        if rebuild:
+            record = rebuild_store(replica, backup, primary)
+            record.raise_if_failed()
+            done.append(f"rebuilt {primary.url} from {replica.url} and {backup.url}: {record.chunks_copied} chunk(s) "
+                        f"copied, {record.chunks_already_present} present, {record.index_entries} index entries")
+        if not component.alive():
+            component.spawn_sandbox_command()
+            done.append(f"started the snapshotter and replicator (pid {component.pid})")
+        cleanup = delete_drill_volumes(component.client("ec2"), *DRILL_TAG)
+        if cleanup.deleted:
+            done.append(f"deleted EBS volumes a drill created: {', '.join(cleanup.deleted)}")
+        if cleanup.skipped_in_use:
+            done.append(f"left EBS volumes a drill created that are attached: {', '.join(cleanup.skipped_in_use)}")
+        return done
 
     def _restore_services(self) -> list[str]:
         sb = self._sandbox()
@@ -140,6 +224,47 @@ class SandboxProvisioner:
             done.append(f"new streaming standby {standby.name} at 127.0.0.1:{standby.port}")
             done += [f"backup {b}" for b in backups.values()]
         return done
+
+
+def _versions(s3, bucket: str):
+    """Every object version and delete marker in the bucket, as ``delete_objects`` takes them."""
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
+        for item in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
+            yield {"Key": item["Key"], "VersionId": item["VersionId"]}
+
+
+def _delete_keys(s3, bucket: str, objects: list[dict]) -> int:
+    """``delete_objects`` in batches of 1000; how many were deleted."""
+    for start in range(0, len(objects), 1000):
+        answer = s3.delete_objects(Bucket=bucket, Delete={"Objects": objects[start:start + 1000], "Quiet": True})
+        if answer.get("Errors"):
+            raise RuntimeError(f"s3://{bucket}: could not delete {answer['Errors'][:3]}")
+    return len(objects)
+
+
+def _lacking(primary, replica, backup) -> str:
+    """What the primary store lacks that a copy holds (index entries of the replica or the index backup, chunks of
+    the replica), in words; empty when nothing."""
+    from rehearsal.snapshots import StoreUnavailable
+
+    index = {k.relative_key for k in primary.index_entries()}
+    copies = set()
+    for store in (replica, backup):
+        try:
+            copies |= {k.relative_key for k in store.index_entries()}
+        except StoreUnavailable:
+            continue
+    chunks = {c.digest for c in primary.iter_chunks()}
+    try:
+        replica_chunks = {c.digest for c in replica.iter_chunks()}
+    except StoreUnavailable:
+        replica_chunks = set()
+    parts = []
+    if copies - index:
+        parts.append(f"{len(copies - index)} of {len(copies)} index entries its copies hold")
+    if replica_chunks - chunks:
+        parts.append(f"{len(replica_chunks - chunks)} chunk(s) its replica holds")
+    return " and ".join(parts)
 
 
 def _streams(sb: Sandbox, standby) -> bool:

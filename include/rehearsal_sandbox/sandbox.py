@@ -39,7 +39,9 @@ from rehearsal_sandbox.components import (
     Scheduler,
     ServiceComponent,
     ServiceDiscovery,
+    SnapshotStoreComponent,
     SyntheticLoad,
+    Volumes,
     WalShipping,
 )
 from rehearsal_sandbox.components.aws_endpoint import BUCKET
@@ -136,6 +138,14 @@ class Sandbox:
     @property
     def synthetic_load(self) -> SyntheticLoad:
         return self.components()["load"]  # type: ignore[return-value]
+
+    @property
+    def volumes(self) -> Volumes:
+        return self.components()["volumes"]  # type: ignore[return-value]
+
+    @property
+    def snapshot_store(self) -> SnapshotStoreComponent:
+        return self.components()["snapshot_store"]  # type: ignore[return-value]
 
     def service(self, name: str) -> ServiceComponent:
         """A control-plane service or the data plane by its name: ``api``, ``scheduler``, ``reconciler``, ``agents``,
@@ -410,6 +420,12 @@ class Sandbox:
                        "scratch_root": str(self.runtime / "scratch"), "archive_timeout_seconds": self.archive_timeout,
                        "archive_command": self.wal_shipping.archive_command(), "provisioner": PROVISIONER,
                        "probe_log": str(self.prober.log), "load_log": str(self.synthetic_load.log)}
+        snapshots = self.snapshot_store
+        environment |= {"snapshot_bucket": snapshots.bucket, "snapshot_prefix": snapshots.prefix,
+                        "snapshot_replica_bucket": snapshots.replica_bucket,
+                        "snapshot_replica_region": snapshots.replica_region,
+                        "snapshot_index_backup_bucket": snapshots.index_backup_bucket,
+                        "volumes_root": str(self.volumes.root)}
         discovery_extra = {"discovery_zone_id": zone_id, "discovery_record": RECORD, "replica_record": REPLICA_RECORD}
         api = self.control_plane_api
         services_extra = {"api": api.url, "scheduler": self.scheduler.url, "reconciler": self.reconciler.url,
@@ -450,7 +466,7 @@ class Sandbox:
         """``.sandbox/env``, once every component it names has its address (a no-op before)."""
         needs = {"controlplane_db": "primary", "results_db": "cluster", "aws_endpoint": "url", "discovery": "zone_id",
                  "wal_shipping": "spool", "api": "port", "scheduler": "port", "reconciler": "port", "prober": "log",
-                 "load": "log"}
+                 "load": "log", "volumes": "root", "snapshot_store": "bucket"}
         if not self.exists or not all(self.sandbox_state.peek(self.region, c).get(k) for c, k in needs.items()):
             return
         lines = ["# Written by the sandbox; source it: . .sandbox/env"]

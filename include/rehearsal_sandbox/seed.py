@@ -1,5 +1,7 @@
 """Generated control-plane data: about 200 MB at scale 1, of realistically compressible content; then the live
-fleet (migration 0006): its hosts, and a deployment of each of its apps."""
+fleet (migration 0006): its hosts, and a deployment of each of its apps; migration 0007 gives volumes a name, a
+critical flag and a path. The seed inserts no volume: the sandbox's volumes are real directories, and the Volumes
+component inserts their rows (``rehearsal_sandbox.components.volumes``)."""
 from __future__ import annotations
 
 import os
@@ -7,7 +9,8 @@ from pathlib import Path
 
 SCHEMA_SQL = Path(__file__).with_name("schema.sql")  # the schema the seed fills
 MIGRATION_SQL = Path(__file__).with_name("schema_0006_deployments.sql")  # applied after the seed
-SCHEMA_VERSION = "20261129_0006_deployments"
+VOLUMES_MIGRATION_SQL = Path(__file__).with_name("schema_0007_volume_attachments.sql")  # then this one
+SCHEMA_VERSION = "20261129_0007_volume_attachments"
 FLEET_APPS, FLEET_HOSTS = 100, 24
 
 # Hex of md5 is ~2x compressible: far closer to real specs and logs than pgbench's ~55x.
@@ -42,7 +45,8 @@ def _statements(scale: float) -> list[str]:
         f"INSERT INTO envs (app_id, name, config) SELECT 1 + g % {apps}, (ARRAY['production','staging'])[1 + g % 2], jsonb_build_object('replicas', g % 7, 'token_ref', {_NOISE}) FROM generate_series(1, {apps * 2}) g",
         f"INSERT INTO hosts (hostname, region, status, last_seen_at) SELECT 'host-' || g, (ARRAY['eu-west-1','us-east-1'])[1 + g % 2], 'ready', now() FROM generate_series(1, {hosts}) g",
         f"INSERT INTO endpoints (app_id, host_id, address, port) SELECT 1 + g % {apps}, 1 + g % {hosts}, ('10.' || (g / 65536) % 256 || '.' || (g / 256) % 256 || '.' || g % 256)::inet, 8000 + g % 1000 FROM generate_series(1, {apps * 2}) g",
-        f"INSERT INTO volumes (app_id, host_id, size_gb, snapshot_id) SELECT 1 + g % {apps}, 1 + g % {hosts}, 1 + g % 500, 'snap-' || md5(g::text) FROM generate_series(1, {apps}) g",
+        # No rows: the volumes table holds exactly the sandbox's real volumes, inserted by the Volumes component.
+        "INSERT INTO volumes (app_id, host_id, size_gb, snapshot_id) SELECT 1, 1, 1, NULL WHERE false",
         f"INSERT INTO releases (env_id, version, desired_state, created_at) SELECT 1 + g % {apps * 2}, g, jsonb_build_object('image', 'registry/app:' || {_NOISE}, 'env', {_NOISE} || {_NOISE} || {_NOISE}, 'cmd', {_NOISE}), now() - g * interval '1 second' FROM generate_series(1, {n(100_000)}) g",
         f"INSERT INTO events (kind, subject, payload, created_at) SELECT (ARRAY['deploy','scale','restart','health'])[1 + g % 4], 'app-' || g % {apps}, jsonb_build_object('detail', {_NOISE} || {_NOISE}), now() - g * interval '100 ms' FROM generate_series(1, {n(300_000)}) g",
         f"INSERT INTO audit_log (actor, action, detail, created_at) SELECT 'user-' || g % 5000, (ARRAY['login','deploy','update_config','delete'])[1 + g % 4], json_build_object('note', {_NOISE})::text, now() - g * interval '200 ms' FROM generate_series(1, {n(300_000)}) g",
@@ -58,9 +62,9 @@ def hostnames(hosts: int) -> list[str]:
     return [f"agent-{i:02d}" for i in range(1, hosts + 1)]
 
 
-def migration() -> tuple[str, str]:
-    """Migration 0006 as (the application role's part, the superuser's part)."""
-    owner, _, superuser = MIGRATION_SQL.read_text().partition("-- @superuser")
+def migration(path: Path = MIGRATION_SQL) -> tuple[str, str]:
+    """A migration (0006 by default) as (the application role's part, the superuser's part)."""
+    owner, _, superuser = path.read_text().partition("-- @superuser")
     return owner, superuser
 
 

@@ -22,6 +22,8 @@ from rehearsal_sandbox.components.controlplane_db import ControlPlaneDb
 from rehearsal_sandbox.components.discovery import ServiceDiscovery
 from rehearsal_sandbox.components.heartbeat import Heartbeat
 from rehearsal_sandbox.components.results_db import ResultsDb
+from rehearsal_sandbox.components.snapshot_store import SnapshotStoreComponent
+from rehearsal_sandbox.components.volumes import Volumes
 from rehearsal_sandbox.components.wal_shipping import WalShipping
 
 COMPONENTS: tuple[type[Component], ...] = (
@@ -37,9 +39,11 @@ COMPONENTS: tuple[type[Component], ...] = (
     Reconciler,         # pushes desired state to the agents it finds there
     Prober,             # evidence for drills: probes what the agents run
     SyntheticLoad,      # evidence for drills: mutations through the API
+    Volumes,            # customer volumes' directories (their rows were attached by the control-plane database's migration)
+    SnapshotStoreComponent,  # their snapshot store, its replica and index backup, the snapshotter and the replicator
     AirflowMetadataDb,  # on demand (make airflow)
 )
 
 __all__ = ["COMPONENTS", "AirflowMetadataDb", "AwsEndpoint", "Component", "ControlPlaneApi", "ControlPlaneDb", "DaemonComponent",
            "Heartbeat", "HostAgents", "Prober", "Reconciler", "ResultsDb", "Scheduler", "ServiceComponent", "ServiceDiscovery",
-           "SyntheticLoad", "WalShipping"]
+           "SnapshotStoreComponent", "SyntheticLoad", "Volumes", "WalShipping"]

@@ -154,8 +154,9 @@ class ControlPlaneDb(Component):
                 conn.execute("SELECT pg_reload_conf()")
 
     def _deploy_fleet(self, primary: LocalCluster) -> None:
-        """Migration 0006 (deployments, placements, host reports, the audit triggers) and the live fleet's rows:
-        before the first backups, so they hold them."""
+        """Migration 0006 (deployments, placements, host reports, the audit triggers) and the live fleet's rows, then
+        migration 0007 (volume attachments) and the sandbox's volumes' rows (the Volumes component's): before the
+        first backups, so they hold them."""
         apps, hosts = seed.fleet_size()
         progress(f"migrating to {seed.SCHEMA_VERSION}; the live fleet: {apps} apps on {hosts} hosts")
         owner, superuser = seed.migration()
@@ -166,6 +167,8 @@ class ControlPlaneDb(Component):
         with connect(self.endpoint(primary), statement_timeout_ms=0) as conn:
             for statement in seed.fleet_statements(apps, hosts):
                 conn.execute(statement)
+            conn.execute(seed.migration(seed.VOLUMES_MIGRATION_SQL)[0])
+            self.peer("volumes").attach(conn)
         self.state["fleet"] = {"apps": apps, "hosts": hosts}
         self.sandbox.save()
 
