@@ -9,7 +9,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, Context
-from airflow.sdk.exceptions import AirflowSkipException, TaskDeferred
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException, TaskDeferred
 
 from rehearsal.drills.primary_loss import run_key
 from rehearsal.errors import DrillAborted, error_kind
@@ -100,6 +100,8 @@ class DrillStepOperator(BaseOperator):
             raise
         except Exception as exc:
             detail, kind = f"{type(exc).__name__}: {exc}", error_kind(exc)
+            if isinstance(exc, DrillAborted):  # a stopped drill is not retried
+                raise AirflowFailException(str(exc)) from exc
             raise
         finally:
             push_step(context, self.task_id, started, status, detail, kind)
