@@ -14,7 +14,8 @@ from rehearsal.catalog import DEFAULT_CATALOG
 REPO = Path(__file__).resolve().parents[2]
 EXPECTED = {"dr_drill_postgres_primary_loss", "dr_runbook_postgres_failover", "dr_backup_freshness", "dr_backup_verify",
             "dr_backup_postgres", "dr_scenario_a_control_plane_down", "dr_scenario_b_postgres_corruption",
-            "dr_drill_control_plane_outage", "dr_drill_postgres_corruption"}
+            "dr_drill_control_plane_outage", "dr_drill_postgres_corruption", "dr_runbook_volume_restore",
+            "dr_drill_volume_restore", "dr_scenario_d_snapshot_store_loss", "dr_drill_snapshot_store_loss"}
 SCENARIO_A_STEPS = ["declare_incident", "verify_hosts_running_workloads", "restore_api_read_only", "restore_scheduler",
                     "restore_reconciler_paused", "validate_postgres_health", "resume_writes", "resume_reconciler_gradually",
                     "confirm_time_to_converge"]
@@ -25,7 +26,7 @@ SCENARIO_B_STEPS = ["declare_incident", "establish_corruption_time", "freeze_mut
 RUNBOOK_STEPS = ["assess_cluster", "choose_recovery_path", "approve_recovery", "fence_old_primary", "recover_database",
                  "validate_recovered_database", "reenable_wal_archiving", "switch_service_discovery",
                  "confirm_clients_followed", "rebuild_redundancy"]
-NOT_IDEMPOTENT = {"inject_primary_loss", "inject_control_plane_outage", "inject_corruption"}  # a fault twice is no retry
+NOT_IDEMPOTENT = {"inject_primary_loss", "inject_control_plane_outage", "inject_corruption", "inject_snapshot_store_loss"}  # a fault twice is no retry
 
 
 def load_dagbag():
@@ -149,3 +150,23 @@ def test_the_control_plane_drills_run_their_scenarios_own_tasks(dagbag, drill_id
     assert drill.get_task("guard_drill_environment").stop_conditions["min_dataplane_success"] == 0.95
     assert drill.get_task("restore_drill_environment").trigger_rule == "all_done"
     assert drill.schedule and drill.params["mode"] == "disruptive"
+
+
+def test_the_volume_drills_run_their_runbooks_own_tasks(dagbag):
+    runbook = dagbag.dags["dr_runbook_volume_restore"]
+    steps = {t.task_id: type(t) for t in runbook.tasks if t.task_id.startswith("volume_restore.")}
+    _in_order(runbook, ["volume_restore.choose_restore_points", "volume_restore.approve_restore",
+                        "volume_restore.restore_volumes", "volume_restore.verify_restored_volumes", "write_runbook_report"])
+    assert not runbook.params.get_param("mode").has_value and not runbook.params.get_param("volume_id").has_value
+    drill = dagbag.dags["dr_drill_volume_restore"]
+    assert {t.task_id: type(t) for t in drill.tasks if t.task_id.startswith("volume_restore.")} == steps
+    assert drill.params["mode"] == "non_disruptive"  # it restores into scratch
+    scenario = dagbag.dags["dr_scenario_d_snapshot_store_loss"]
+    _in_order(scenario, ["scenario_d.confirm_blast_radius", "scenario_d.find_backups_elsewhere",
+                         "scenario_d.raise_snapshot_frequency_if_healthy", "scenario_d.restore_snapshot_store",
+                         "scenario_d.volume_restore.restore_volumes", "scenario_d.report_restore_points"])
+    in_scenario = {t.task_id.removeprefix("scenario_d."): type(t) for t in scenario.tasks if ".volume_restore." in t.task_id}
+    assert in_scenario == steps
+    store_drill = dagbag.dags["dr_drill_snapshot_store_loss"]
+    assert {t.task_id: type(t) for t in store_drill.tasks if t.task_id.startswith("scenario_d.")} == \
+        {t.task_id: type(t) for t in scenario.tasks if t.task_id.startswith("scenario_d.")}

@@ -34,16 +34,26 @@ class RecoveryApprovalOperator(ApprovalOperator):
         self.decision = decision
         self.assessment = assessment
 
+    def needed(self) -> str | None:
+        """None when a person must answer; else what approved (drills, approve=auto)."""
+        if needs_approval(self.mode, self.approve):
+            return None
+        return "mode drill: drills never wait" if self.mode == "drill" else "approve=auto"
+
+    def request(self) -> tuple[str, str]:
+        """(subject, body) a person answers."""
+        decision = Decision(**{k: v for k, v in self.decision.items() if k != "detail"})
+        assessment = Assessment.from_dict({k: v for k, v in self.assessment.items() if k != "detail"})
+        return approval_request(decision, assessment, self.target, assessment.newest_base_backup)
+
     def execute(self, context: Context):
         started = now_iso()
-        if not needs_approval(self.mode, self.approve):
-            who = "mode drill: drills never wait" if self.mode == "drill" else "approve=auto"
+        who = self.needed()
+        if who is not None:
             record = {"approved": True, "approved_by": who, "at": started, "detail": f"approved automatically ({who})"}
             push_step(context, self.task_id, started, "success", record["detail"])
             return record
-        decision = Decision(**{k: v for k, v in self.decision.items() if k != "detail"})
-        assessment = Assessment.from_dict({k: v for k, v in self.assessment.items() if k != "detail"})
-        self.subject, self.body = approval_request(decision, assessment, self.target, assessment.newest_base_backup)
+        self.subject, self.body = self.request()
         push_step(context, self.task_id, started, "awaiting_input", f"waiting for a person: {self.subject}")
         return super().execute(context)
 

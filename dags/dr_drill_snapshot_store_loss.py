@@ -1,0 +1,72 @@
+"""
+### Drill: snapshot store loss (twice a year)
+
+Beyond the plan's three quarterly drills: in a drill environment it deletes the snapshot store's primary bucket
+(or only its index, `scope=prefix`), then runs Scenario D (the very tasks of
+`dr_scenario_d_snapshot_store_loss`) in `drill` mode, and measures it.
+
+**Params**: `mode`: `disruptive` only (a non-disruptive variant cannot lose a store; the guard refuses it
+saying so); `scope`: `bucket` or `prefix`; `volume_id`: the volume whose restore proves the rebuilt store.
+
+**Measured**: RTO from the deletion to a volume restored from the rebuilt store and verified byte for byte; RPO
+as, per volume, the time between its newest restore point after the rebuild and the loss (the worst volume).
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import DAG, Param
+
+from rehearsal_airflow.deadlines import rto_deadline
+from rehearsal_airflow.faults.snapshot_store import InjectSnapshotStoreLossOperator
+from rehearsal_airflow.operators.guard import RestoreDrillEnvironmentOperator
+from rehearsal_airflow.operators.report import RunReportOperator
+from rehearsal_airflow.operators.snapshot_store import MeasureSnapshotStoreRecoveryOperator
+from rehearsal_airflow.operators.volumes import CleanUpRestoredVolumesOperator, VolumeDrillGuardOperator
+from rehearsal_airflow.runbooks.snapshot_store_loss import GROUP_ID, SCENARIO_DAG_ID, snapshot_store_loss
+
+DAG_ID = "dr_drill_snapshot_store_loss"
+COMPONENT = "volume_restore"
+SCENARIO = "Snapshot store loss (twice a year)"
+IDEMPOTENT = {"retries": 1, "retry_delay": timedelta(seconds=5)}
+NO_NON_DISRUPTIVE = ("it proves the store comes back from its own backups after a real loss; without deleting it "
+                     "there is nothing to rebuild (the volume-restore drill already proves restores)")
+
+with DAG(
+    dag_id=DAG_ID,
+    description="Drill: delete the snapshot store, run Scenario D, measure",
+    doc_md=__doc__,
+    schedule="0 6 15 4,10 *",
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    tags=["dr", "drill", "volumes"],
+    params={
+        "mode": Param("disruptive", enum=["disruptive", "non_disruptive"],
+                      description="disruptive: really delete the store (drill environments only)"),
+        "scope": Param("bucket", enum=["bucket", "prefix"], description="the whole bucket, or only its index"),
+        "volume_id": Param("vol-1", type="string", minLength=1),
+    },
+    default_args={"owner": "sre", "retries": 0},
+    deadline=rto_deadline(COMPONENT, DAG_ID),
+) as dag:
+    guard = VolumeDrillGuardOperator(task_id="guard_drill_environment", mode="{{ params.mode }}",
+                                     volume_ids="{{ params.volume_id }}", scenario=SCENARIO,
+                                     fault="delete_snapshot_store", harm="it deletes the snapshot store",
+                                     refuse_non_disruptive=NO_NON_DISRUPTIVE, **IDEMPOTENT)
+    inject = InjectSnapshotStoreLossOperator(task_id="inject_snapshot_store_loss", guard=guard.output,
+                                             scope="{{ params.scope }}")
+    scenario = snapshot_store_loss(mode="drill", volume_ids=guard.output["volume_ids"], approve="auto")
+    measure = MeasureSnapshotStoreRecoveryOperator(task_id="measure_rto_rpo", fault=inject.output,
+                                                   verified=scenario.volumes.verify.output, trigger_rule="none_failed",
+                                                   **IDEMPOTENT)
+    clean_up = CleanUpRestoredVolumesOperator(task_id="clean_up_restored_volumes", **IDEMPOTENT)
+    restore_environment = RestoreDrillEnvironmentOperator(task_id="restore_drill_environment", guard=guard.output,
+                                                          trigger_rule="all_done", **IDEMPOTENT)
+    report = RunReportOperator(
+        task_id="write_drill_report", scenario=SCENARIO, component=COMPONENT, measures_recovery=True,
+        gate=guard.output, runbook={"dag_id": SCENARIO_DAG_ID, "group": GROUP_ID}, fault=inject.output,
+        recovery=scenario.restore_store.output, measurement=measure.output,
+        environment_repair=restore_environment.output, **IDEMPOTENT)
+
+    guard >> inject >> scenario.group >> measure >> clean_up >> restore_environment >> report
