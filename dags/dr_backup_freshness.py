@@ -6,7 +6,9 @@ database, each against its maximum age from the targets catalog (`config/targets
 archive's limit is the control plane's RPO). Fails, naming the stale asset and by how much it is
 over its limit; on success it reports every asset's age. Beside them, the app runtime's RPO-0 promise
 (`app_runtime_availability`): the blackbox prober ran in the last minute and every data-plane endpoint
-answered in every round.
+answered in every round. And the volumes (`volume_snapshots`): every volume of the control-plane database's
+`volumes` table has a restorable snapshot within the volume RPO, read from the snapshot index's keys alone (API
+calls bounded by listing pages); the replica's lag and the index backup's age within their limits.
 """
 from __future__ import annotations
 
@@ -15,7 +17,11 @@ from datetime import datetime, timedelta
 from airflow.sdk import DAG
 
 from rehearsal_airflow.deadlines import rpo_deadline
-from rehearsal_airflow.operators.backup_freshness import AppRuntimeAvailabilityOperator, BackupFreshnessOperator
+from rehearsal_airflow.operators.backup_freshness import (
+    AppRuntimeAvailabilityOperator,
+    BackupFreshnessOperator,
+    VolumeSnapshotFreshnessOperator,
+)
 
 with DAG(
     dag_id="dr_backup_freshness",
@@ -32,3 +38,4 @@ with DAG(
 ) as dag:
     BackupFreshnessOperator(task_id="check_backup_freshness")
     AppRuntimeAvailabilityOperator(task_id="check_app_runtime_availability")
+    VolumeSnapshotFreshnessOperator(task_id="check_volume_snapshots")

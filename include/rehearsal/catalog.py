@@ -17,7 +17,9 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 BACKUP_KINDS = ("wal_archive", "base_backup", "logical_dump")
 # Not a backup: the data plane's availability, the app runtime's RPO-0 promise (every endpoint keeps serving),
 # watched from the blackbox prober's rounds.
-ASSET_KINDS = (*BACKUP_KINDS, "data_plane_probe")
+# Volume snapshots: every volume's newest restorable snapshot, the replica's lag, the index backup's age.
+SNAPSHOT_KINDS = ("volume_snapshots", "snapshot_replica", "snapshot_index_backup")
+ASSET_KINDS = (*BACKUP_KINDS, "data_plane_probe", *SNAPSHOT_KINDS)
 
 
 def parse_duration(value: object, where: str) -> timedelta:

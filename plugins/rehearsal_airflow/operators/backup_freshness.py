@@ -71,3 +71,56 @@ class AppRuntimeAvailabilityOperator(DrillStepOperator):
         return {"assets": [r.to_dict() for r in results],
                 "checks": [{"name": f"available:{r.asset}", "ok": r.ok, "detail": r.detail, "critical": True} for r in results],
                 "detail": "; ".join(r.detail for r in results) or "no data_plane_probe asset in the catalog"}
+
+
+class VolumeSnapshotFreshnessOperator(DrillStepOperator):
+    """Every volume of the platform (the control-plane database's ``volumes`` table) has a restorable snapshot
+    within the volume RPO, from the store's index keys alone (API calls bounded by listing pages, not volumes);
+    the replica's lag and the index backup's age within their limits. Stale volumes are named by id."""
+
+    aws_conn_id = "aws_default"
+
+    def run_step(self, context: Context) -> dict:
+        from rehearsal.catalog import SNAPSHOT_KINDS
+        from rehearsal.snapshots import replica_lag, volume_freshness
+        from rehearsal.snapshots.freshness import newest_entry
+        from rehearsal_airflow.hooks.controlplane_db import ControlPlaneDbHook
+        from rehearsal_airflow.hooks.snapshot_store import SnapshotStoreHook
+        from rehearsal_airflow.operators.snapshot_store import volume_inventory
+
+        env = current_environment()
+        assets = [a for a in load_catalog().assets.values() if a.kind in SNAPSHOT_KINDS]
+        if not assets or not env.snapshot_bucket:
+            return {"detail": "no volume snapshot store in this environment" if assets else "no snapshot asset in the catalog"}
+        hook = SnapshotStoreHook(env, self.aws_conn_id)
+        now = datetime.now(UTC)
+        checks, details, calls = [], [], 0
+        for asset in assets:
+            if asset.kind == "volume_snapshots":
+                volumes = [v["volume_id"] for v in volume_inventory(ControlPlaneDbHook("controlplane_admin", self.aws_conn_id))]
+                report = volume_freshness(hook.primary, volumes, asset.max_age, now)
+                calls += report.api_calls
+                ok, detail = report.ok, (f"{asset.name}: {len(volumes)} volume(s), " + (report.detail if not report.ok else
+                                         f"each with a restorable snapshot within {asset.max_age.total_seconds():.0f}s")
+                                         + f" ({report.pages} listing page(s))")
+            elif asset.kind == "snapshot_replica":
+                if hook.replica is None:
+                    ok, detail = False, f"{asset.name}: the environment names no snapshot replica"
+                else:
+                    lag = replica_lag(hook.primary, hook.replica, asset.max_age)
+                    ok, detail = lag.ok, f"{asset.name}: {lag.detail}"
+            else:
+                if hook.index_backup is None:
+                    ok, detail = False, f"{asset.name}: the environment names no index backup"
+                else:
+                    newest, count = newest_entry(hook.index_backup)
+                    age = None if newest is None else (now - newest.created_at).total_seconds()
+                    ok = age is not None and age <= asset.max_age.total_seconds()
+                    detail = (f"{asset.name}: {count} entries, newest {newest.snapshot_id} {age:.0f}s old "
+                              f"(limit {asset.max_age.total_seconds():.0f}s)" if newest else f"{asset.name}: the index backup is empty")
+            checks.append({"name": f"fresh:{asset.name}", "ok": ok, "detail": detail, "critical": True})
+            details.append(detail)
+        stale = [c["detail"] for c in checks if not c["ok"]]
+        if stale:
+            raise StaleBackup("stale volume snapshots: " + "; ".join(stale))
+        return {"checks": checks, "api_calls": calls, "detail": "; ".join(details)}
