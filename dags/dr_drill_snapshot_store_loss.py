@@ -22,7 +22,7 @@ from rehearsal_airflow.faults.snapshot_store import InjectSnapshotStoreLossOpera
 from rehearsal_airflow.operators.guard import RestoreDrillEnvironmentOperator
 from rehearsal_airflow.operators.report import RunReportOperator
 from rehearsal_airflow.operators.snapshot_store import MeasureSnapshotStoreRecoveryOperator
-from rehearsal_airflow.operators.volumes import CleanUpRestoredVolumesOperator, VolumeDrillGuardOperator
+from rehearsal_airflow.operators.volumes import VolumeDrillGuardOperator
 from rehearsal_airflow.runbooks.snapshot_store_loss import GROUP_ID, SCENARIO_DAG_ID, snapshot_store_loss
 
 DAG_ID = "dr_drill_snapshot_store_loss"
@@ -60,7 +60,6 @@ with DAG(
     measure = MeasureSnapshotStoreRecoveryOperator(task_id="measure_rto_rpo", fault=inject.output,
                                                    verified=scenario.volumes.verify.output, trigger_rule="none_failed",
                                                    **IDEMPOTENT)
-    clean_up = CleanUpRestoredVolumesOperator(task_id="clean_up_restored_volumes", **IDEMPOTENT)
     restore_environment = RestoreDrillEnvironmentOperator(task_id="restore_drill_environment", guard=guard.output,
                                                           trigger_rule="all_done", **IDEMPOTENT)
     report = RunReportOperator(
@@ -69,4 +68,4 @@ with DAG(
         recovery=scenario.restore_store.output, measurement=measure.output,
         environment_repair=restore_environment.output, **IDEMPOTENT)
 
-    guard >> inject >> scenario.group >> measure >> clean_up >> restore_environment >> report
+    guard >> inject >> scenario.group >> measure >> restore_environment >> report
