@@ -186,13 +186,20 @@ class SnapshotStoreComponent(DaemonComponent):
         """An incremental snapshot of every volume now, side by side (parent: the volume's newest completed one),
         and an EBS snapshot of each volume's mirror. UnhealthyStore, before writing anything to the store, when
         its bucket is missing (never recreated here) or its index was lost."""
-        volumes = self.peer("volumes")
         problem = self.health_problem()
-        if problem:
-            self.ebs_snapshots()
-            raise UnhealthyStore(problem)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ebs-snapshot") as pool:
+            ebs = pool.submit(self.ebs_snapshots)  # the EBS path does not depend on the store's health
+            if problem:
+                ebs.result()
+                raise UnhealthyStore(problem)
+            records = self.snapshot_volumes(self.primary_store(), workers)
+            ebs.result()
+        return records
 
-        store = self.primary_store()
+    def snapshot_volumes(self, store: SnapshotStore, workers: int = 4) -> dict[str, SnapshotRecord]:
+        """A snapshot of every volume into ``store``, ``workers`` volumes at a time (no health check: see
+        ``snapshot_now``)."""
+        volumes = self.peer("volumes")
 
         def one(volume_id: str) -> SnapshotRecord:
             return take_snapshot(store, volume_id, volumes.path(volume_id), parent=store.newest_restorable(volume_id),
@@ -200,10 +207,7 @@ class SnapshotStoreComponent(DaemonComponent):
 
         ids = volumes.volume_ids()
         with ThreadPoolExecutor(max_workers=max(1, min(workers, len(ids))), thread_name_prefix="snapshot") as pool:
-            ebs = pool.submit(self.ebs_snapshots)
-            records = dict(zip(ids, pool.map(one, ids), strict=True))
-            ebs.result()
-        return records
+            return dict(zip(ids, pool.map(one, ids), strict=True))
 
     def ebs_snapshots(self) -> dict[str, str]:
         """An EBS snapshot of every volume's mirror, tagged ``rehearsal:volume=vol-<id>``: ``{volume: snapshot id}``."""
@@ -231,26 +235,34 @@ class SnapshotStoreComponent(DaemonComponent):
                            "default_interval": float(os.environ.get("SANDBOX_SNAPSHOT_INTERVAL", DEFAULT_INTERVAL)),
                            "interval_file": str(self.sandbox.dir / "snapshot-interval.json")})
         self.interval_file.unlink(missing_ok=True)
-        replica = self.client("s3", self.replica_region)
-        self.replica_store().create_bucket(self.replica_region)
-        replica.put_bucket_versioning(Bucket=self.replica_bucket, VersioningConfiguration={"Status": "Enabled"})
-        self.index_backup_store().create_bucket(self.region)
-        self.create_primary()
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ebs") as pool:
+            ebs = pool.submit(self._create_ebs_mirrors)  # beside the first snapshot: EC2 and S3 do not wait on each other
+            replica = self.client("s3", self.replica_region)
+            self.replica_store().create_bucket(self.replica_region)
+            replica.put_bucket_versioning(Bucket=self.replica_bucket, VersioningConfiguration={"Status": "Enabled"})
+            self.index_backup_store().create_bucket(self.region)
+            self.create_primary()
+            records = self.snapshot_volumes(_NewStore(self.client("s3"), self.bucket, self.prefix), workers=8)
+            ebs.result()
+        self.sandbox.save()
+        copied = self.replicate_now()
+        progress(f"snapshotted {len(records)} volumes ({sum(r.bytes_uploaded for r in records.values()) / 2**20:.0f} MiB) "
+                 f"and replicated {copied.get('chunks', 0)} chunks in {time.monotonic() - started:.1f}s")
+        self.spawn_sandbox_command()
+
+    def _create_ebs_mirrors(self) -> None:
+        """Each volume's EBS mirror (in the region's first zone, tagged ``rehearsal:volume=vol-<id>``), and its first
+        EBS snapshot."""
         ec2 = self.client("ec2")
-        volumes = self.peer("volumes")
-        self.state["ebs_volumes"] = {}
-        for volume_id, record in volumes.records().items():
+        mirrors = {}
+        for volume_id, record in self.peer("volumes").records().items():
             tags = {DEFAULT_TAG_KEY: volume_id, "Name": record["name"]}
-            self.state["ebs_volumes"][volume_id] = ec2.create_volume(
+            mirrors[volume_id] = ec2.create_volume(
                 AvailabilityZone=self.availability_zone, Size=max(1, -(-record["bytes"] // 1024**3)), VolumeType="gp3",
                 TagSpecifications=tag_specification("volume", tags))["VolumeId"]
-        self.sandbox.save()
-        started = time.monotonic()
-        records = self.snapshot_now(workers=len(volumes.volume_ids()))
-        copied = self.replicate_now()
-        progress(f"snapshotted {len(records)} volumes ({sum(r.bytes_uploaded for r in records.values()) / 2**20:.0f} MiB "
-                 f"uploaded) and replicated {copied.get('chunks', 0)} chunks in {time.monotonic() - started:.1f}s")
-        self.spawn_sandbox_command()
+        self.state["ebs_volumes"] = mirrors
+        self.ebs_snapshots()
 
     def run(self) -> None:
         """The daemon's body: the snapshotter and the replicator, each on its own thread."""
@@ -308,6 +320,14 @@ class SnapshotStoreComponent(DaemonComponent):
     def down(self) -> None:
         self.stop()
         self.interval_file.unlink(missing_ok=True)  # the buckets and EBS volumes go with the endpoint
+
+
+class _NewStore(SnapshotStore):
+    """The primary store the moment its bucket was created: no chunk can be in it yet, so the first snapshot skips the
+    HEAD before each PUT (a PUT of a chunk already there would rewrite the same bytes anyway)."""
+
+    def has_chunk(self, digest: str) -> bool:
+        return False
 
 
 class Replicator:

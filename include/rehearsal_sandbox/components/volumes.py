@@ -7,7 +7,7 @@ first two are critical. Content is generated, deterministic (the same volume has
 and compressible as real data is: random blocks, hex text (about 2x) and repeated patterns side by side.
 
 The rows are inserted by ``attach()``, which the control-plane database calls while it migrates, before its first
-backups (so they hold them); ``up()`` writes the directories. The table holds exactly these volumes; the snapshot
+backups (so they hold them), and starts writing the directories meanwhile; ``up()`` waits for them. The table holds exactly these volumes; the snapshot
 store's volume id of row ``id`` is ``vol-<id>``.
 
 Slice::
@@ -159,21 +159,32 @@ class Volumes(Component):
             self.state["volumes"][volume_id] = {"id": row_id, "name": name, "kind": kind, "critical": i < CRITICAL,
                                                 "path": str(path), "app_id": app_id, "host": hostname, "bytes": size}
         self.sandbox.save()
+        # The directories are written meanwhile (the database takes its first backups); up() waits for them.
+        self._writing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="volumes").submit(self.write_all)
         return self.volume_ids()
 
-    # ------------------------------------------------------------------ up / status / down
-    def up(self) -> None:
-        """Every attached volume's directory, written side by side."""
-        if not self.state.get("volumes"):
-            raise RuntimeError("no volume is attached: the control-plane database attaches them while it migrates")
+    def write_all(self) -> None:
+        """Every attached volume's directory, written side by side (replacing what is there)."""
         large_mb = int(self.state.get("large_mb", DEFAULT_LARGE_MB))
         records = self.records()
-        progress(f"writing {len(records)} customer volumes ({sum(r['bytes'] for r in records.values()) / MIB:.0f} MiB) "
-                 f"under {self.root}")
         self.root.mkdir(mode=0o755, parents=True, exist_ok=True)
         with ThreadPoolExecutor(max_workers=min(4, len(records)), thread_name_prefix="volumes") as pool:
             list(pool.map(lambda item: write_volume(Path(item[1]["path"]), item[1]["kind"], item[0], large_mb),
                           records.items()))
+
+    # ------------------------------------------------------------------ up / status / down
+    def up(self) -> None:
+        """Every attached volume's directory: waits for the writing ``attach()`` started, or writes them now."""
+        if not self.state.get("volumes"):
+            raise RuntimeError("no volume is attached: the control-plane database attaches them while it migrates")
+        records = self.records()
+        progress(f"writing {len(records)} customer volumes ({sum(r['bytes'] for r in records.values()) / MIB:.0f} MiB) "
+                 f"under {self.root}")
+        writing, self._writing = getattr(self, "_writing", None), None
+        if writing is not None:
+            writing.result()
+        else:
+            self.write_all()
 
     def status(self) -> dict[str, dict]:
         records = self.records()
