@@ -7,18 +7,19 @@ control plane is restored into a new cluster to just before the damage, and what
 
 **Steps**
 1. `declare_incident` (severity from measured impact), `establish_corruption_time`: the `corruption_time`
-   given, or the earliest damaging statement (bulk UPDATE/DELETE, DROP TABLE) the audit triggers recorded.
+   given (refused when the audit log records damaging statements before it), or the earliest damaging statement
+   (bulk UPDATE/DELETE, DROP TABLE) the audit triggers recorded.
 2. `freeze_mutations`: deploys and config writes off (API `frozen`, reconciler paused), reads kept; proven by
    a refused mutation probe, or the run stops before anything is restored.
 3. `keep_writes_since_corruption`: the acknowledged mutations the restore will lose, from the damaged
    cluster's audit log; `archive_wal_past_corruption`: a WAL segment past the damage reaches the archive.
 4. `pick_last_good_backup`: the newest base backup before the damage that verifies.
-5. `postgres_failover.*`: PITR into a new cluster to just before the damage (one approval in incident mode),
-   validated (schema version, reads, amcheck), archiving, service discovery switched, clients followed,
-   redundancy rebuilt.
-6. `validate_damage_gone`: dropped tables back; no damaging statement replayed.
-7. `resume_writes` (canary first), `repair_drift` (each lost write re-applied by its request id, reported),
-   `resume_reconciler_gradually`, `confirm_time_to_converge`.
+5. `postgres_failover.*`: PITR into a new cluster to just before the damage (one approval in incident mode,
+   showing the backup and the target), validated (schema version, reads, amcheck) and `validate_damage_gone`
+   (dropped tables back, no damaging statement replayed) before anything is switched; archiving, service
+   discovery switched, clients followed, redundancy rebuilt.
+6. `repair_drift` while writes are still frozen (each lost write re-applied by its request id, reported), then
+   `resume_writes` (a canary first, then read-write), `resume_reconciler_gradually`, `confirm_time_to_converge`.
 
 **Params**: `mode` (required), `approve`, `corruption_time` (ISO-8601 with timezone; empty: found in the audit
 log). The report names the backup and the target chosen, and why.

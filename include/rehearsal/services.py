@@ -109,8 +109,9 @@ class Api:
         self.actor = actor
         self.timeout = timeout
 
-    def _call(self, method: str, path: str, body: dict | None = None) -> Answer:
-        return call(method, f"{self.url}{path}", body, self.timeout, {"X-Actor": self.actor}, service="control-plane API")
+    def _call(self, method: str, path: str, body: dict | None = None, maintenance: str | None = None) -> Answer:
+        headers = {"X-Actor": self.actor, **({"X-Maintenance": maintenance} if maintenance else {})}
+        return call(method, f"{self.url}{path}", body, self.timeout, headers, service="control-plane API")
 
     def health(self) -> Health:
         return health("api", self.url)
@@ -138,15 +139,21 @@ class Api:
     def app(self, app_id: int) -> Answer:
         return self._call("GET", f"/v1/apps/{app_id}")
 
-    def mutate(self, action: str, app_id: int, payload: dict, request_id: str | None = None) -> Answer:
-        """One mutation (``deploy``, ``scale`` or ``update_config``); the answer, whatever it is."""
+    def mutate(self, action: str, app_id: int, payload: dict, request_id: str | None = None,
+               maintenance: str | None = None) -> Answer:
+        """One mutation (``deploy``, ``scale`` or ``update_config``); the answer, whatever it is.
+
+        :param maintenance: a runbook's own write while the API is frozen (a canary, drift repair): the reason,
+            sent as ``X-Maintenance``; everyone else's writes stay refused
+        """
         request_id = request_id or f"rehearsal-{uuid.uuid4()}"
+        body = {**payload, "request_id": request_id}
         if action == "deploy":
-            return self._call("POST", f"/v1/apps/{app_id}/releases", {**payload, "request_id": request_id})
+            return self._call("POST", f"/v1/apps/{app_id}/releases", body, maintenance)
         if action == "scale":
-            return self._call("POST", f"/v1/apps/{app_id}/scale", {**payload, "request_id": request_id})
+            return self._call("POST", f"/v1/apps/{app_id}/scale", body, maintenance)
         if action == "update_config":
-            return self._call("PATCH", f"/v1/apps/{app_id}/config", {**payload, "request_id": request_id})
+            return self._call("PATCH", f"/v1/apps/{app_id}/config", body, maintenance)
         raise PreconditionFailed(f"unknown mutation {action!r}: use deploy, scale or update_config")
 
     def metrics(self) -> dict:

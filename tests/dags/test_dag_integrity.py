@@ -21,8 +21,9 @@ SCENARIO_A_STEPS = ["declare_incident", "verify_hosts_running_workloads", "resto
                     "confirm_time_to_converge"]
 SCENARIO_B_STEPS = ["declare_incident", "establish_corruption_time", "freeze_mutations", "keep_writes_since_corruption",
                     "archive_wal_past_corruption", "pick_last_good_backup", "postgres_failover.assess_cluster",
-                    "postgres_failover.recover_database", "postgres_failover.rebuild_redundancy", "validate_damage_gone",
-                    "resume_writes", "repair_drift", "resume_reconciler_gradually", "confirm_time_to_converge"]
+                    "postgres_failover.recover_database", "postgres_failover.validate_damage_gone",
+                    "postgres_failover.switch_service_discovery", "postgres_failover.rebuild_redundancy", "repair_drift",
+                    "resume_writes", "resume_reconciler_gradually", "confirm_time_to_converge"]
 RUNBOOK_STEPS = ["assess_cluster", "choose_recovery_path", "approve_recovery", "fence_old_primary", "recover_database",
                  "validate_recovered_database", "reenable_wal_archiving", "switch_service_discovery",
                  "confirm_clients_followed", "rebuild_redundancy"]

@@ -83,9 +83,10 @@ def test_scenario_b_undoes_a_corruption_made_by_hand_and_repairs_the_drift(platf
     assert report["recovery_path"] == "pitr" and report["runbook"]["decision"] == pick
     assert "re-applied" in steps["scenario_b.repair_drift"]["detail"]
     assert steps["scenario_b.freeze_mutations"]["detail"].startswith("mutations frozen: mutation probe refused: HTTP 503")
-    assert steps["scenario_b.validate_damage_gone"]["detail"].startswith("2 damaging statement(s) not replayed; dropped "
+    assert steps["scenario_b.postgres_failover.validate_damage_gone"]["detail"].startswith("2 damaging statement(s) not replayed; dropped "
                                                                         "table(s) back: endpoints (")
-    assert steps["scenario_b.resume_writes"]["status"] == "success"
+    assert steps["scenario_b.resume_writes"]["detail"].startswith("canary canary-")
+    assert "while writes were still frozen; then the API went read-write" in steps["scenario_b.resume_writes"]["detail"]
 
 
 def test_the_control_plane_outage_drill_keeps_the_data_plane_serving_and_measures_it(platform):

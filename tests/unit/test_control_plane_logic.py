@@ -190,7 +190,8 @@ def write_lines(path, entries):
 
 def test_outage_measurement_from_the_logs(tmp_path):
     probes, load = tmp_path / "probes.log", tmp_path / "load.log"
-    write_lines(probes, [{"t": 100 + i, "endpoints": 10, "ok": 10, "api": "ok" if i >= 4 else "down"} for i in range(12)])
+    write_lines(probes, [{"t": 100 + i, "endpoints": 10, "ok": 10, "api": "ok" if i >= 4 else "down",
+                          "api_mode": "read-only" if i >= 4 else None} for i in range(12)])
     write_lines(load, [{"t_sent": 101, "t_ack": None, "status": 0, "request_id": "a"},
                        {"t_sent": 108, "t_ack": 108.2, "status": 200, "request_id": "b"}])
     m = measure_outage(probes, load, fault_at=100.0, until=120)
@@ -216,3 +217,24 @@ def test_no_write_after_the_fault_is_no_read_write_rto(tmp_path):
                        {"t_sent": 101, "t_ack": None, "status": 503, "request_id": "refused"}])
     with pytest.raises(EvidenceError, match="no write of the synthetic load was acknowledged"):
         measure_outage(probes, load, fault_at=100.0, until=104)
+
+
+def test_read_only_counts_only_when_the_api_answered_in_read_only_mode(tmp_path):
+    probes, load = tmp_path / "probes.log", tmp_path / "load.log"
+    # The API came straight back read-write: no read-only phase happened, and the measurement says so.
+    write_lines(probes, [{"t": 100 + i, "endpoints": 10, "ok": 10, "api": "ok" if i >= 4 else "down",
+                          "api_mode": "read-write" if i >= 4 else None} for i in range(8)])
+    write_lines(load, [{"t_sent": 105, "t_ack": 105.1, "status": 200, "request_id": "b"}])
+    m = measure_outage(probes, load, fault_at=100.0, until=110)
+    assert m.read_only_at is None and m.rto_read_only_seconds is None
+
+
+def test_stop_conditions_trip_on_silence_as_well_as_on_failing_probes(tmp_path):
+    from rehearsal.drills.stop_conditions import StopConditions, tripped
+
+    probes = tmp_path / "probes.log"
+    write_lines(probes, [{"t": 100 + i, "endpoints": 10, "ok": 10, "api": "ok"} for i in range(5)])
+    assert tripped(StopConditions(), probes, 104.5) is None
+    assert tripped(StopConditions(), probes, 120.0).startswith("no probe round in the last 5s")
+    write_lines(probes, [{"t": 100 + i, "endpoints": 10, "ok": 10 if i < 3 else 0, "api": "ok"} for i in range(5)])
+    assert tripped(StopConditions(), probes, 104.5).startswith("data-plane probe success 60.00% < 95%")

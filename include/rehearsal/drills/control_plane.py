@@ -35,7 +35,7 @@ def first_ack_after(acks: list[dict], moment: float) -> dict | None:
 @dataclass
 class OutageMeasurement:
     fault_at: float
-    read_only_at: float | None  # the prober's first API answer after the fault
+    read_only_at: float | None  # the prober's first API answer in read-only mode after the fault
     read_write_at: float | None  # the load's first acknowledged write sent after the fault
     rto_read_only_seconds: float | None
     rto_read_write_seconds: float | None
@@ -48,7 +48,7 @@ class OutageMeasurement:
 
 
 def measure_outage(probe_log: Path, load_log: Path, fault_at: float, until: float) -> OutageMeasurement:
-    """RTO to read-only (the prober's first answered API probe after the fault), RTO to read-write (the load's
+    """RTO to read-only (the prober's first API answer in read-only mode after the fault), RTO to read-write (the load's
     first acknowledged write sent after the fault), and data-plane availability over [fault, read-write] from the
     prober's rounds.
 
@@ -62,6 +62,6 @@ def measure_outage(probe_log: Path, load_log: Path, fault_at: float, until: floa
                             f"{until:.1f}: read-write RTO cannot be measured ({len(acks)} attempt(s) in {load_log})")
     end = first["t_ack"]
     span = availability(probe_log, fault_at, end)
-    return OutageMeasurement(fault_at, span.api_ok_first_at, end,
-                             None if span.api_ok_first_at is None else span.api_ok_first_at - fault_at,
+    read_only = span.api_read_only_first_at
+    return OutageMeasurement(fault_at, read_only, end, None if read_only is None else read_only - fault_at,
                              end - fault_at, span.ratio, span.rounds, span.worst_round)

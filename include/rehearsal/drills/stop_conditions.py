@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rehearsal.dataplane import production_health
+from rehearsal.errors import EvidenceError
 
 
 @dataclass(frozen=True)
@@ -28,10 +29,15 @@ class StopConditions:
 
 
 def tripped(conditions: StopConditions, probe_log: Path, now: float) -> str | None:
-    """Why the drill must stop now, or None (no rounds in the window: nothing says production is unhealthy)."""
-    success, api_errors, rounds = production_health(probe_log, now, conditions.window_seconds)
+    """Why the drill must stop now, or None. Silence trips it too: a drill that cannot see production's health
+    must not go on (the prober died, or its log moved)."""
+    try:
+        success, api_errors, rounds = production_health(probe_log, now, conditions.window_seconds)
+    except EvidenceError as exc:
+        return f"production health unknown: {exc}"
     if not rounds:
-        return None
+        return (f"no probe round in the last {conditions.window_seconds:.0f}s in {probe_log}: production health unknown "
+                "(is the prober running?)")
     if success is not None and success < conditions.min_dataplane_success:
         return (f"data-plane probe success {success:.2%} < {conditions.min_dataplane_success:.0%} over the last "
                 f"{conditions.window_seconds:.0f}s ({rounds} probe rounds)")

@@ -170,7 +170,9 @@ class Api:
 
     def mutate(self, request: Request, action: str) -> tuple[int, Any]:
         mode = self.mode.mode
-        if mode != "read-write":
+        # A runbook's own writes while frozen (a canary before writes reopen, drift repair before anyone else
+        # writes) carry X-Maintenance with their reason; everyone else is refused until read-write.
+        if mode != "read-write" and not request.header("X-Maintenance"):
             self._refused.value = True
             return 503, {"error": f"mutations refused: API is {mode}", "mode": mode}
         app_id = _app_id(request)

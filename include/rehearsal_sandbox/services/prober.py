@@ -1,6 +1,6 @@
 """The blackbox prober (``prober``): every second it probes every instance the agents were last seen running, and
 the API's ``/healthz``; one JSON line per round in ``probe_log``:
-``{"t", "endpoints", "ok", "failed": ["agent-03/apps/7/0", ...up to 10], "api": "ok" | "<error>"}``.
+``{"t", "endpoints", "ok", "failed": ["agent-03/apps/7/0", ...up to 10], "api": "ok" | "<error>", "api_mode"}``.
 
 The agents are the targets of the data plane's SRV record. Each agent's list of instances is refreshed from its
 ``/v1/state`` every round; an agent that stops answering keeps its last list, and each of its probes fails.
@@ -79,17 +79,19 @@ class Prober:
                 failed.append(f"{name}/apps/{app_id}/{slot}")
         return ok, failed
 
-    def probe_api(self) -> str:
+    def probe_api(self) -> tuple[str, str | None]:
+        """("ok" or why not, the API's mode as it answered)."""
         url = self.api_url()
         if url is None:
-            return "the API's address is not known"
+            return "the API's address is not known", None
         try:
             status, body = call("GET", f"{url}/healthz", timeout=TIMEOUT)
         except OSError as exc:
-            return error_text(exc)
+            return error_text(exc), None
+        mode = body.get("mode") if isinstance(body, dict) else None
         if status == 200:
-            return "ok"
-        return f"HTTP {status}: {body.get('error') if isinstance(body, dict) else body}"[:200]
+            return "ok", mode
+        return f"HTTP {status}: {body.get('error') if isinstance(body, dict) else body}"[:200], mode
 
     def round(self) -> dict:
         started = time.time()
@@ -97,7 +99,9 @@ class Prober:
         results = list(self.pool.map(self.probe_agent, self._agents()))
         failed = [f for _ok, fails in results for f in fails]
         ok = sum(k for k, _fails in results)
-        return {"t": round(started, 6), "endpoints": ok + len(failed), "ok": ok, "failed": failed[:10], "api": api.result()}
+        api_result, api_mode = api.result()
+        return {"t": round(started, 6), "endpoints": ok + len(failed), "ok": ok, "failed": failed[:10], "api": api_result,
+                "api_mode": api_mode}
 
 
 def run(prober: Prober, port: int, log_path: Path, stopping: threading.Event, interval: float = 1.0) -> None:

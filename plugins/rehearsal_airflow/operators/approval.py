@@ -22,9 +22,10 @@ APPROVAL_KEY = "approval"
 
 class RecoveryApprovalOperator(ApprovalOperator):
     template_fields: Sequence[str] = (*ApprovalOperator.template_fields, "mode", "approve", "target", "decision",
-                                      "assessment")
+                                      "assessment", "base_backup", "recovery_target")
 
     def __init__(self, *, mode: str, approve: str, decision: Any, assessment: Any, target: str = "production",
+                 base_backup: Any = "", recovery_target: Any = "latest",
                  response_timeout: timedelta = timedelta(hours=1), **kwargs) -> None:
         kwargs.setdefault("subject", "Postgres failover: approve the recovery")
         super().__init__(response_timeout=response_timeout, ignore_downstream_trigger_rules=False, **kwargs)
@@ -33,6 +34,8 @@ class RecoveryApprovalOperator(ApprovalOperator):
         self.target = target
         self.decision = decision
         self.assessment = assessment
+        self.base_backup = base_backup
+        self.recovery_target = recovery_target
 
     def needed(self) -> str | None:
         """None when a person must answer; else what approved (drills, approve=auto)."""
@@ -44,7 +47,12 @@ class RecoveryApprovalOperator(ApprovalOperator):
         """(subject, body) a person answers."""
         decision = Decision(**{k: v for k, v in self.decision.items() if k != "detail"})
         assessment = Assessment.from_dict({k: v for k, v in self.assessment.items() if k != "detail"})
-        return approval_request(decision, assessment, self.target, assessment.newest_base_backup)
+        backup = self.base_backup if self.base_backup not in ("", "None", None) else assessment.newest_base_backup
+        subject, body = approval_request(decision, assessment, self.target, backup)
+        if self.recovery_target not in ("", "None", None, "latest"):
+            body = body.replace("**Backup a restore would use:**", f"**Restore target:** {self.recovery_target}\n\n"
+                                                                       "**Backup a restore would use:**")
+        return subject, body
 
     def execute(self, context: Context):
         started = now_iso()

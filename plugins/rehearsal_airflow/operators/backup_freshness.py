@@ -90,8 +90,11 @@ class VolumeSnapshotFreshnessOperator(DrillStepOperator):
 
         env = current_environment()
         assets = [a for a in load_catalog().assets.values() if a.kind in SNAPSHOT_KINDS]
-        if not assets or not env.snapshot_bucket:
-            return {"detail": "no volume snapshot store in this environment" if assets else "no snapshot asset in the catalog"}
+        if not assets:
+            return {"detail": "no volume snapshot asset in the catalog"}
+        if not env.snapshot_bucket:
+            raise StaleBackup(f"the catalog watches {', '.join(a.name for a in assets)} but the rehearsal_environment "
+                              "Variable names no snapshot_bucket: volume snapshots are not watched")
         hook = SnapshotStoreHook(env, self.aws_conn_id)
         now = datetime.now(UTC)
         checks, details, calls = [], [], 0

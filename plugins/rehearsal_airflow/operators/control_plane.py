@@ -13,7 +13,7 @@ from typing import Any
 from airflow.providers.standard.operators.branch import BranchMixIn
 from airflow.sdk import Context
 
-from rehearsal.dataplane import probe_data_plane
+from rehearsal.dataplane import DataPlaneProbe, probe_data_plane
 from rehearsal.errors import PreconditionFailed, RecoveryTimedOut
 from rehearsal.platform import load_provisioner
 from rehearsal.postgres.connection import accepts_writes
@@ -26,7 +26,7 @@ from rehearsal.runbooks.control_plane import (
     severity,
     wait_until,
 )
-from rehearsal.services import SERVICES, Api, Health, ServiceUnreachable, wait_healthy
+from rehearsal.services import SERVICES, Api, Health, wait_healthy
 from rehearsal_airflow.environment import current_environment
 from rehearsal_airflow.operators.base import ControlPlaneMixin, DrillStepOperator, now_iso, push_step
 
@@ -42,10 +42,15 @@ class ServicesMixin:
         return ControlPlaneServicesHook(self.services_conn_id, self.aws_conn_id)
 
 
-def mutation_probe(api: Api, request_id: str) -> tuple[dict, Any]:
-    """A harmless mutation: an app's config written back unchanged. (app, answer)"""
-    app = api.apps()[0]
-    return app, api.mutate("update_config", app["id"], {"config": app.get("config") or {}}, request_id=request_id)
+def mutation_probe(api: Api, request_id: str, maintenance: str | None = None) -> tuple[dict, Any]:
+    """A harmless mutation: one key of our own merged into an app's config (nobody's setting is touched). (app,
+    answer)"""
+    apps = api.apps()
+    if not apps:
+        raise PreconditionFailed(f"the control-plane API at {api.url} lists no app: nothing to probe a write with")
+    app = apps[0]
+    return app, api.mutate("update_config", app["id"], {"config": {"rehearsal_probe": request_id}},
+                           request_id=request_id, maintenance=maintenance)
 
 
 class DeclareIncidentOperator(ServicesMixin, DrillStepOperator):
@@ -60,7 +65,12 @@ class DeclareIncidentOperator(ServicesMixin, DrillStepOperator):
 
     def run_step(self, context: Context) -> dict:
         declared_at = now_iso()
-        probe = probe_data_plane(self.services.agents())
+        if self.mode == "drill":  # a rehearsal changes the control plane: only where drills may
+            current_environment().require_drill_environment(f"rehearse {self.scenario} in drill mode")
+        try:
+            probe = probe_data_plane(self.services.agents())
+        except Exception as exc:  # noqa: BLE001 - an unknown data plane is declared the worst case, and we go on
+            probe = DataPlaneProbe(hosts=0, hosts_unreachable=[f"inventory unreadable: {exc}"], endpoints=0, endpoints_ok=0)
         api = self.services.api().health()
         sev = severity(probe, api)
         kind = "DRILL" if self.mode == "drill" else "REAL INCIDENT"
@@ -90,11 +100,12 @@ class FreezeMutationsOperator(ServicesMixin, DrillStepOperator):
         app, answer = mutation_probe(api, f"freeze-probe-{uuid.uuid4()}")
         refused = confirm_refused(answer, "frozen")
         reads = len(api.apps())
-        paused = "reconciler paused"
-        try:
-            self.services.reconciler().set_rate(0)
-        except ServiceUnreachable as exc:
-            paused = f"reconciler not paused ({exc}): it is not running"
+        reconciler = self.services.reconciler()
+        if reconciler.health().body:  # it answers: it must pause, or nothing damaged may be restored behind it
+            reconciler.set_rate(0)
+            paused = "reconciler paused"
+        else:
+            paused = f"reconciler not running ({reconciler.health().detail})"
         return {"frozen_at": now_iso(), "probe_app": app["id"], "reads": reads,
                 "detail": f"mutations frozen: {refused}; reads work ({reads} apps); {paused}"}
 
@@ -154,20 +165,29 @@ class RestoreServiceOperator(ServicesMixin, DrillStepOperator):
 
     def _confirm_api(self, started: list[str]) -> dict:
         api = self.services.api(actor="rehearsal-restore")
-        wait_until(lambda: (api.health().ok, api.health().detail), self.timeout, "API answering reads")
+        wait_until(self._answers, self.timeout, "API answering")
         if api.mode() != "read-only":
             api.set_mode("read-only", "Scenario A: API read-only first")
+        health = api.health()
+        suffix = f"; {'; '.join(started)}" if started else "; it was running"
+        if not health.ok and self._waits_for_database(health):
+            # Nothing to read yet (no primary, no readable replica): read-only is set; reads come back with the
+            # database, which the next steps restore.
+            return {"service": "api", "mode": "read-only", "confirmed_at": now_iso(), "started": started, "reads": 0,
+                    "detail": f"API up in read-only mode, waiting for the database ({health.detail}){suffix}"}
+        wait_until(lambda: (api.health().ok, api.health().detail), self.timeout, "API answering reads")
         apps = api.apps()
         _app, answer = mutation_probe(api, f"read-only-probe-{uuid.uuid4()}")
         refused = confirm_refused(answer, "read-only")
         return {"service": "api", "mode": "read-only", "confirmed_at": now_iso(), "started": started, "reads": len(apps),
-                "detail": f"API serving read-only: {len(apps)} apps read, {refused}"
-                          + (f"; {'; '.join(started)}" if started else "; it was running")}
+                "detail": f"API serving read-only: {len(apps)} apps read, {refused}{suffix}"}
 
 
 class CheckPostgresHealthOperator(ControlPlaneMixin, DrillStepOperator, BranchMixIn):
     """Validate Postgres health or run failover: the primary discovery points at must accept a write; if it
     does, the failover runbook's group is skipped, else it runs."""
+
+    inherits_from_skipmixin = True  # serialized as able to skip downstream, as BaseBranchOperator is
 
     def __init__(self, *, healthy_task_id: str, failover_group_id: str, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -175,6 +195,7 @@ class CheckPostgresHealthOperator(ControlPlaneMixin, DrillStepOperator, BranchMi
 
     def execute(self, context: Context) -> Any:
         started = now_iso()
+        self._refuse_if_aborted(context)
         try:
             platform = self.controlplane.platform()
             primary = platform.primary_address()
@@ -190,9 +211,9 @@ class CheckPostgresHealthOperator(ControlPlaneMixin, DrillStepOperator, BranchMi
 
 
 class ResumeWritesOperator(ServicesMixin, DrillStepOperator):
-    """Writes back in a controlled fashion: the API goes read-write and a canary mutation (a config written back
-    unchanged) must be acknowledged and read back at its new generation; if it is not, writes are frozen again
-    at once and the run fails naming why."""
+    """Writes back in a controlled fashion: first a canary, our own maintenance write while everyone else is still
+    refused (one key of our own merged into an app's config), acknowledged and read back at its new generation;
+    only then the API goes read-write. A canary that fails leaves writes closed and names why."""
 
     def __init__(self, *, timeout: float = 30, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -201,23 +222,22 @@ class ResumeWritesOperator(ServicesMixin, DrillStepOperator):
     def run_step(self, context: Context) -> dict:
         api = self.services.api(actor="rehearsal-canary")
         previous = api.mode()
-        api.set_mode("read-write", f"resume writes: canary by {context['run_id']}")
         request_id = f"canary-{uuid.uuid4()}"
-        try:
-            app, answer = mutation_probe(api, request_id)
-            if not answer.ok:
-                raise PreconditionFailed(f"canary mutation on app {app['id']} failed: HTTP {answer.status} {answer.body}")
-            generation = answer.body.get("generation")
-            read = api.app(app["id"])
-            if not read.ok or read.body.get("generation") != generation:
-                raise PreconditionFailed(f"canary on app {app['id']} acknowledged at generation {generation} but read "
-                                         f"back {read.body.get('generation')} (HTTP {read.status})")
-        except Exception:
-            api.set_mode(previous if previous != "read-write" else "frozen", "canary failed: writes frozen again")
-            raise
+        app, answer = mutation_probe(api, request_id, maintenance=f"canary before writes resume ({context['run_id']})")
+        if not answer.ok:
+            raise PreconditionFailed(f"canary write on app {app['id']} failed: HTTP {answer.status} {answer.body}; "
+                                     f"writes stay {previous}")
+        generation = answer.body.get("generation")
+        read = api.app(app["id"])
+        if not read.ok or read.body.get("generation") != generation:
+            raise PreconditionFailed(f"canary on app {app['id']} acknowledged at generation {generation} but read back "
+                                     f"{read.body.get('generation')} (HTTP {read.status}); writes stay {previous}")
+        api.set_mode("read-write", f"resume writes after canary {request_id} ({context['run_id']})")
+        if api.mode() != "read-write":
+            raise PreconditionFailed(f"the API did not go read-write after the canary (mode {api.mode()})")
         return {"read_write_at": now_iso(), "canary": answer.body, "previous_mode": previous,
-                "detail": f"writes resumed: canary {request_id} on app {app['id']} acknowledged at generation "
-                          f"{generation} and read back; API read-write (was {previous})"}
+                "detail": f"canary {request_id} on app {app['id']} acknowledged at generation {generation} and read back "
+                          f"while writes were still {previous}; then the API went read-write"}
 
 
 class ResumeReconcilerGraduallyOperator(ServicesMixin, DrillStepOperator):

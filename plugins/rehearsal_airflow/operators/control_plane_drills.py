@@ -57,13 +57,15 @@ class MeasureControlPlaneOutageOperator(ControlPlaneMixin, DrillStepOperator):
         rpo = measure_corruption_rpo(acks, fault_at, present, window)
         converge = self.converge or {}
         ratio = outage.dataplane_availability
+        shown = "no endpoint" if ratio is None else f"{ratio:.4%}"
         checks = [{"name": "data_plane_available_during_outage", "ok": ratio == 1.0, "critical": True,
-                   "detail": f"{ratio:.4%} of {outage.dataplane_rounds} probe rounds' endpoints answered between the "
+                   "detail": f"{shown} of {outage.dataplane_rounds} probe rounds' endpoints answered between the "
                              f"fault and read-write (app runtime promises RPO 0: every endpoint keeps serving)"},
                   {"name": "api_read_only_before_read_write", "ok": outage.read_only_at is not None
                    and outage.read_only_at <= outage.read_write_at, "critical": True,
-                   "detail": f"read-only after {outage.rto_read_only_seconds}s, read-write after "
-                             f"{outage.rto_read_write_seconds:.1f}s"}]
+                   "detail": ("the API never answered in read-only mode before writes came back" if outage.read_only_at
+                              is None else f"read-only after {outage.rto_read_only_seconds:.1f}s (the prober saw mode "
+                              f"read-only), read-write after {outage.rto_read_write_seconds:.1f}s")}]
         return {"rto_seconds": round(outage.rto_read_write_seconds, 3), "rpo_seconds": round(rpo.rpo_seconds, 3),
                 "checks": checks,
                 "evidence": {"outage": outage.to_dict(), "rpo": rpo.to_dict(),
@@ -73,7 +75,7 @@ class MeasureControlPlaneOutageOperator(ControlPlaneMixin, DrillStepOperator):
                                                      "answer (read-only) and to the load's first acknowledged write "
                                                      "(read-write)"},
                 "detail": f"RTO read-only {outage.rto_read_only_seconds and round(outage.rto_read_only_seconds, 1)}s, "
-                          f"read-write {outage.rto_read_write_seconds:.1f}s; data plane {ratio:.2%} available over "
+                          f"read-write {outage.rto_read_write_seconds:.1f}s; data plane {shown} available over "
                           f"{outage.dataplane_rounds} rounds; RPO {rpo.rpo_seconds:.1f}s "
                           f"({len(rpo.lost_before)} write(s) lost); time to converge "
                           f"{converge.get('time_to_converge_seconds')}s"}

@@ -13,7 +13,7 @@ from typing import Any
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowSkipException
 
-from rehearsal.errors import RecoveryTimedOut, VerificationFailed
+from rehearsal.errors import PreconditionFailed, RecoveryTimedOut, VerificationFailed
 from rehearsal.platform import split_address
 from rehearsal.postgres.connection import connect
 from rehearsal.runbooks.corruption import (
@@ -33,6 +33,7 @@ from rehearsal_airflow.hooks.backup_store import BackupStoreHook
 from rehearsal_airflow.operators.base import ControlPlaneMixin, DrillStepOperator, key_of
 from rehearsal_airflow.operators.control_plane import ServicesMixin
 
+CAPTURE_MARGIN = timedelta(minutes=1)
 AUDIT_SQL = ("SELECT id, actor, action, detail, created_at FROM audit_log WHERE created_at >= %s AND action = ANY(%s) "
              "ORDER BY created_at, id")
 
@@ -58,8 +59,25 @@ class EstablishCorruptionPointOperator(ControlPlaneMixin, DrillStepOperator):
 
     def run_step(self, context: Context) -> dict:
         now = datetime.now(UTC)
-        with connect(self.controlplane.endpoint(), statement_timeout_ms=30_000) as conn:
-            audit = audit_since(conn, now - self.lookback, DAMAGING_ACTIONS)
+        given = self.corruption_time not in (None, "", "None")
+        try:
+            with connect(self.controlplane.endpoint(), statement_timeout_ms=30_000) as conn:
+                audit = audit_since(conn, now - self.lookback, DAMAGING_ACTIONS)
+        except Exception as exc:  # noqa: BLE001 - with a time given, an unreadable audit log is not fatal
+            if not given:
+                raise PreconditionFailed(f"corruption_time was not given and the audit log cannot be read ({exc}): "
+                                         "give corruption_time") from None
+            point = corruption_point(self.corruption_time, [], now)
+            return {**point.to_dict(), "audit_readable": False,
+                    "detail": f"corruption at {point.time.isoformat()} (given; the audit log could not be read: {exc}); "
+                              f"restore target {point.recovery_target.isoformat()}"}
+        if given:
+            earlier = [e for e in audit if e.created_at < parse_time(self.corruption_time, "corruption_time")]
+            if earlier:
+                raise PreconditionFailed(
+                    f"the audit log records {len(earlier)} damaging statement(s) BEFORE the corruption_time given "
+                    f"({self.corruption_time}): " + "; ".join(e.describe() for e in earlier[:5])
+                    + ". A restore to the time given would bring them back: give the time of the earliest damage")
         point = corruption_point(self.corruption_time, audit, now)
         return {**point.to_dict(), "detail": f"corruption at {point.time.isoformat()} ({point.how}); restore target "
                                              f"{point.recovery_target.isoformat()}"}
@@ -77,14 +95,22 @@ class CaptureWritesSinceOperator(ControlPlaneMixin, DrillStepOperator):
 
     def run_step(self, context: Context) -> dict:
         point = _point(self.point)
-        with connect(self.controlplane.endpoint(), statement_timeout_ms=30_000) as conn:
-            entries = audit_since(conn, point.recovery_target, MUTATIONS)
+        # From a minute before the target: an audit row's time is taken inside its transaction, before the commit,
+        # so a write stamped just before the target may commit after it. Re-applying is idempotent by request id.
+        since = point.recovery_target - CAPTURE_MARGIN
+        try:
+            with connect(self.controlplane.endpoint(), statement_timeout_ms=30_000) as conn:
+                entries = audit_since(conn, since, MUTATIONS)
+        except Exception as exc:  # noqa: BLE001 - a dead damaged primary: say what is lost, and go on
+            return {"writes": [], "count": 0, "readable": False,
+                    "detail": f"the damaged cluster's audit log cannot be read ({exc}): mutations acknowledged after "
+                              f"{point.recovery_target.isoformat()} are lost unless clients send them again"}
         writes = [{"request_id": e.detail.get("request_id"), "app_id": e.detail.get("app_id"), "action": e.action,
                    "payload": e.detail.get("payload", {}), "actor": e.actor, "created_at": e.created_at.isoformat(),
                    "audit_id": e.id} for e in entries if e.detail.get("request_id")]
-        return {"writes": writes, "count": len(writes),
-                "detail": f"{len(writes)} acknowledged mutation(s) since {point.recovery_target.isoformat()} kept from "
-                          "the damaged cluster's audit log"}
+        return {"writes": writes, "count": len(writes), "readable": True,
+                "detail": f"{len(writes)} acknowledged mutation(s) since {since.isoformat()} (a minute before the restore "
+                          "target) kept from the damaged cluster's audit log"}
 
 
 class ArchiveWalPastCorruptionOperator(ControlPlaneMixin, DrillStepOperator):
@@ -183,8 +209,10 @@ class ValidateDamageGoneOperator(ControlPlaneMixin, DrillStepOperator):
 
 
 class RepairDriftOperator(ServicesMixin, ControlPlaneMixin, DrillStepOperator):
-    """Reconcile and repair drift: each mutation acknowledged on the damaged cluster after the restore target and
-    missing from the restored one is applied again through the API, with its own request id (idempotent); each
+    """Reconcile and repair drift, while writes are still frozen (its own writes are maintenance writes, so nothing
+    newer exists that an old write could overwrite): each mutation acknowledged on the damaged cluster after the
+    restore target and missing from the restored one is applied again through the API, with its own request id
+    (idempotent), in the order they were acknowledged; each
     item is reported with its outcome, and one that cannot be repaired fails the run by name. The hosts' running
     state is then compared with the repaired desired state: what differs is the reconciler's to converge."""
 
@@ -203,12 +231,14 @@ class RepairDriftOperator(ServicesMixin, ControlPlaneMixin, DrillStepOperator):
                 (ids,)).fetchall()} if ids else set()
         lost = lost_writes(writes, present)
         api = self.services.api(actor="drift-repair")
+        maintenance = f"drift repair before writes resume ({context['run_id']})"
         items = [{"subject": f"{w['action']} app {w['app_id']} ({w['request_id']})", "source": "audit log of the damaged cluster",
                   "outcome": "already_present", "why": "in the restored cluster"} for w in writes if w["request_id"] in present]
         for w in lost:
             subject = f"{w['action']} app {w['app_id']} ({w['request_id']}, acknowledged {w['created_at']})"
             try:
-                answer = api.mutate(w["action"], int(w["app_id"]), w["payload"], request_id=w["request_id"])
+                answer = api.mutate(w["action"], int(w["app_id"]), w["payload"], request_id=w["request_id"],
+                                    maintenance=maintenance)
             except Exception as exc:  # noqa: BLE001 - reported per item, failed below by name
                 items.append({"subject": subject, "source": "audit log of the damaged cluster", "outcome": "failed",
                               "why": str(exc)})

@@ -144,6 +144,9 @@ class RestoreSnapshotStoreOperator(StoreMixin, DrillStepOperator):
             raise AirflowSkipException("the snapshot store is healthy: nothing to restore")
         hook = self.snapshots()
         primary = hook.primary
+        if hook.replica is None:
+            raise PreconditionFailed(f"the snapshot store {primary.url} is unhealthy and the environment names no replica "
+                                     "to restore its chunks from (snapshot_replica_bucket)")
         if primary.bucket in (self.health or {}).get("buckets_missing", []):
             primary.create_bucket()
         record = rebuild_store(hook.replica, hook.index_backup, primary)
@@ -194,7 +197,10 @@ class MeasureSnapshotStoreRecoveryOperator(StoreMixin, ControlPlaneMixin, DrillS
         store = self.snapshots().primary
         points = {}
         for volume in volume_inventory(self.controlplane):
-            newest = store.newest_restorable(volume["volume_id"])
+            # Restore points that existed at the loss: snapshots taken after the rebuild would hide what was lost.
+            before = [k for k in store.index_entries(volume["volume_id"])
+                      if k.restorable and k.created_at.timestamp() <= lost_at]
+            newest = max(before, key=lambda k: k.created_at, default=None)
             points[volume["volume_id"]] = None if newest is None else lost_at - newest.created_at.timestamp()
         missing = [v for v, age in points.items() if age is None]
         if missing:

@@ -2,6 +2,7 @@
 choose restore points, approve an in-place restore, restore (object store or EBS), verify, clean up."""
 from __future__ import annotations
 
+import hashlib
 import shutil
 import time
 from collections.abc import Sequence
@@ -40,15 +41,18 @@ class ChooseRestorePointsOperator(StoreMixin, DrillStepOperator):
     """Per volume: the snapshot asked for (it must be restorable) or the newest restorable one, and its age
     against the volume RPO. On the EBS backend: the volume's newest completed EBS snapshot, by tag."""
 
-    template_fields: Sequence[str] = ("volume_ids", "snapshot_id", "target", "backend")
+    template_fields: Sequence[str] = ("mode", "volume_ids", "snapshot_id", "target", "backend")
 
-    def __init__(self, *, volume_ids: Any, snapshot_id: str = "", target: str = "scratch",
+    def __init__(self, *, mode: str, volume_ids: Any, snapshot_id: str = "", target: str = "scratch",
                  backend: str = "object_store", **kwargs) -> None:
         super().__init__(**kwargs)
-        self.volume_ids, self.snapshot_id, self.target, self.backend = volume_ids, snapshot_id, target, backend
+        self.mode, self.volume_ids, self.snapshot_id, self.target, self.backend = mode, volume_ids, snapshot_id, target, backend
 
     def run_step(self, context: Context) -> dict:
         check_target(self.target, self.backend)
+        if self.target == "in_place" and self.mode == "drill":
+            current_environment().require_drill_environment("rehearse an in-place volume restore (it replaces the "
+                                                            "volume's bytes)")
         ids = parse_volume_ids(self.volume_ids)
         rpo = _volume_target().rpo.total_seconds()
         now = datetime.now(UTC)
@@ -134,7 +138,7 @@ class SnapshotRestoreOperator(StoreMixin, DrillStepOperator):
                           + (f" (total {total / 1e6:.1f} MB in {seconds:.1f}s)" if total else "")}
 
     def _object_store(self, context: Context, point: dict, target: str) -> dict:
-        from rehearsal.snapshots import restore_snapshot
+        from rehearsal.snapshots import restore_snapshot, verify_restored
 
         env = current_environment()
         store = self.snapshots().primary
@@ -144,7 +148,8 @@ class SnapshotRestoreOperator(StoreMixin, DrillStepOperator):
                 raise PreconditionFailed(f"an in-place restore needs a provisioner that knows where volume "
                                          f"{point['volume_id']} lives (environment {env.name!r} names none)")
             final = Path(provisioner.volume_path(point["volume_id"]))
-            dest = final.with_name(final.name + ".restoring")
+            dest = final.with_name(f"{final.name}.restoring-{key_of(context)}")  # this run's own, never another's
+            shutil.rmtree(dest, ignore_errors=True)  # a failed earlier try of this run
         else:
             if not env.scratch_root:
                 raise PreconditionFailed("the rehearsal_environment Variable sets no scratch_root for restored volumes")
@@ -154,7 +159,9 @@ class SnapshotRestoreOperator(StoreMixin, DrillStepOperator):
         record = restore_snapshot(store, point["key"], dest, volume_id=point["volume_id"])
         kept = None
         if target == "in_place":
-            kept = final.with_name(f"{final.name}.before-restore-{int(time.time())}")
+            # Byte for byte before anything of the volume is touched; then one rename each way, the old bytes kept.
+            verify_restored(store.read_snapshot(point["key"]), dest).raise_if_failed()
+            kept = final.with_name(f"{final.name}.before-restore-{key_of(context)}")
             if final.exists():
                 final.rename(kept)
             dest.rename(final)
@@ -165,10 +172,15 @@ class SnapshotRestoreOperator(StoreMixin, DrillStepOperator):
                 "content_checked": True, "resource": f"dir:{final}" if target == "scratch" else None,
                 "detail": f"{point['volume_id']} restored from {point['snapshot_id']} into {final}: {record.file_count} "
                           f"files, {record.bytes / 1e6:.1f} MB in {seconds:.2f}s ({record.throughput_mb_s:.0f} MB/s), "
-                          "every chunk checked"}
+                          "every chunk checked" + (f"; the previous bytes kept at {kept}" if kept else "")}
 
     def _ebs(self, context: Context, point: dict) -> dict:
-        from rehearsal.snapshots.ebs import copy_snapshot, create_volume_from_snapshot, wait_volume_available
+        from rehearsal.snapshots.ebs import (
+            copy_snapshot,
+            create_volume_from_snapshot,
+            wait_snapshot_completed,
+            wait_volume_available,
+        )
 
         hook = self.snapshots()
         source = hook.ec2()
@@ -185,9 +197,16 @@ class SnapshotRestoreOperator(StoreMixin, DrillStepOperator):
             volume_id = existing["Volumes"][0]["VolumeId"]
         else:
             if region != source_region:
-                copied = copy_snapshot(ec2, source_region, snapshot_id, f"rehearsal restore of {point['volume_id']}",
-                                       tags=tags, ec2_source=source)
-                snapshot_id = copied.snapshot_id
+                earlier = ec2.describe_snapshots(OwnerIds=["self"], Filters=[
+                    {"Name": "tag:rehearsal:run", "Values": [key_of(context)]},
+                    {"Name": "tag:rehearsal:volume", "Values": [point["volume_id"]]}])["Snapshots"]
+                if earlier:  # a retry: this run's copy exists already
+                    snapshot_id = earlier[0]["SnapshotId"]
+                else:
+                    copied = copy_snapshot(ec2, source_region, snapshot_id, f"rehearsal restore of {point['volume_id']}",
+                                           tags=tags, ec2_source=source)
+                    snapshot_id = copied.snapshot_id
+                wait_snapshot_completed(ec2, snapshot_id, self.wait_timeout, poll=1.0)
             az = f"{region}a"
             volume_id = create_volume_from_snapshot(ec2, snapshot_id, az, tags).volume_id
         wait_volume_available(ec2, volume_id, self.wait_timeout, poll=1.0)
@@ -298,8 +317,14 @@ class CleanUpRestoredVolumesOperator(StoreMixin, DrillStepOperator):
         hook = self.snapshots()
         regions = dict.fromkeys([hook.ec2().meta.region_name, *([self.region] if self.region else [])])
         for region in regions:
-            gone = delete_drill_volumes(hook.ec2(region), "rehearsal:run", key_of(context))
+            ec2 = hook.ec2(region)
+            gone = delete_drill_volumes(ec2, "rehearsal:run", key_of(context))
             cleaned += [f"ebs:{region}/{v}" for v in gone.deleted]
+            copies = ec2.describe_snapshots(OwnerIds=["self"], Filters=[{"Name": "tag:rehearsal:run",
+                                                                         "Values": [key_of(context)]}])["Snapshots"]
+            for snap in copies:  # cross-region copies this run made (never a source snapshot: those carry no run tag)
+                ec2.delete_snapshot(SnapshotId=snap["SnapshotId"])
+                cleaned.append(f"ebs-snapshot:{region}/{snap['SnapshotId']}")
         return {"resources_cleaned": cleaned, "detail": f"cleaned {len(cleaned)} resource(s): " + ", ".join(cleaned)}
 
 
@@ -344,7 +369,8 @@ class VolumeDrillGuardOperator(StoreMixin, DrillGuardOperator):
             for v in inventory:
                 newest = store.newest_restorable(v["volume_id"])
                 v["size_bytes"] = store.read_snapshot(newest).total_bytes if newest else 0
-            picked = drill_sample(inventory, self.sample_size, seed=hash(context["run_id"]) & 0xFFFF)
+            seed = int(hashlib.sha256(context["run_id"].encode()).hexdigest()[:8], 16)  # the same on a retry
+            picked = drill_sample(inventory, self.sample_size, seed=seed)
         started_at = now_iso()
         results.record_start(results_endpoint(), context["dag"].dag_id, context["run_id"], self.scenario, self.mode,
                              env.name, self.component, started_at)

@@ -3,9 +3,9 @@ DAG and its drill:
 
 declare incident -> establish when the damage happened -> freeze mutations -> keep the writes since then ->
 archive WAL past the damage -> pick the last good backup -> the postgres-failover runbook (PITR into a new
-cluster to just before the damage; validate; re-archive; switch discovery; confirm clients; rebuild redundancy)
--> validate the damage is gone -> resume writes (canary first) -> repair drift -> resume the reconciler
-gradually -> confirm time-to-converge
+cluster to just before the damage; validate, and validate the damage is gone, before anything is switched;
+re-archive; switch discovery; confirm clients; rebuild redundancy) -> repair drift (still frozen) -> resume
+writes (canary first) -> resume the reconciler gradually -> confirm time-to-converge
 """
 from __future__ import annotations
 
@@ -66,18 +66,26 @@ def postgres_corruption(*, mode: str, approve: str = "wait", corruption_time: st
         archive = ArchiveWalPastCorruptionOperator(task_id="archive_wal_past_corruption", **IDEMPOTENT)
         pick = PickLastGoodBackupOperator(task_id="pick_last_good_backup", point=point.output,
                                           trigger_rule="none_failed", **IDEMPOTENT)
+        damage: list[ValidateDamageGoneOperator] = []
+
+        def damage_gone(recovery) -> ValidateDamageGoneOperator:
+            # Inside the failover runbook, after its validation and before anything is switched.
+            damage.append(ValidateDamageGoneOperator(task_id="validate_damage_gone", point=point.output,
+                                                     recovery=recovery, **IDEMPOTENT))
+            return damage[0]
+
         failover = postgres_failover(mode=mode, path="pitr", approve=approve,
                                      recovery_target=pick.output["recovery_target"],
-                                     base_backup=pick.output["backup_id"], component=component)
-        damage = ValidateDamageGoneOperator(task_id="validate_damage_gone", point=point.output,
-                                            recovery=failover.recover.output, **IDEMPOTENT)
-        resume_writes = ResumeWritesOperator(task_id="resume_writes", **IDEMPOTENT)
+                                     base_backup=pick.output["backup_id"], component=component,
+                                     also_validate=damage_gone)
+        # Lost writes go back while everyone else is still frozen: nothing newer can be overwritten by them.
         repair = RepairDriftOperator(task_id="repair_drift", captured=capture.output, **IDEMPOTENT)
+        resume_writes = ResumeWritesOperator(task_id="resume_writes", **IDEMPOTENT)
         resume_reconciler = ResumeReconcilerGraduallyOperator(task_id="resume_reconciler_gradually", steps=ramp_steps,
                                                               hold_seconds=ramp_hold_seconds, **IDEMPOTENT)
         converge = TimeToConvergeSensor(task_id="confirm_time_to_converge", threshold_seconds=converge_threshold,
                                         **IDEMPOTENT)
         declare >> point >> freeze >> capture >> archive >> pick >> failover.group
-        failover.group >> damage >> resume_writes >> repair >> resume_reconciler >> converge
-    return PostgresCorruptionTasks(group, declare, point, freeze, capture, pick, failover, damage, resume_writes,
+        failover.group >> repair >> resume_writes >> resume_reconciler >> converge
+    return PostgresCorruptionTasks(group, declare, point, freeze, capture, pick, failover, damage[0], resume_writes,
                                    repair, converge)

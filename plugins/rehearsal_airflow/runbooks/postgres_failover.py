@@ -10,10 +10,12 @@ switch, the confirmation and the rebuild are skipped, and production is untouche
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
-from airflow.sdk import TaskGroup
+from airflow.sdk import BaseOperator, TaskGroup
 
 from rehearsal_airflow.operators.approval import RecoveryApprovalOperator
 from rehearsal_airflow.operators.archiving import ReenableWalArchivingOperator
@@ -47,15 +49,20 @@ class PostgresFailoverTasks:
 
 def postgres_failover(*, mode: str, path: str = "auto", target: str = "production", approve: str = "wait",
                       recovery_target: str = "latest", archived_before: str = "", base_backup: str = "",
-                      component: str = "control_plane_api", group_id: str = GROUP_ID) -> PostgresFailoverTasks:
+                      component: str = "control_plane_api", group_id: str = GROUP_ID,
+                      also_validate: Callable[[Any], BaseOperator] | None = None) -> PostgresFailoverTasks:
     """Build the runbook's tasks in the current DAG. Every argument may be a template (``{{ params.mode }}``) or an
-    XComArg; none changes which tasks exist, only what they do."""
+    XComArg; none changes which tasks exist, only what they do.
+
+    :param also_validate: builds one more check of the recovered cluster (given the recovery's record), run after
+        the standard validation and before anything is switched (Scenario B: the damage must be gone)"""
     with TaskGroup(group_id=group_id, tooltip="The postgres-failover runbook") as group:
         assess = AssessClusterOperator(task_id="assess_cluster", mode=mode, target=target, **IDEMPOTENT)
         choose = ChooseRecoveryPathOperator(task_id="choose_recovery_path", assessment=assess.output, path=path,
                                             target=target, component=component, **IDEMPOTENT)
         approval = RecoveryApprovalOperator(task_id="approve_recovery", mode=mode, approve=approve, target=target,
-                                            decision=choose.output, assessment=assess.output, **IDEMPOTENT)
+                                            decision=choose.output, assessment=assess.output, base_backup=base_backup,
+                                            recovery_target=recovery_target, **IDEMPOTENT)
         fence = FenceOldPrimaryOperator(task_id="fence_old_primary", assessment=assess.output, target=target, **IDEMPOTENT)
         recover = RecoverPostgresOperator(task_id="recover_database", decision=choose.output, assessment=assess.output,
                                           recovery_target=recovery_target, archived_before=archived_before,
@@ -73,5 +80,8 @@ def postgres_failover(*, mode: str, path: str = "auto", target: str = "productio
         # The approval's Reject skips its direct downstream (fence and recover); a fence skipped for a scratch
         # target does not stop the recovery (none_failed_min_one_success), and the rest follows in order.
         approval >> [fence, recover]
-        fence >> recover >> validate >> archiving >> switch >> confirm >> rebuild
+        fence >> recover >> validate
+        if also_validate is not None:
+            validate = validate >> also_validate(recover.output)
+        validate >> archiving >> switch >> confirm >> rebuild
     return PostgresFailoverTasks(group, assess, choose, approval, recover, validate, rebuild)

@@ -37,7 +37,7 @@ def volume_restore(*, mode: str, volume_ids: Any, snapshot_id: str = "", target:
                    targets_critical: bool = False, group_id: str = GROUP_ID) -> VolumeRestoreTasks:
     """Build the runbook's tasks in the current DAG (arguments may be templates or XComArgs)."""
     with TaskGroup(group_id=group_id, tooltip="The volume-restore runbook") as group:
-        choose = ChooseRestorePointsOperator(task_id="choose_restore_points", volume_ids=volume_ids,
+        choose = ChooseRestorePointsOperator(task_id="choose_restore_points", mode=mode, volume_ids=volume_ids,
                                              snapshot_id=snapshot_id, target=target, backend=backend, **IDEMPOTENT)
         approval = VolumeRestoreApprovalOperator(task_id="approve_restore", mode=mode, approve=approve, target=target,
                                                  points=choose.output, **IDEMPOTENT)
