@@ -49,7 +49,9 @@ class DrillGuardOperator(ControlPlaneMixin, DrillStepOperator):
         self.scenario = scenario
         self.component = component
 
-    def run_step(self, context: Context) -> dict:
+    def check_mode_and_environment(self) -> Environment:
+        """The drill's mode may run here: a non-disruptive variant that means something, a disruptive one only in
+        a drill environment whose provisioner can inject the fault. Returns the environment."""
         check_params(self.mode, self.path)
         if self.mode == "non_disruptive" and self.refuse_non_disruptive:
             raise PreconditionFailed(f"refusing a non_disruptive {self.scenario} drill: {self.refuse_non_disruptive}")
@@ -60,6 +62,10 @@ class DrillGuardOperator(ControlPlaneMixin, DrillStepOperator):
             if provisioner is None or not hasattr(provisioner, self.fault):
                 raise PreconditionFailed(f"environment {env.name!r} names no provisioner that can inject this fault "
                                          f"({self.fault})")
+        return env
+
+    def run_step(self, context: Context) -> dict:
+        env = self.check_mode_and_environment()
         reason = heartbeat_limitation(env.heartbeat_path())
         if reason:
             raise PreconditionFailed(reason)

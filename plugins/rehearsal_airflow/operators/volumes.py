@@ -344,23 +344,12 @@ class VolumeDrillGuardOperator(StoreMixin, DrillGuardOperator):
 
     def run_step(self, context: Context) -> dict:
         from rehearsal import results
-        from rehearsal.drills.primary_loss import MODES
         from rehearsal.runbooks.volume_restore import drill_sample
         from rehearsal_airflow.hooks.results_db import results_endpoint
         from rehearsal_airflow.operators.base import now_iso
         from rehearsal_airflow.operators.snapshot_store import volume_inventory
 
-        if self.mode not in MODES:
-            raise PreconditionFailed(f"unknown mode {self.mode!r}: use one of {', '.join(MODES)}")
-        if self.mode == "non_disruptive" and self.refuse_non_disruptive:
-            raise PreconditionFailed(f"refusing a non_disruptive {self.scenario} drill: {self.refuse_non_disruptive}")
-        env = current_environment()
-        if self.mode == "disruptive":
-            env.require_drill_environment(f"run a disruptive drill ({self.harm})")
-            provisioner = load_provisioner(env.provisioner, environment=env)
-            if provisioner is None or not hasattr(provisioner, self.fault):
-                raise PreconditionFailed(f"environment {env.name!r} names no provisioner that can inject this fault "
-                                         f"({self.fault})")
+        env = self.check_mode_and_environment()
         if self.volume_ids not in ("", None, "None"):
             picked = [{"volume_id": v, "why": "asked for"} for v in parse_volume_ids(self.volume_ids)]
         else:
