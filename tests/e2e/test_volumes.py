@@ -87,6 +87,20 @@ def test_an_ebs_restore_yields_an_available_tagged_volume_of_the_right_size_in_t
     assert delete_drill_volumes(west, "rehearsal:run", run_tag).deleted == [volume["VolumeId"]]
 
 
+def test_the_volume_drill_on_ebs_cleans_up_what_it_created(platform):
+    dag_run = run_dag("dr_drill_volume_restore", {"mode": "non_disruptive", "backend": "ebs", "volume_id": "vol-2"})
+    report = report_of(dag_run)
+    assert str(dag_run.state) == "success", report.get("failure")
+    steps = steps_of(report)
+    created = [r for r in report["resources_created"] if r.startswith("ebs:us-east-1/vol-")]
+    assert len(created) == 1
+    assert f"ebs:us-east-1/{created[0].split('/')[-1]}" in steps["clean_up_restored_volumes"]["detail"]
+    left = Sandbox(platform.dir).aws("ec2").describe_volumes(
+        Filters=[{"Name": "tag:rehearsal:mode", "Values": ["drill"]}])["Volumes"]
+    assert left == []
+    assert report["evidence"]["volumes"][0]["content_checked"] is False
+
+
 def test_scenario_d_recovers_a_deleted_primary_store_from_its_replica_and_proves_a_restore(platform):
     sb = Sandbox(platform.dir)
     volume = sb.volumes.critical()[0]
