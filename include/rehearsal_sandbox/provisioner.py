@@ -106,6 +106,12 @@ class SandboxProvisioner:
             raise ValueError(f"the sandbox's primary is 127.0.0.1:{sb.primary.port}, not {address}; not injecting")
         return sb.kill_primary(lose_data=lose_disks)
 
+    def create_snapshot_bucket(self) -> list[str]:
+        """The snapshot store's primary bucket recreated as the platform configures it (versioned, replicated)."""
+        component = self._sandbox().snapshot_store
+        component.create_primary()
+        return [f"created s3://{component.bucket}, versioned, with its replication configuration"]
+
     def kill_services(self, names: list[str]) -> dict:
         """The fault: SIGKILL these services at once. ``{"killed": {name: pid}, "killed_at": unix time}``, the time
         when every one was really dead (a service that was not running is not in ``killed``)."""

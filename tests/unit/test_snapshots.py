@@ -429,6 +429,7 @@ def ec2(monkeypatch):
     for name, value in {"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing",
                         "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing"}.items():
         monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)  # a sandbox's endpoint, once the session loaded one
     with mock_aws():
         yield boto3.client("ec2", region_name="us-east-1"), boto3.client("ec2", region_name="us-west-2")
 

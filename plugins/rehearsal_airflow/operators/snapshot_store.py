@@ -147,15 +147,24 @@ class RestoreSnapshotStoreOperator(StoreMixin, DrillStepOperator):
         if hook.replica is None:
             raise PreconditionFailed(f"the snapshot store {primary.url} is unhealthy and the environment names no replica "
                                      "to restore its chunks from (snapshot_replica_bucket)")
+        recreated = []
         if primary.bucket in (self.health or {}).get("buckets_missing", []):
-            primary.create_bucket()
+            env = current_environment()
+            provisioner = load_provisioner(env.provisioner, environment=env)
+            if provisioner is not None and hasattr(provisioner, "create_snapshot_bucket"):
+                recreated = provisioner.create_snapshot_bucket()  # with the platform's versioning and replication
+            else:
+                primary.create_bucket()
+                recreated = [f"created s3://{primary.bucket} bare: re-apply its versioning and replication settings"]
         record = rebuild_store(hook.replica, hook.index_backup, primary)
         record.raise_if_failed()
         after = store_health(primary, hook.replica, hook.index_backup)
         if not after.ok:
             raise PreconditionFailed(f"the rebuilt store {primary.url} is still unhealthy: {'; '.join(after.problems)}")
         return {**record.to_dict(), "healthy_after": True,
-                "detail": f"snapshot store {primary.url} rebuilt: {record.chunks_copied} chunk(s) copied "
+                "bucket": recreated,
+                "detail": ("; ".join(recreated) + "; " if recreated else "") +
+                          f"snapshot store {primary.url} rebuilt: {record.chunks_copied} chunk(s) copied "
                           f"({record.bytes_copied / 1e6:.1f} MB, every checksum verified), {record.index_entries} index "
                           f"entries, nothing missing; healthy again"}
 
