@@ -157,7 +157,7 @@ def test_the_evidence_logs_show_probe_rounds_and_acknowledged_writes():
     environment = json.loads(os.environ["AIRFLOW_VAR_REHEARSAL_ENVIRONMENT"])
     since = time.time() - 30
     rounds = wait_for(lambda: [r for r in log_lines(environment["probe_log"], since, "t") if r["endpoints"]], 15, "probe rounds")
-    assert set(rounds[-1]) == {"t", "endpoints", "ok", "failed", "api"}
+    assert set(rounds[-1]) == {"t", "endpoints", "ok", "failed", "api", "api_mode"}
     assert rounds[-1]["endpoints"] >= 100
     writes = wait_for(lambda: log_lines(environment["load_log"], since, "t_sent"), 15, "attempted writes")
     acked = wait_for(lambda: [w for w in log_lines(environment["load_log"], since, "t_sent") if w["t_ack"] is not None],
