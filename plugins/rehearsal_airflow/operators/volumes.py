@@ -6,14 +6,14 @@ import hashlib
 import shutil
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from airflow.sdk import Context
 
 from rehearsal.catalog import load_catalog
-from rehearsal.errors import PreconditionFailed, VerificationFailed
+from rehearsal.errors import PreconditionFailed, RecoveryTimedOut, VerificationFailed
 from rehearsal.platform import load_provisioner
 from rehearsal.runbooks.volume_restore import check_target, needs_approval, parse_volume_ids, restore_point
 from rehearsal_airflow.environment import current_environment
@@ -119,20 +119,38 @@ class SnapshotRestoreOperator(StoreMixin, DrillStepOperator):
     template_fields: Sequence[str] = ("points", "mode", "region", "instance_id")
 
     def __init__(self, *, points: Any, mode: str, region: str = "", instance_id: str = "", wait_timeout: float = 3600,
-                 **kwargs) -> None:
+                 deferrable: bool | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.points, self.mode, self.region, self.instance_id = points, mode, region, instance_id
         self.wait_timeout = wait_timeout
+        from rehearsal_airflow.operators.postgres_recovery import _deferrable_default
+
+        self.deferrable = _deferrable_default() if deferrable is None else deferrable
 
     def run_step(self, context: Context) -> dict:
         chosen = self.points
         if chosen["backend"] == "ebs":
-            restores = [self._ebs(context, p) for p in chosen["points"]]
-        else:
-            restores = [self._object_store(context, p, chosen["target"]) for p in chosen["points"]]
+            created = [self._ebs_create(context, p) for p in chosen["points"]]
+            if self.deferrable:  # the wait for "available" holds no worker slot
+                from rehearsal_airflow.triggers.ebs import EbsVolumesAvailableTrigger
+
+                context["ti"].xcom_push(key="ebs_created", value=created)
+                self.defer(trigger=EbsVolumesAvailableTrigger([(c["region"], c["ebs_volume_id"]) for c in created],
+                                                              self.aws_conn_id, self.wait_timeout),
+                           method_name="resume_ebs_available", timeout=timedelta(seconds=self.wait_timeout + 60))
+            from rehearsal.snapshots.ebs import wait_volume_available
+
+            for c in created:
+                wait_volume_available(self.snapshots().ec2(c["region"]), c["ebs_volume_id"], self.wait_timeout, poll=1.0)
+            return self._summary([self._ebs_finish(c) for c in created], "ebs", chosen["target"])
+        restores = [self._object_store(context, p, chosen["target"]) for p in chosen["points"]]
+        return self._summary(restores, chosen["backend"], chosen["target"])
+
+    @staticmethod
+    def _summary(restores: list[dict], backend: str, target: str) -> dict:
         total = sum(r.get("bytes") or 0 for r in restores)
         seconds = sum(r["seconds"] for r in restores)
-        return {"restores": restores, "backend": chosen["backend"], "target": chosen["target"],
+        return {"restores": restores, "backend": backend, "target": target,
                 "resources": [r["resource"] for r in restores if r.get("resource")],
                 "detail": "; ".join(r["detail"] for r in restores)
                           + (f" (total {total / 1e6:.1f} MB in {seconds:.1f}s)" if total else "")}
@@ -174,20 +192,16 @@ class SnapshotRestoreOperator(StoreMixin, DrillStepOperator):
                           f"files, {record.bytes / 1e6:.1f} MB in {seconds:.2f}s ({record.throughput_mb_s:.0f} MB/s), "
                           "every chunk checked" + (f"; the previous bytes kept at {kept}" if kept else "")}
 
-    def _ebs(self, context: Context, point: dict) -> dict:
-        from rehearsal.snapshots.ebs import (
-            copy_snapshot,
-            create_volume_from_snapshot,
-            wait_snapshot_completed,
-            wait_volume_available,
-        )
+    def _ebs_create(self, context: Context, point: dict) -> dict:
+        """The volume from the snapshot (a cross-region copy first, awaited), not yet waited for."""
+        from rehearsal.snapshots.ebs import copy_snapshot, create_volume_from_snapshot, wait_snapshot_completed
 
         hook = self.snapshots()
         source = hook.ec2()
         source_region = source.meta.region_name
         region = self.region or source_region
         ec2 = hook.ec2(region)
-        started = time.monotonic()
+        started = time.time()
         tags = {"rehearsal:volume": point["volume_id"], "rehearsal:run": key_of(context), "rehearsal:mode": self.mode,
                 "rehearsal:drill": "true" if self.mode == "drill" else "false"}
         existing = ec2.describe_volumes(Filters=[{"Name": f"tag:{k}", "Values": [v]} for k, v in
@@ -207,22 +221,34 @@ class SnapshotRestoreOperator(StoreMixin, DrillStepOperator):
                                            tags=tags, ec2_source=source)
                     snapshot_id = copied.snapshot_id
                 wait_snapshot_completed(ec2, snapshot_id, self.wait_timeout, poll=1.0)
-            az = f"{region}a"
-            volume_id = create_volume_from_snapshot(ec2, snapshot_id, az, tags).volume_id
-        wait_volume_available(ec2, volume_id, self.wait_timeout, poll=1.0)
+            volume_id = create_volume_from_snapshot(ec2, snapshot_id, f"{region}a", tags).volume_id
+        return {"volume_id": point["volume_id"], "snapshot_id": point["snapshot_id"], "from_snapshot": snapshot_id,
+                "ebs_volume_id": volume_id, "region": region, "copied_snapshot": copied.snapshot_id if copied else None,
+                "size_gb": point.get("size_gb"), "tags": tags, "started_at_unix": started, "bytes": None,
+                "content_checked": False, "resource": f"ebs:{region}/{volume_id}",
+                "content_reason": "an EBS volume's bytes are not readable from here (and the local endpoint holds none)"}
+
+    def _ebs_finish(self, created: dict) -> dict:
+        """Once available: attached when asked; how long it took."""
         attached = None
         if self.instance_id:
-            ec2.attach_volume(VolumeId=volume_id, InstanceId=self.instance_id, Device="/dev/sdf")
+            self.snapshots().ec2(created["region"]).attach_volume(VolumeId=created["ebs_volume_id"],
+                                                                  InstanceId=self.instance_id, Device="/dev/sdf")
             attached = self.instance_id
-        seconds = time.monotonic() - started
-        return {"volume_id": point["volume_id"], "snapshot_id": point["snapshot_id"], "ebs_volume_id": volume_id,
-                "region": region, "copied_snapshot": copied.snapshot_id if copied else None, "attached_to": attached,
-                "size_gb": point.get("size_gb"), "tags": tags, "seconds": seconds, "bytes": None,
-                "content_checked": False, "resource": f"ebs:{region}/{volume_id}",
-                "content_reason": "an EBS volume's bytes are not readable from here (and the local endpoint holds none)",
-                "detail": f"{point['volume_id']}: EBS volume {volume_id} in {region} from {snapshot_id} available after "
-                          f"{seconds:.1f}s" + (f", attached to {attached}" if attached else "")
-                          + "; content NOT checked on this backend"}
+        seconds = time.time() - created["started_at_unix"]
+        return {**created, "attached_to": attached, "seconds": seconds,
+                "detail": f"{created['volume_id']}: EBS volume {created['ebs_volume_id']} in {created['region']} from "
+                          f"{created['from_snapshot']} available after {seconds:.1f}s"
+                          + (f", attached to {attached}" if attached else "") + "; content NOT checked on this backend"}
+
+    def resume_ebs_available(self, context: Context, event: dict) -> dict:
+        def finish() -> dict:
+            if event.get("status") != "done":
+                raise RecoveryTimedOut(event.get("message", str(event)))
+            created = context["ti"].xcom_pull(task_ids=self.task_id, key="ebs_created")
+            return self._summary([self._ebs_finish(c) for c in created], "ebs", self.points["target"])
+
+        return self.execute_resumed(context, finish)
 
 
 class VerifyRestoredVolumesOperator(StoreMixin, DrillStepOperator):
