@@ -2,6 +2,7 @@
 probed by us; and the blackbox prober's log, the evidence of availability over a span of time."""
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -40,12 +41,13 @@ class DataPlaneProbe:
         return {**asdict(self), "availability": self.availability}
 
 
-def probe_data_plane(agents: Iterable[tuple[str, int]], timeout: float = 1.0, workers: int = 16) -> DataPlaneProbe:
-    """Ask every agent what it runs, then GET every endpoint it lists. An agent that does not answer counts as an
-    unreachable host (its endpoints are unknown here: the blackbox prober keeps their last list)."""
+def probe_data_plane(agents: Iterable[tuple[str, int]], timeout: float = 2.0, workers: int = 8) -> DataPlaneProbe:
+    """Ask every agent what it runs, then GET every endpoint it lists, hosts interleaved (a few requests at a time
+    per host: the probe must not be the load that makes an endpoint miss). An agent that does not answer counts as
+    an unreachable host (its endpoints are unknown here: the blackbox prober keeps their last list)."""
     agents = list(agents)
     unreachable: list[str] = []
-    targets: list[tuple[str, str]] = []  # (label, url)
+    per_host: list[list[tuple[str, str]]] = []
     for host, port in agents:
         base = f"http://{host}:{port}"
         try:
@@ -57,9 +59,9 @@ def probe_data_plane(agents: Iterable[tuple[str, int]], timeout: float = 1.0, wo
             unreachable.append(f"{host}:{port} (HTTP {answer.status})")
             continue
         name = answer.body.get("hostname", f"{host}:{port}")
-        for app_id, app in sorted(answer.body.get("running", {}).items()):
-            for slot in app.get("slots", []):
-                targets.append((f"{name}/apps/{app_id}/{slot}", f"{base}/apps/{app_id}/{slot}"))
+        per_host.append([(f"{name}/apps/{app_id}/{slot}", f"{base}/apps/{app_id}/{slot}")
+                         for app_id, app in sorted(answer.body.get("running", {}).items()) for slot in app.get("slots", [])])
+    targets = [t for row in itertools.zip_longest(*per_host) for t in row if t is not None]  # round-robin over hosts
 
     def probe(target: tuple[str, str]) -> str | None:
         label, url = target

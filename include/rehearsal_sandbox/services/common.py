@@ -89,6 +89,9 @@ class JsonServer(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default listen backlog is 5: a sixth simultaneous connect is dropped and retried a second
+    # later, which clients see as a 1 s stall (a runbook's parallel probe of one host's endpoints hit it).
+    request_queue_size = 128
 
     def __init__(self, port: int, routes: list[Route], on_answer: Callable[[str, str, int], None] | None = None) -> None:
         self.routes = routes
