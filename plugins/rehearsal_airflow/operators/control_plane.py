@@ -26,7 +26,7 @@ from rehearsal.runbooks.control_plane import (
     severity,
     wait_until,
 )
-from rehearsal.services import SERVICES, Api, Health, wait_healthy
+from rehearsal.services import SERVICES, Api, Health
 from rehearsal_airflow.environment import current_environment
 from rehearsal_airflow.operators.base import ControlPlaneMixin, DrillStepOperator, now_iso, push_step
 
@@ -146,7 +146,18 @@ class RestoreServiceOperator(ServicesMixin, DrillStepOperator):
             self.services.reconciler().set_rate(0)
         if self.service == "api":
             return self._confirm_api(started)
-        after = wait_healthy(self._health, self.timeout)
+        # Healthy, or up and waiting for the database (which the next steps restore): either ends the wait.
+        seen: list[Health] = []
+
+        def settled() -> tuple[bool, str]:
+            seen.append(self._health())
+            return seen[-1].ok or self._waits_for_database(seen[-1]), seen[-1].detail
+
+        try:
+            wait_until(settled, self.timeout, f"{self.service} healthy")
+        except RecoveryTimedOut:
+            pass
+        after = seen[-1]
         if not after.ok and not self._waits_for_database(after):
             raise RecoveryTimedOut(f"{self.service} not healthy {self.timeout:.0f}s after it was started: {after.detail}")
         state = "healthy" if after.ok else "running, waiting for the database"
