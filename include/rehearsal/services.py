@@ -171,8 +171,10 @@ class Reconciler:
     def health(self) -> Health:
         return health("reconciler", self.url)
 
-    def metrics(self) -> dict:
-        answer = call("GET", f"{self.url}/v1/metrics", timeout=self.timeout, service="reconciler")
+    def metrics(self, since: float | None = None) -> dict:
+        """:param since: the time-to-converge SLI over changes made since this unix time (and any still waiting)"""
+        query = f"?since={since:.3f}" if since is not None else ""
+        answer = call("GET", f"{self.url}/v1/metrics{query}", timeout=self.timeout, service="reconciler")
         if not answer.ok:
             raise ServiceUnreachable(f"reconciler at {self.url}: GET /v1/metrics answered HTTP {answer.status} {answer.body}")
         return answer.body

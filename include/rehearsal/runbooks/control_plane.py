@@ -174,7 +174,7 @@ def convergence(metrics: dict, threshold: float) -> tuple[bool, str]:
     if metrics.get("paused") or not metrics.get("rate"):
         return False, text + " (reconciler paused)"
     if sli is None:
-        return (oldest is None and not depth), text + " (no change in the SLI's window)"
+        return (not oldest and not depth), text + " (no change in the SLI's window)"
     return (sli <= threshold and (oldest is None or oldest <= threshold)), text
 
 

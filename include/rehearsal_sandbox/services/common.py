@@ -59,6 +59,13 @@ class Request:
     def header(self, name: str) -> str | None:
         return self.handler.headers.get(name)
 
+    def query(self, name: str) -> str | None:
+        """One query-string parameter (the first value), or None."""
+        from urllib.parse import parse_qs
+
+        values = parse_qs(self.handler.path.partition("?")[2]).get(name)
+        return values[0] if values else None
+
     def raw(self) -> bytes:
         """The body's bytes, read once (an unread body is drained after the answer: the connection is kept)."""
         if self._raw is None:

@@ -42,6 +42,14 @@ REFRESH = 0.5
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 8.0
 SLI_WINDOW = 300
 
+
+def _since(request) -> float | None:
+    value = request.query("since")
+    try:
+        return float(value) if value not in (None, "") else None
+    except ValueError:
+        raise BadRequest(f"since must be a unix time, got {value!r}") from None
+
 DESIRED_SQL = """SELECT d.app_id, d.generation, d.release_id, d.image, d.config, d.replicas,
                         extract(epoch FROM d.updated_at)::float8, p.slot, h.hostname
                    FROM deployments d
@@ -64,7 +72,7 @@ class Reconciler:
         self.queue: dict[str, float] = {}  # hostname -> when it was first seen different
         self.backoff: dict[str, tuple[float, float]] = {}  # hostname -> (retry at, current delay)
         self.pending: dict[str, list[tuple[int, float]]] = {}  # app_id -> [(generation, changed_at)]
-        self.converged: deque[tuple[float, float]] = deque()  # (converged at, seconds to converge)
+        self.converged: deque[tuple[float, float, float]] = deque()  # (converged at, seconds to converge, changed at)
         self.pushes = Window(30)
         self.first_read = True
         self._fetch_conns: dict[tuple[str, int], KeepAlive] = {}
@@ -75,7 +83,7 @@ class Reconciler:
     def server(self, port: int) -> JsonServer:
         return JsonServer(port, [
             route("GET", "/healthz", self.healthz),
-            route("GET", "/v1/metrics", lambda r: (200, self.metrics())),
+            route("GET", "/v1/metrics", lambda r: (200, self.metrics(_since(r)))),
             route("PUT", "/v1/rate", self.put_rate),
             route("GET", "/metrics", lambda r: (200, prometheus("reconciler", self.metrics()))),
         ])
@@ -95,13 +103,15 @@ class Reconciler:
         log.info("rate %s/s%s", self.rate, " (paused)" if self.rate == 0 else "")
         return 200, {"rate": self.rate}
 
-    def metrics(self) -> dict:
+    def metrics(self, since: float | None = None) -> dict:
+        """:param since: count only the converged changes made at or after this unix time (changes still waiting
+            count whatever their age): "has it converged normally since the recovery", not over the outage."""
         now = time.time()
         with self.lock:
             while self.converged and self.converged[0][0] < now - SLI_WINDOW:
                 self.converged.popleft()
             waiting = [now - changed for changes in self.pending.values() for _gen, changed in changes]
-            done = [seconds for _at, seconds in self.converged]
+            done = [seconds for _at, seconds, changed in self.converged if since is None or changed >= since]
             queue_depth = len(self.queue)
         total, errors = self.pushes.counts()
         candidates = done + waiting
@@ -213,7 +223,7 @@ class Reconciler:
             left = []
             for generation, changed_at in self.pending[key]:
                 if self._runs(key, app, generation):
-                    self.converged.append((now, max(0.0, now - changed_at)))
+                    self.converged.append((now, max(0.0, now - changed_at), changed_at))
                 else:
                     left.append((generation, changed_at))
             if left:

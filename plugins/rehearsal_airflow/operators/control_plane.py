@@ -267,8 +267,9 @@ class ResumeReconcilerGraduallyOperator(ServicesMixin, DrillStepOperator):
 
 
 class TimeToConvergeSensor(ServicesMixin, DrillStepOperator):
-    """Waits (in the triggerer) until the time-to-converge SLI is back under its normal threshold; times out
-    naming the last value."""
+    """Waits (in the triggerer) until the time-to-converge SLI is back under its normal threshold: changes made
+    since this step began converge within it, and nothing older is still waiting longer (the outage's own slow
+    changes do not hold it for the SLI's whole 300 s window). Times out naming the last value."""
 
     def __init__(self, *, threshold_seconds: float = 30, timeout: float = 600, poll_interval: float = 1.0,
                  deferrable: bool | None = None, **kwargs) -> None:
@@ -280,16 +281,17 @@ class TimeToConvergeSensor(ServicesMixin, DrillStepOperator):
 
     def run_step(self, context: Context) -> dict:
         url = self.services.addresses.reconciler
+        since = time.time()
         if self.deferrable:
             from rehearsal_airflow.triggers.control_plane import ConvergenceTrigger
 
-            self.defer(trigger=ConvergenceTrigger(url, self.threshold_seconds, self.timeout, self.poll_interval),
+            self.defer(trigger=ConvergenceTrigger(url, self.threshold_seconds, self.timeout, self.poll_interval, since),
                        method_name="resume_converged", timeout=timedelta(seconds=self.timeout + 60))
         started = time.monotonic()
         reconciler = self.services.reconciler()
-        detail = wait_until(lambda: convergence(reconciler.metrics(), self.threshold_seconds), self.timeout,
+        detail = wait_until(lambda: convergence(reconciler.metrics(since), self.threshold_seconds), self.timeout,
                             f"time-to-converge under {self.threshold_seconds:.0f}s", interval=self.poll_interval)
-        return self._done(detail, time.monotonic() - started, reconciler.metrics())
+        return self._done(detail, time.monotonic() - started, reconciler.metrics(since))
 
     def resume_converged(self, context: Context, event: dict) -> dict:
         def finish() -> dict:

@@ -13,15 +13,16 @@ class ConvergenceTrigger(BaseTrigger):
     """Fires when the reconciler's time-to-converge SLI is under ``threshold`` (or the wait ran out, naming the
     last value)."""
 
-    def __init__(self, reconciler_url: str, threshold: float, timeout: float, poll_interval: float = 1.0) -> None:
+    def __init__(self, reconciler_url: str, threshold: float, timeout: float, poll_interval: float = 1.0,
+                 since: float | None = None) -> None:
         super().__init__()
         self.reconciler_url, self.threshold = reconciler_url, float(threshold)
-        self.timeout, self.poll_interval = float(timeout), float(poll_interval)
+        self.timeout, self.poll_interval, self.since = float(timeout), float(poll_interval), since
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (f"{type(self).__module__}.{type(self).__qualname__}",
                 {"reconciler_url": self.reconciler_url, "threshold": self.threshold, "timeout": self.timeout,
-                 "poll_interval": self.poll_interval})
+                 "poll_interval": self.poll_interval, "since": self.since})
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from rehearsal.runbooks.control_plane import convergence
@@ -32,7 +33,7 @@ class ConvergenceTrigger(BaseTrigger):
         last = "no answer yet"
         while True:
             try:
-                metrics = await asyncio.to_thread(reconciler.metrics)
+                metrics = await asyncio.to_thread(reconciler.metrics, self.since)
                 done, last = convergence(metrics, self.threshold)
                 if done:
                     yield TriggerEvent({"status": "done", "detail": last, "metrics": metrics,
