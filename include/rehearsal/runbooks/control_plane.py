@@ -175,6 +175,9 @@ def convergence(metrics: dict, threshold: float) -> tuple[bool, str]:
         return False, text + " (reconciler paused)"
     if sli is None:
         return (not oldest and not depth), text + " (no change in the SLI's window)"
+    if metrics.get("converged_changes_last_300s") == 0 and (oldest or depth):
+        # Only young changes waiting: nothing has been seen to converge yet, so nothing is proven.
+        return False, text + " (no change made since has converged yet)"
     return (sli <= threshold and (oldest is None or oldest <= threshold)), text
 
 
