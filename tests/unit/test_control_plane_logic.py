@@ -116,6 +116,8 @@ def test_convergence_needs_an_unpaused_reconciler_and_nothing_waiting_longer_tha
     done, why = convergence({**ok, "time_to_converge_seconds": 45.0}, 30)
     assert not done and "time-to-converge 45.0s" in why
     assert not convergence({**ok, "oldest_unconverged_seconds": 31.0}, 30)[0]
+    assert not convergence({**ok, "converged_changes_last_300s": 0, "time_to_converge_seconds": None}, 30, True)[0]
+    assert convergence({**ok, "converged_changes_last_300s": 1}, 30, True)[0]
     young_only = {**ok, "oldest_unconverged_seconds": 1.2, "queue_depth": 3, "converged_changes_last_300s": 0}
     assert convergence(young_only, 30) == (False, "time-to-converge 4.0s, oldest unconverged change 1.2s, queue depth 3 "
                                                   "(no change made since has converged yet)")

@@ -165,14 +165,20 @@ def ramp(set_rate: Callable[[float], float], read_metrics: Callable[[], dict], p
     return result
 
 
-def convergence(metrics: dict, threshold: float) -> tuple[bool, str]:
-    """Is the time-to-converge SLI back under ``threshold``? Nothing may be waiting longer than it either."""
+def convergence(metrics: dict, threshold: float, require_converged: bool = False) -> tuple[bool, str]:
+    """Is the time-to-converge SLI back under ``threshold``? Nothing may be waiting longer than it either.
+
+    :param require_converged: at least one change (of the SLI's window, or since the moment asked) must have been
+        seen to converge: a quiet or not-yet-refreshed reconciler proves nothing
+    """
     sli = metrics.get("time_to_converge_seconds")
     oldest = metrics.get("oldest_unconverged_seconds")
     depth = metrics.get("queue_depth")
     text = f"time-to-converge {_s(sli)}, oldest unconverged change {_s(oldest)}, queue depth {depth}"
     if metrics.get("paused") or not metrics.get("rate"):
         return False, text + " (reconciler paused)"
+    if require_converged and not metrics.get("converged_changes_last_300s"):
+        return False, text + " (no change made since has converged yet)"
     if sli is None:
         return (not oldest and not depth), text + " (no change in the SLI's window)"
     if metrics.get("converged_changes_last_300s") == 0 and (oldest or depth):

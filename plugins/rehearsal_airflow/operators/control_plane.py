@@ -267,9 +267,10 @@ class ResumeReconcilerGraduallyOperator(ServicesMixin, DrillStepOperator):
 
 
 class TimeToConvergeSensor(ServicesMixin, DrillStepOperator):
-    """Waits (in the triggerer) until the time-to-converge SLI is back under its normal threshold: changes made
-    since this step began converge within it, and nothing older is still waiting longer (the outage's own slow
-    changes do not hold it for the SLI's whole 300 s window). Times out naming the last value."""
+    """Makes one change of its own, then waits (in the triggerer) until the time-to-converge SLI is back under its
+    normal threshold: changes made since this step began (its own at least) converged within it, and nothing older
+    is still waiting longer (the outage's own slow changes do not hold it for the SLI's whole 300 s window). Times
+    out naming the last value."""
 
     def __init__(self, *, threshold_seconds: float = 30, timeout: float = 600, poll_interval: float = 1.0,
                  deferrable: bool | None = None, **kwargs) -> None:
@@ -282,6 +283,11 @@ class TimeToConvergeSensor(ServicesMixin, DrillStepOperator):
     def run_step(self, context: Context) -> dict:
         url = self.services.addresses.reconciler
         since = time.time()
+        # A change of our own (one key merged into an app's config) that must converge: the SLI is then measured
+        # on a real change, even on a quiet platform.
+        _app, answer = mutation_probe(self.services.api(actor="rehearsal-converge"), f"converge-probe-{uuid.uuid4()}")
+        if not answer.ok:
+            raise PreconditionFailed(f"the change that proves convergence was refused: HTTP {answer.status} {answer.body}")
         if self.deferrable:
             from rehearsal_airflow.triggers.control_plane import ConvergenceTrigger
 
@@ -289,7 +295,7 @@ class TimeToConvergeSensor(ServicesMixin, DrillStepOperator):
                        method_name="resume_converged", timeout=timedelta(seconds=self.timeout + 60))
         started = time.monotonic()
         reconciler = self.services.reconciler()
-        detail = wait_until(lambda: convergence(reconciler.metrics(since), self.threshold_seconds), self.timeout,
+        detail = wait_until(lambda: convergence(reconciler.metrics(since), self.threshold_seconds, True), self.timeout,
                             f"time-to-converge under {self.threshold_seconds:.0f}s", interval=self.poll_interval)
         return self._done(detail, time.monotonic() - started, reconciler.metrics(since))
 

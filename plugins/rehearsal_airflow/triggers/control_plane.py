@@ -34,7 +34,7 @@ class ConvergenceTrigger(BaseTrigger):
         while True:
             try:
                 metrics = await asyncio.to_thread(reconciler.metrics, self.since)
-                done, last = convergence(metrics, self.threshold)
+                done, last = convergence(metrics, self.threshold, require_converged=self.since is not None)
                 if done:
                     yield TriggerEvent({"status": "done", "detail": last, "metrics": metrics,
                                         "waited": time.monotonic() - started})
