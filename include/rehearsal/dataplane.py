@@ -87,8 +87,7 @@ class Availability:
     probes: int
     probes_ok: int
     worst_round: dict | None
-    api_ok_first_at: float | None  # the first round in the span whose API probe answered
-    api_read_only_first_at: float | None = None  # the first round whose API answered in read-only mode
+    api_read_only_first_at: float | None  # the first round whose API answered in read-only mode
 
     @property
     def ratio(self) -> float | None:
@@ -131,9 +130,8 @@ def availability(path: Path, start: float, end: float, min_rounds: int = 1, max_
     probes = sum(r["endpoints"] for r in rounds)
     ok = sum(r["ok"] for r in rounds)
     worst = min(rounds, key=lambda r: (r["ok"] / r["endpoints"]) if r["endpoints"] else 1.0)
-    api_first = next((r["t"] for r in rounds if r.get("api") == "ok"), None)
     read_only = next((r["t"] for r in rounds if r.get("api") == "ok" and r.get("api_mode") == "read-only"), None)
-    return Availability(start, end, len(rounds), probes, ok, worst, api_first, read_only)
+    return Availability(start, end, len(rounds), probes, ok, worst, read_only)
 
 
 def production_health(path: Path, now: float, window: float) -> tuple[float | None, float | None, int]:

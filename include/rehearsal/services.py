@@ -3,7 +3,6 @@ reconciler (``docs/control-plane-services.md``), the same against the sandbox an
 from __future__ import annotations
 
 import json
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -185,12 +184,3 @@ class Reconciler:
             raise ServiceUnreachable(f"reconciler at {self.url} refused rate {rate}: HTTP {answer.status} {answer.body}")
         return float(answer.body.get("rate", rate))
 
-
-def wait_healthy(check, timeout: float, interval: float = 0.25) -> Health:
-    """Poll ``check()`` (returning a ``Health``) until ok; the last one either way."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result.ok or time.monotonic() >= deadline:
-            return result
-        time.sleep(interval)

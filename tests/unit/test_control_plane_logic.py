@@ -243,3 +243,19 @@ def test_stop_conditions_trip_on_silence_as_well_as_on_failing_probes(tmp_path):
     assert tripped(StopConditions(), probes, 120.0).startswith("no probe round in the last 5s")
     write_lines(probes, [{"t": 100 + i, "endpoints": 10, "ok": 10 if i < 3 else 0, "api": "ok"} for i in range(5)])
     assert tripped(StopConditions(), probes, 104.5).startswith("data-plane probe success 60.00% < 95%")
+
+
+def test_the_app_runtime_promise_fails_on_a_round_with_endpoints_down_and_on_silence():
+    from rehearsal.catalog import Asset
+    from rehearsal.freshness import evaluate_probes
+
+    asset = Asset("app_runtime_availability", "app_runtime", "data_plane_probe", timedelta(minutes=1))
+    now = datetime.fromtimestamp(1000, UTC)
+    rounds = [{"t": 950 + i, "endpoints": 10, "ok": 10, "failed": []} for i in range(5)]
+    assert evaluate_probes(asset, rounds, now).ok
+    rounds[2] = {"t": 952, "endpoints": 10, "ok": 7, "failed": ["agent-03/apps/7/0"]}
+    bad = evaluate_probes(asset, rounds, now)
+    assert not bad.ok and "1 of 5 probe round(s) in the last 60s had endpoints down; worst 7/10" in bad.detail
+    assert bad.detail.endswith("agent-03/apps/7/0")
+    silent = evaluate_probes(asset, [], now)
+    assert not silent.ok and "no probe round in the last 60s" in silent.detail

@@ -23,7 +23,6 @@ from rehearsal_airflow.operators.base import DrillStepOperator, key_of
 from rehearsal_airflow.operators.guard import DrillGuardOperator
 
 COMPONENT = "volume_restore"
-EBS_AZ = "us-east-1a"
 
 
 def _volume_target(component: str = COMPONENT):
