@@ -51,6 +51,17 @@ class AirflowApi:
             time.sleep(2)
         raise AssertionError(f"run {run_id} of {dag_id} did not finish within {timeout}s")
 
+    def wait_for_all_runs(self, dag_id: str, timeout: float = 600) -> None:
+        """Until no run of the DAG is queued or running: unpausing a scheduled DAG lets the scheduler start its own
+        run of the latest interval beside the one a test triggered."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            runs = self.call("GET", f"/dags/{dag_id}/dagRuns?limit=100")["dag_runs"]
+            if all(r["state"] in ("success", "failed") for r in runs):
+                return
+            time.sleep(2)
+        raise AssertionError(f"runs of {dag_id} still active after {timeout}s")
+
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
         return self.call("GET", f"/dags/{dag_id}/dagRuns/{urllib.request.quote(run_id, safe='')}/taskInstances")["task_instances"]
 
