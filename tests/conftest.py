@@ -1,4 +1,4 @@
-"""Test session setup: an isolated sandbox (own state dir, runtime dir, ports) and Airflow home.
+"""Test session setup: an isolated sandbox (own state dir, runtime dir, address block) and Airflow home.
 
 Environment variables are set here, before anything imports Airflow or the sandbox.
 """
@@ -17,6 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 SESSION = Path(tempfile.mkdtemp(prefix="rehearsal-tests-"))
 os.environ["REHEARSAL_SANDBOX_DIR"] = str(SESSION / "sandbox")
 os.environ["REHEARSAL_RUNTIME"] = f"/var/tmp/rehearsal-test-{uuid.uuid4().hex[:8]}"
+# The session's hosts take a block of their own (a developer's sandbox derives one in 127.20-99).
+os.environ["REHEARSAL_ADDRESS_BLOCK"] = f"127.{100 + uuid.uuid4().int % 150}"
 os.environ["REHEARSAL_REPORTS_DIR"] = str(SESSION / "reports")
 os.environ["AIRFLOW_HOME"] = str(SESSION / "airflow")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
@@ -70,7 +72,7 @@ def platform(sandbox, airflow_db):
     with connect(after.results_endpoint()) as conn:
         assert conn.execute("SELECT run_id FROM drill_results WHERE status = 'in_progress'").fetchall() == []
         assert conn.execute("SELECT run_id FROM drill_locks").fetchall() == []
-    assert resolve(after.aws("route53"), after.discovery()) == ("127.0.0.1", after.primary.port)
+    assert resolve(after.aws("route53"), after.discovery()) == (after.primary.host, after.primary.port)
     assert accepts_writes(after.endpoint(after.primary, "admin").with_(dbname="postgres"))[0]
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 import logging
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from rehearsal.discovery import DiscoveryRecord, point_at, resolve, resolve_all
 from rehearsal.errors import PreconditionFailed
@@ -77,6 +77,21 @@ class Provisioner(Protocol):
 
     def adopt_primary(self, address: str, data_dir: str | None) -> list[str]: ...
     def rebuild_standby(self, primary_address: str) -> list[str]: ...
+
+
+@runtime_checkable
+class RestoreHosts(Protocol):
+    """A provisioner that gives a point-in-time restore a database host of its own, where clients can reach it: the
+    restore runs there (it reads the backup store itself), and the runbook drives it over the network only.
+
+    ``restore_database`` takes a ``rehearsal.postgres.restore.RestoreRequest`` as a dict and returns a
+    ``PlacedRestore`` as a dict (the same host for a retry of the same run); ``database_hosts`` lists the address of
+    every database host of the platform's inventory (members and copies it placed); ``release_run`` destroys the
+    copies a run asked for that production did not adopt, and says what it did."""
+
+    def restore_database(self, request: dict) -> dict: ...
+    def database_hosts(self) -> list[str]: ...
+    def release_run(self, run_key: str) -> list[str]: ...
 
 
 @dataclass
@@ -195,6 +210,9 @@ class ConnectionPlatform:
         if self.primary_record is None:
             raise PreconditionFailed("the control-plane connection names no discovery record to switch")
         host, port = split_address(address)
+        if host in ("127.0.0.1", "localhost", "::1", "0.0.0.0"):
+            raise PreconditionFailed(f"refusing to point service discovery at {address}: a loopback address sends every "
+                                     "client to its own machine")
         return point_at(self.route53, self.primary_record, host, port)
 
 

@@ -41,7 +41,7 @@ def destroy_run_area(run_dir: Path, keep_data_dirs: set[str] = frozenset()) -> l
         if cluster.name in kept:
             continue
         cluster.destroy()
-        cleaned.append(f"cluster:{cluster.name}@127.0.0.1:{cluster.port}")
+        cleaned.append(f"cluster:{cluster.name}@{cluster.address}")
     if not run_dir.exists():
         return cleaned
     for leftover in run_dir.iterdir():

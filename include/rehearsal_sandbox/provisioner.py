@@ -6,6 +6,7 @@ against a real platform.
 """
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -28,33 +29,88 @@ class SandboxProvisioner:
     def _sandbox(self) -> Sandbox:
         return Sandbox(self.state_dir)  # re-read every time: runbooks and drills change the topology
 
-    # ------------------------------------------------------------------ Provisioner
-    def adopt_primary(self, address: str, data_dir: str | None) -> list[str]:
-        """Record the recovered primary in the inventory (a promoted standby, or a restored copy's data dir)."""
+    # ------------------------------------------------------------------ database hosts
+    def adopt_primary(self, address: str, data_dir: str | None = None) -> list[str]:
+        """Record the recovered primary in the inventory: a promoted standby, or a copy restored on a host this
+        provisioner placed (``restore_database``). Any other address is refused, naming it: nothing else is a host
+        of the platform."""
         sb = self._sandbox()
         db = sb.controlplane_db
-        _host, port = split_address(address)
         old = db.primary_name
-        if sb.primary.port == port and db.role(old) == "primary":
+        if sb.primary.address == address and db.role(old) == "primary":
             return [f"{sb.primary.name} at {address} is already the primary"]
+        known = db.named_at(address)
+        if known is None or db.role(known) not in ("standby", "restoring"):
+            raise ValueError(f"{address} is not a database host of the sandbox that may become the primary "
+                             f"(hosts: {', '.join(self.database_hosts())})")
         db.mark_lost(old)  # replaced: it will be destroyed, as a real host would be reimaged
-        known = db.named_at(port)
-        if known is not None:
-            sb.adopt_primary(known, port, db.clusters()[known]["data_dir"])
-            return [f"recorded {known} at {address} as the primary; the old primary {old} is gone"]
-        if not data_dir:
-            raise ValueError(f"{address} is not in the sandbox's inventory and no data directory was given")
-        name = Path(data_dir).name
-        sb.adopt_primary(name, port, data_dir)
-        return [f"recorded the restored copy {name} at {address} as the primary; the old primary {old} is gone"]
+        staged = db.cluster(known).data_dir.parent / f"{known}.wal"  # a restore's staged WAL, on its host
+        shutil.rmtree(staged, ignore_errors=True)
+        sb.adopt_primary(known)
+        return [f"recorded {known} at {address} as the primary; the old primary {old} is gone"]
 
     def rebuild_standby(self, primary_address: str) -> list[str]:
         sb = self._sandbox()
-        _host, port = split_address(primary_address)
-        if sb.primary.port != port:
-            raise ValueError(f"the sandbox's primary is {sb.primary.name} on {sb.primary.port}, not {primary_address}")
+        if sb.primary.address != primary_address:
+            raise ValueError(f"the sandbox's primary is {sb.primary.name} at {sb.primary.address}, not {primary_address}")
         standby = sb.rebuild_standby()
-        return [f"new streaming standby {standby.name} at 127.0.0.1:{standby.port}"]
+        return [f"new streaming standby {standby.name} on host {sb.controlplane_db.clusters()[standby.name].get('host_name')} "
+                f"at {standby.address}"]
+
+    def restore_database(self, request: dict) -> dict:
+        """A point-in-time restore on a new database host (``db-<n>``, its own address): the base backup and WAL
+        fetched from the backup store by the host itself, neutralized, started in recovery. A retry of the same run
+        gets its host back (still recovering or done); a host left half-made is wiped and restored again.
+
+        :param request: ``RestoreRequest`` as a dict (``run_key``, ``purpose``, ``recovery_target``, ...)
+        :returns: ``PlacedRestore`` as a dict: the host, its address, the plan ``complete_pitr`` needs"""
+        from rehearsal.postgres.restore import (
+            PlacedRestore,
+            RecoveryTarget,
+            RestoreRequest,
+            archive_cutoff,
+            begin_pitr,
+        )
+
+        req = RestoreRequest(**request)
+        if req.purpose not in ("production", "scratch"):
+            raise ValueError(f"unknown restore purpose {req.purpose!r} (production or scratch)")
+        sb = self._sandbox()
+        db = sb.controlplane_db
+        cluster, made = db.run_copy(req.run_key, req.purpose)
+        record = db.clusters()[cluster.name]
+        placed = {"host": record.get("host_name", cluster.name), "address": cluster.address, "cluster": cluster.name,
+                  "data_dir": str(cluster.data_dir)}
+        if not made and record.get("plan") and cluster.is_running():
+            return PlacedRestore(**placed, plan=record["plan"]).to_dict()
+        production = [split_address(sb.primary.address)]
+        plan = begin_pitr(sb.store(), RecoveryTarget.parse(req.recovery_target), cluster, production, timeout=req.timeout,
+                          archived_before=archive_cutoff(req.archived_before), backup_id=req.backup_id or None)
+        if not isinstance(plan, dict):  # only a restore finished on this machine leaves a result to reuse
+            raise RuntimeError(f"{cluster.name}: a finished local restore was found where a host's restore was expected")
+        sb = self._sandbox()
+        sb.controlplane_db.clusters()[cluster.name]["plan"] = plan
+        sb.save()
+        return PlacedRestore(**placed, plan=plan).to_dict()
+
+    def database_hosts(self) -> list[str]:
+        """The address of every database host in the inventory: members, and copies placed for runs."""
+        sb = self._sandbox()
+        return [sb.controlplane_db.cluster(name).address for name in sb.controlplane_db.clusters()]
+
+    def release_run(self, run_key: str) -> list[str]:
+        """Destroy the copies a run asked for that production did not adopt, and give their hosts back."""
+        sb = self._sandbox()
+        db = sb.controlplane_db
+        done = []
+        for name in db.run_copies(run_key):
+            cluster = db.cluster(name)
+            host = db.clusters()[name].get("host_name")
+            db.forget_cluster(name)
+            done.append(f"cluster:{name}@{cluster.address} (host {host} released)")
+        if done:
+            sb.save()
+        return done
 
     def inventory_data_dirs(self) -> set[str]:
         return {str(i["data_dir"]) for i in self._sandbox().clusters.values()}
@@ -102,8 +158,8 @@ class SandboxProvisioner:
     def kill_primary(self, address: str, lose_disks: bool = True) -> dict:
         """The fault: SIGKILL the primary at ``address`` and lose its disks (data directory and WAL spool)."""
         sb = self._sandbox()
-        if f"127.0.0.1:{sb.primary.port}" != address:
-            raise ValueError(f"the sandbox's primary is 127.0.0.1:{sb.primary.port}, not {address}; not injecting")
+        if sb.primary.address != address:
+            raise ValueError(f"the sandbox's primary is {sb.primary.address}, not {address}; not injecting")
         return sb.kill_primary(lose_data=lose_disks)
 
     def create_snapshot_bucket(self) -> list[str]:
@@ -227,7 +283,7 @@ class SandboxProvisioner:
         standby = sb.standby
         if standby is None or not standby.is_running() or not _streams(sb, standby):
             standby, backups = sb.rebuild_standby_and_back_up(dump=False)
-            done.append(f"new streaming standby {standby.name} at 127.0.0.1:{standby.port}")
+            done.append(f"new streaming standby {standby.name} at {standby.address}")
             done += [f"backup {b}" for b in backups.values()]
         return done
 

@@ -49,6 +49,7 @@ from rehearsal_sandbox.components.base import cluster_of, progress
 from rehearsal_sandbox.components.control_plane import AGENTS_RECORD, SERVICES
 from rehearsal_sandbox.components.controlplane_db import DB
 from rehearsal_sandbox.components.discovery import RECORD, REPLICA_RECORD, ZONE
+from rehearsal_sandbox.hosts import HostRegistry, choose_block, choose_postgres_port
 from rehearsal_sandbox.state import SandboxState
 
 STATE_DIR = Path(os.environ.get("REHEARSAL_SANDBOX_DIR", REPO_ROOT / ".sandbox"))
@@ -86,6 +87,11 @@ class Sandbox:
 
     def component(self, name: str, region: str | None = None) -> Component:
         return self.components(region)[name]
+
+    @property
+    def hosts(self) -> HostRegistry:
+        """Every host of the sandbox, each with its own address (``rehearsal_sandbox.hosts``)."""
+        return HostRegistry(self.sandbox_state)
 
     @property
     def aws_endpoint(self) -> AwsEndpoint:
@@ -282,8 +288,11 @@ class Sandbox:
         (root / "scratch").mkdir(mode=0o755, exist_ok=True)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dir.chmod(0o700)
+        block = choose_block(str(self.dir.resolve()))
         self.sandbox_state.create(root, runtime_root(),
-                                  {"postgres": secrets.token_urlsafe(18), DB: secrets.token_urlsafe(18)})
+                                  {"postgres": secrets.token_urlsafe(18), DB: secrets.token_urlsafe(18)},
+                                  {"block": block, "postgres_port": choose_postgres_port(block)})
+        progress(f"hosts in {block}.0.0/16; every database host listens on port {self.hosts.postgres_port}")
         self._components.clear()
         self.save()
         options = {"controlplane_db": {"scale": scale, "archive_timeout": archive_timeout}}
@@ -378,7 +387,8 @@ class Sandbox:
             # deleted by discard_lost_data() at teardown; deleting 1 GB here took 4 s of the measured outage.
             self.controlplane_db.lose_data_dir(primary)
             self.save()
-        return {"cluster": primary.name, "port": primary.port, "pid": pid, "killed_at": killed_at, "data_lost": lose_data,
+        return {"cluster": primary.name, "address": primary.address, "port": primary.port, "pid": pid,
+                "killed_at": killed_at, "data_lost": lose_data,
                 "spool_lost": lose_data, "unshipped_wal_lost": lost_spool}
 
     def discard_lost_data(self) -> list[str]:
@@ -392,7 +402,13 @@ class Sandbox:
         follows what is really running. A dead primary is marked lost; a running member that is no longer in
         recovery (a standby promoted by a runbook) becomes the primary, else the standby is promoted; discovery
         points at the primary. Returns what it did."""
-        actions, changed = self.controlplane_db.heal()
+        from rehearsal.discovery import resolve
+
+        try:
+            target = "{}:{}".format(*resolve(self.aws("route53"), self.discovery()))
+        except Exception:  # noqa: BLE001 - no record (or no endpoint): nothing is preferred
+            target = None
+        actions, changed = self.controlplane_db.heal(target)
         if changed:
             self.publish_standbys()
         if self.service_discovery.point_at_primary():
@@ -403,9 +419,10 @@ class Sandbox:
         """Destroy a cluster and everything beside it (log, markers, quarantine); drop an emptied scratch folder."""
         self.controlplane_db.forget_cluster(name)
 
-    def adopt_primary(self, name: str, port: int, data_dir: str) -> None:
-        """Record a recovered cluster as the new primary; drop the lost one; the replica record follows."""
-        self.controlplane_db.adopt_primary(name, port, data_dir)
+    def adopt_primary(self, name: str) -> None:
+        """Record a recovered cluster of the inventory as the new primary; drop the lost one; the replica record
+        follows."""
+        self.controlplane_db.adopt_primary(name)
         self.publish_standbys()
 
     # ---------------------------------------------------------------- environment file
@@ -445,7 +462,7 @@ class Sandbox:
             "DISCOVERY_RECORD": RECORD,
             "PRIMARY_DSN": self.endpoint(primary).conninfo(),
             "STANDBY_DSN": self.endpoint(standby).conninfo() if standby else "",
-            "RESULTS_DSN": Endpoint("127.0.0.1", results.port, "rehearsal", "postgres", pw["postgres"]).conninfo(),
+            "RESULTS_DSN": Endpoint(results.host, results.port, "rehearsal", "postgres", pw["postgres"]).conninfo(),
             "HEARTBEAT_LOG": str(self.heartbeat.log),
             "AIRFLOW_CONN_AWS_DEFAULT": json.dumps({"conn_type": "aws", "login": "testing", "password": "testing",
                                                     "extra": {"endpoint_url": aws_endpoint, "region_name": REGION}}),
@@ -455,9 +472,9 @@ class Sandbox:
             "AIRFLOW_CONN_CONTROLPLANE_ADMIN": json.dumps({"conn_type": "postgres", "host": "controlplane-db.rehearsal.internal",
                                                            "port": 5432, "login": "postgres", "password": pw["postgres"],
                                                            "schema": DB, "extra": discovery_extra}),
-            "AIRFLOW_CONN_REHEARSAL_RESULTS": json.dumps({"conn_type": "postgres", "host": "127.0.0.1", "port": results.port,
+            "AIRFLOW_CONN_REHEARSAL_RESULTS": json.dumps({"conn_type": "postgres", "host": results.host, "port": results.port,
                                                           "login": "postgres", "password": pw["postgres"], "schema": "rehearsal"}),
-            "AIRFLOW_CONN_CONTROLPLANE_SERVICES": json.dumps({"conn_type": "http", "host": "127.0.0.1", "port": api.port,
+            "AIRFLOW_CONN_CONTROLPLANE_SERVICES": json.dumps({"conn_type": "http", "host": api.host, "port": api.port,
                                                               "schema": "http", "extra": services_extra}),
             "AIRFLOW_VAR_REHEARSAL_ENVIRONMENT": json.dumps(environment),
         }

@@ -2,9 +2,12 @@
 
     {"version": 2, "runtime": "<this sandbox's runtime folder>", "runtime_root": "<the shared runtime root>",
      "passwords": {"postgres": ..., "controlplane": ...},
+     "network": {"block": "127.42", "postgres_port": 5432},
+     "hosts": {"db-1": {"address": "127.42.1.10", "region": "us-east-1", "role": "postgres"}, ...},
      "regions": {"us-east-1": {"aws_endpoint": {...}, "controlplane_db": {...}, ...}}}
 
-Shared by every component: the runtime folders and the passwords. Everything else belongs to one component of one
+Shared by every component: the runtime folders, the passwords, the network (the sandbox's address block) and
+the hosts (``rehearsal_sandbox.hosts``). Everything else belongs to one component of one
 region, which reads and writes only its own slice (``component(region, name)``). A state file of the first,
 flat layout (no ``version``) is read as the same sandbox in this layout, so it can still be used and torn down.
 """
@@ -38,9 +41,9 @@ class SandboxState:
         """A sandbox was created here (and not torn down)."""
         return "runtime" in self.data
 
-    def create(self, runtime: Path, runtime_root: Path, passwords: dict[str, str]) -> None:
+    def create(self, runtime: Path, runtime_root: Path, passwords: dict[str, str], network: dict | None = None) -> None:
         self.data = {"version": VERSION, "runtime": str(runtime), "runtime_root": str(runtime_root),
-                     "passwords": dict(passwords), "regions": {}}
+                     "passwords": dict(passwords), "network": dict(network or {}), "hosts": {}, "regions": {}}
         self.upgraded = False
 
     def save(self) -> None:

@@ -64,7 +64,7 @@ def test_scenario_b_undoes_a_corruption_made_by_hand_and_repairs_the_drift(platf
     steps = steps_of(report)
     now = Sandbox(platform.dir)
     new_admin = now.endpoint(now.primary, "admin")
-    assert now.primary.port != sb.primary.port
+    assert now.primary.address != sb.primary.address
     with connect(new_admin) as conn:
         assert conn.execute(FINGERPRINT.format(table="envs")).fetchone() == envs_before
         assert conn.execute(FINGERPRINT.format(table="endpoints")).fetchone() == endpoints_before

@@ -66,17 +66,17 @@ def assert_complete(report: dict, mode: str, path: str) -> None:
 
 
 def test_killing_the_primary_then_the_standby_is_promoted_and_clients_follow(platform):
-    old_primary = platform.primary.port
-    standby = platform.standby.port
+    old_primary = platform.primary.address
+    standby = platform.standby.address
     dag_run = run_dag(DRILL, {"mode": "disruptive", "path": "auto"})
     report = report_of(dag_run)
     assert str(dag_run.state) == "success", report.get("failure")
     assert_complete(report, "disruptive", "promote_standby")
-    assert report["evidence"]["first_ack_after_recovery"]["endpoint"] == f"127.0.0.1:{standby}"
+    assert report["evidence"]["first_ack_after_recovery"]["endpoint"] == standby
     assert report["measured_rpo_seconds"] <= 1.0
     now = Sandbox(platform.dir)
-    assert now.primary.port == standby and now.primary.port != old_primary
-    assert resolve(now.aws("route53"), now.discovery()) == ("127.0.0.1", standby)
+    assert now.primary.address == standby and now.primary.address != old_primary
+    assert "{}:{}".format(*resolve(now.aws("route53"), now.discovery())) == standby
     row = fetch_result(now.results_endpoint(), DRILL, dag_run.run_id)
     assert row["status"] == "passed" and row["measured_rto_seconds"] == pytest.approx(report["measured_rto_seconds"])
 
@@ -98,7 +98,7 @@ def test_killing_the_primary_and_restoring_from_backups_loses_at_most_the_archiv
 def test_a_non_disruptive_drill_restores_into_scratch_and_leaves_production_alone(platform):
     from rehearsal.results import acquire_drill_lock
 
-    primary = platform.primary.port
+    primary = platform.primary.address
     # A disruptive drill killed before its teardown left its lock; its run no longer exists.
     acquire_drill_lock(platform.results_endpoint(), "sandbox", DRILL, "manual__killed-before-its-teardown")
     dag_run = run_dag(DRILL, {"mode": "non_disruptive"})
@@ -110,9 +110,14 @@ def test_a_non_disruptive_drill_restores_into_scratch_and_leaves_production_alon
                                                        "switch_service_discovery", "confirm_clients_followed",
                                                        "rebuild_redundancy")} == {"skipped"}
     now = Sandbox(platform.dir)
-    assert now.primary.port == primary
-    assert resolve(now.aws("route53"), now.discovery()) == ("127.0.0.1", primary)
-    assert any(r.startswith("cluster:drill-") for r in report["resources_cleaned"])
+    assert now.primary.address == primary
+    assert "{}:{}".format(*resolve(now.aws("route53"), now.discovery())) == primary
+    # The scratch copy ran on a database host the provisioner gave the run, and went with it.
+    copy = report["evidence"]["recovered_address"]
+    assert not copy.startswith("127.0.0.1:") and copy.startswith(os.environ["REHEARSAL_ADDRESS_BLOCK"] + ".1.")
+    assert any(r.startswith("cluster:cp-") and f"@{copy} " in r and r.endswith("released)")
+               for r in report["resources_cleaned"]), report["resources_cleaned"]
+    assert now.hosts.at(copy) is None
     assert report["evidence"]["drill_lock"].startswith(
         f"broke a stale drill lock ({DRILL} run manual__killed-before-its-teardown, held for ")
     # The copy was restored from what the archive held at the simulated fault, not what it holds minutes later:
@@ -146,7 +151,7 @@ def test_a_standby_that_stopped_streaming_is_not_promoted_and_a_missed_rpo_fails
                               "--conf", json.dumps({"mode": "disruptive", "path": "auto"})], capture_output=True, text=True,
                              timeout=600, env={**os.environ, "REHEARSAL_TARGETS_FILE": str(targets)})
     finally:
-        if Sandbox(platform.dir).standby.port == standby.port:  # the drill did not replace it: reconnect it
+        if Sandbox(platform.dir).standby.address == platform.standby.address:  # not replaced by the drill: reconnect it
             with connect(standby) as conn:
                 conn.execute("ALTER SYSTEM SET primary_conninfo = '" + conninfo.replace("'", "''") + "'")
                 conn.execute("SELECT pg_reload_conf()")
@@ -156,7 +161,7 @@ def test_a_standby_that_stopped_streaming_is_not_promoted_and_a_missed_rpo_fails
     assert (report["status"], report["recovery_path"], report["rpo_met"], report["rto_met"]) == ("failed", "pitr", False, True)
     assert report["measured_rpo_seconds"] > 0 and report["evidence"]["missing_acked_writes"] > 0
     choice = next(s for s in report["steps"] if s["name"] == f"{RUNBOOK}.choose_recovery_path")
-    standby_address = f"127.0.0.1:{platform.standby.port}"
+    standby_address = platform.standby.address
     assert choice["detail"].startswith(f"pitr: standby unusable: standby {standby_address} replay lag ")
     assert "exceeds the RPO of 0s" in choice["detail"]
     before = report["evidence"]["standbys_before_fault"][standby_address]["limitation"]

@@ -35,7 +35,7 @@ def test_an_incident_with_nothing_but_connections_promotes_the_standby_and_clien
         env.pop(key)
     monkeypatch.setenv("AIRFLOW_VAR_REHEARSAL_ENVIRONMENT", json.dumps({**env, "name": "incident-test",
                                                                          "drill_environment": False}))
-    standby = f"127.0.0.1:{platform.standby.port}"
+    standby = platform.standby.address
     killed_at = time.time()
     platform.primary.kill()  # the test is the disaster: SIGKILL, nothing else
 
@@ -44,14 +44,14 @@ def test_an_incident_with_nothing_but_connections_promotes_the_standby_and_clien
     steps = {s["name"].removeprefix(f"{GROUP}."): s for s in report["steps"]}
     assert str(dag_run.state) == "success", report.get("failure")
     assert (report["status"], report["mode"], report["recovery_path"]) == ("passed", "incident", "promote_standby")
-    assert steps["assess_cluster"]["detail"].startswith(f"primary 127.0.0.1:{platform.primary.port}: unreachable")
+    assert steps["assess_cluster"]["detail"].startswith(f"primary {platform.primary.address}: unreachable")
     assert steps["approve_recovery"]["detail"] == "approved automatically (approve=auto)"
-    assert steps["fence_old_primary"]["detail"].startswith(f"127.0.0.1:{platform.primary.port} unreachable")
+    assert steps["fence_old_primary"]["detail"].startswith(f"{platform.primary.address} unreachable")
     assert steps["reenable_wal_archiving"]["detail"].startswith(f"archiving from {standby} verified: segment ")
     assert steps["rebuild_redundancy"]["detail"].startswith("redundancy not rebuilt: no provisioner")
     assert report["evidence"]["recovered_address"] == standby
     # Clients followed service discovery: the record points at the standby and the heartbeat commits there.
-    assert resolve(platform.aws("route53"), platform.discovery()) == ("127.0.0.1", platform.standby.port)
+    assert resolve(platform.aws("route53"), platform.discovery()) == (platform.standby.host, platform.standby.port)
     log = Path(platform.dir) / "heartbeat.log"
     assert any(a.endpoint == standby for a in read_acks(log, since=killed_at))
 
@@ -107,8 +107,8 @@ def test_an_incident_waits_for_a_person_and_a_rejection_changes_nothing(api, san
     statuses = {s["name"].removeprefix(f"{GROUP}."): s["status"] for s in report["steps"]}
     assert statuses["fence_old_primary"] == "skipped" and statuses["recover_database"] == "skipped"
     after = Sandbox(sandbox_session.dir)
-    assert after.primary.port == before.primary.port
-    assert resolve(after.aws("route53"), after.discovery()) == ("127.0.0.1", before.primary.port)
+    assert after.primary.address == before.primary.address
+    assert resolve(after.aws("route53"), after.discovery()) == (before.primary.host, before.primary.port)
     assert accepts_writes(after.endpoint(after.primary, "admin").with_(dbname="postgres"))[0]  # not fenced
 
 
@@ -122,14 +122,18 @@ def test_an_incident_approved_through_the_api_completes(api, sandbox_session):
         assert run["state"] == "success", report.get("failure")
         assert report["status"] == "passed" and report["recovery_path"] == "pitr"
         assert report["runbook"]["approved_by"] not in (None, "approve=auto")
-    finally:  # a scratch copy is left for inspection by design; the test removes it
+    finally:  # a scratch copy is left for inspection by design (on a host the provisioner gave it); the test removes it
+        from rehearsal.environment import Environment
+        from rehearsal_sandbox.provisioner import SandboxProvisioner
+
+        SandboxProvisioner(Environment.from_mapping(environment())).release_run(run_key(RUNBOOK, run_id))
         destroy_run_area(Path(environment()["scratch_root"]) / run_key(RUNBOOK, run_id))
 
 
 def test_a_primary_that_still_answers_is_fenced_before_the_standby_is_promoted(platform):
     """A planned failover (or a degraded primary): fenced first (read-only, sessions ended, checked), then the
     standby promoted, clients switched, and redundancy rebuilt by the sandbox's provisioner."""
-    old, standby = f"127.0.0.1:{platform.primary.port}", f"127.0.0.1:{platform.standby.port}"
+    old, standby = platform.primary.address, platform.standby.address
     dag_run = run_dag(RUNBOOK, {"mode": "incident", "approve": "auto", "path": "promote_standby"})
     report = report_of(dag_run)
     steps = {s["name"].removeprefix(f"{GROUP}."): s for s in report["steps"]}
@@ -138,5 +142,5 @@ def test_a_primary_that_still_answers_is_fenced_before_the_standby_is_promoted(p
     assert report["recovery_path"] == "promote_standby" and report["evidence"]["recovered_address"] == standby
     assert "new streaming standby" in steps["rebuild_redundancy"]["detail"]
     now = Sandbox(platform.dir)
-    assert f"127.0.0.1:{now.primary.port}" == standby and now.standby is not None
-    assert resolve(now.aws("route53"), now.discovery()) == ("127.0.0.1", now.primary.port)
+    assert now.primary.address == standby and now.standby is not None
+    assert resolve(now.aws("route53"), now.discovery()) == (now.primary.host, now.primary.port)

@@ -110,7 +110,7 @@ def test_a_pitr_whose_archive_lacks_a_segment_fails_naming_it_before_any_cluster
     scratch_objects.delete(copy.wal_key(victim))
     dest = scratch("pitr-gap")
     with pytest.raises(WalGapError) as err:
-        restore_pitr(copy, RecoveryTarget(), dest, [("127.0.0.1", sandbox.primary.port)])
+        restore_pitr(copy, RecoveryTarget(), dest, [(sandbox.primary.host, sandbox.primary.port)])
     assert str(err.value).startswith(f"PITR from base backup {manifest.backup_id} to latest needs WAL the archive does "
                                      "not have: 1 segment(s) missing between ")
     assert victim in str(err.value) and str(err.value).endswith("; no cluster was started")
@@ -140,10 +140,11 @@ def test_a_backup_older_than_its_rpo_is_named(store):
 
 def test_a_restore_onto_the_production_address_is_refused(sandbox, store):
     production = sandbox.primary
-    dest = LocalCluster("would-clobber", Path(sandbox.runtime) / "scratch" / "never" / "x", production.port)
+    dest = LocalCluster("would-clobber", Path(sandbox.runtime) / "scratch" / "never" / "x", production.port,
+                        production.host)
     with pytest.raises(PreconditionFailed) as err:
-        restore_pitr(store, RecoveryTarget(), dest, [("127.0.0.1", production.port)])
-    assert str(err.value) == (f"restore target 127.0.0.1:{production.port} is the production control-plane database; "
+        restore_pitr(store, RecoveryTarget(), dest, [(production.host, production.port)])
+    assert str(err.value) == (f"restore target {production.address} is the production control-plane database; "
                               "refusing to restore over it")
     assert not dest.data_dir.exists()
 
@@ -153,7 +154,7 @@ def test_promotion_is_refused_while_the_old_primary_accepts_writes(sandbox):
     primary = sandbox.endpoint(sandbox.primary, "admin")
     with pytest.raises(PreconditionFailed) as err:
         promote(standby, primary, max_lag_seconds=900)
-    assert str(err.value) == (f"refusing to promote: old primary 127.0.0.1:{sandbox.primary.port} still accepts writes "
+    assert str(err.value) == (f"refusing to promote: old primary {sandbox.primary.address} still accepts writes "
                               "and has not been fenced; promoting now would split the brain")
     with connect(standby) as conn:
         assert conn.execute("SELECT pg_is_in_recovery()").fetchone()[0] is True
@@ -164,8 +165,8 @@ def test_a_restored_schema_version_that_differs_from_the_expected_one_is_named(s
     from rehearsal.postgres.validate import validate_controlplane
 
     dest = scratch("schema-drift")
-    result = restore_logical(store, None, dest, sandbox.passwords["postgres"], [("127.0.0.1", sandbox.primary.port)])
-    admin = sandbox.endpoint(sandbox.primary, "admin").with_(port=result.port)
+    result = restore_logical(store, None, dest, sandbox.passwords["postgres"], [(sandbox.primary.host, sandbox.primary.port)])
+    admin = sandbox.endpoint(sandbox.primary, "admin").with_(host=result.host, port=result.port)
     with connect(admin) as conn:
         conn.execute("INSERT INTO schema_migrations (version) VALUES ('20261201_0006_unreleased')")
     manifest = store.manifest("logical_dump", result.backup_id)

@@ -73,7 +73,7 @@ from rehearsal.postgres.cluster import LocalCluster
 from rehearsal.postgres.restore import RecoveryTarget, restore_pitr
 sb = Sandbox(Path({str(platform.dir)!r}))
 dest = LocalCluster("killed-restore", Path({str(runtime / 'scratch' / 'fault-kill')!r}) / "killed-restore", int(sys.argv[1]))
-print(restore_pitr(sb.store(), RecoveryTarget(), dest, [("127.0.0.1", sb.primary.port)]).to_dict())
+print(restore_pitr(sb.store(), RecoveryTarget(), dest, [(sb.primary.host, sb.primary.port)]).to_dict())
 """)
     from rehearsal.postgres.cluster import LocalCluster, free_port
 
@@ -89,9 +89,9 @@ print(restore_pitr(sb.store(), RecoveryTarget(), dest, [("127.0.0.1", sb.primary
     from rehearsal.postgres.restore import RecoveryTarget, restore_pitr
 
     try:
-        result = restore_pitr(platform.store(), RecoveryTarget(), dest, [("127.0.0.1", platform.primary.port)])
+        result = restore_pitr(platform.store(), RecoveryTarget(), dest, [(platform.primary.host, platform.primary.port)])
         assert not result.reused and result.port == port
-        with connect(platform.endpoint(platform.primary).with_(port=port)) as conn:
+        with connect(platform.endpoint(platform.primary).with_(host=dest.host, port=port)) as conn:
             assert conn.execute("SELECT count(*) FROM orgs").fetchone()[0] > 0
     finally:
         dest.destroy()
@@ -102,12 +102,12 @@ print(restore_pitr(sb.store(), RecoveryTarget(), dest, [("127.0.0.1", sb.primary
 
 def test_a_switch_interrupted_after_the_record_changed_is_rerun_once(platform):
     route53, record = platform.aws("route53"), platform.discovery()
-    primary = platform.primary.port
+    host, port = platform.primary.host, platform.primary.port
     # A first attempt changed the record and died before confirming; the rerun finds it done.
-    assert point_at(route53, record, "127.0.0.1", primary) is False
+    assert point_at(route53, record, host, port) is False
     records = [r for r in route53.list_resource_record_sets(HostedZoneId=record.zone_id)["ResourceRecordSets"]
                if r["Type"] == "SRV" and r["Name"] == record.fqdn]  # the replica record is another SRV record
-    assert len(records) == 1 and records[0]["ResourceRecords"] == [{"Value": f"0 0 {primary} 127.0.0.1."}]
+    assert len(records) == 1 and records[0]["ResourceRecords"] == [{"Value": f"0 0 {port} {host}."}]
 
 
 def test_the_heartbeat_connection_cut_mid_drill_still_measures_rto_and_rpo(platform):

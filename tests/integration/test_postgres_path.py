@@ -60,14 +60,14 @@ def test_pitr_to_a_time_lands_between_two_markers_and_cannot_archive_into_produc
         conn.execute("SELECT pg_switch_wal()")
     wait_archived(store, segment)
     dest = scratch("pitr-markers")
-    result = restore_pitr(store, RecoveryTarget.parse(target.isoformat()), dest, [("127.0.0.1", sandbox.primary.port)])
-    restored = sandbox.endpoint(sandbox.primary).with_(port=result.port)
+    result = restore_pitr(store, RecoveryTarget.parse(target.isoformat()), dest, [(sandbox.primary.host, sandbox.primary.port)])
+    restored = sandbox.endpoint(sandbox.primary).with_(host=result.host, port=result.port)
     with connect(restored) as conn:
         names = {r[0] for r in conn.execute("SELECT name FROM pitr_marker").fetchall()}
     assert before in names and after not in names
 
     # The restored copy never archives into production.
-    admin = sandbox.endpoint(sandbox.primary, "admin").with_(port=result.port)
+    admin = sandbox.endpoint(sandbox.primary, "admin").with_(host=result.host, port=result.port)
     with connect(admin) as conn:
         command = conn.execute("SHOW archive_command").fetchone()[0]
         new_segment = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()[0]
@@ -94,17 +94,17 @@ def test_pitr_to_a_time_lands_between_two_markers_and_cannot_archive_into_produc
 
 def test_a_retried_restore_converges(sandbox, store, scratch):
     dest = scratch("pitr-retry")
-    first = restore_pitr(store, RecoveryTarget(), dest, [("127.0.0.1", sandbox.primary.port)])
+    first = restore_pitr(store, RecoveryTarget(), dest, [(sandbox.primary.host, sandbox.primary.port)])
     dest.kill()  # the worker died after the restore finished
-    again = restore_pitr(store, RecoveryTarget(), dest, [("127.0.0.1", sandbox.primary.port)])
+    again = restore_pitr(store, RecoveryTarget(), dest, [(sandbox.primary.host, sandbox.primary.port)])
     assert again.reused and again.port == first.port and dest.is_running()
 
 
 def test_logical_restore_row_counts_match_the_manifest(sandbox, store, scratch):
     dest = scratch("logical")
-    result = restore_logical(store, None, dest, sandbox.passwords["postgres"], [("127.0.0.1", sandbox.primary.port)])
+    result = restore_logical(store, None, dest, sandbox.passwords["postgres"], [(sandbox.primary.host, sandbox.primary.port)])
     manifest = store.manifest("logical_dump", result.backup_id)
-    admin = sandbox.endpoint(sandbox.primary, "admin").with_(port=result.port)
+    admin = sandbox.endpoint(sandbox.primary, "admin").with_(host=result.host, port=result.port)
     checks = validate_controlplane(admin, manifest.schema_version, manifest.row_counts, count_tolerance=0.0)
     assert checks.ok, failed(checks)
     assert [c.detail for c in checks.checks if c.name == "row_count:orgs"] == [

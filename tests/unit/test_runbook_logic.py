@@ -150,14 +150,28 @@ def test_quarantined_wal_goes_to_the_archive_once_and_a_conflict_is_named(tmp_pa
             assert overwrite is False and key not in self.objects
             self.objects[key] = data
 
+    class CopyOverSql:
+        """The copy's superuser session: its quarantine is on its host, read with pg_ls_dir/pg_read_binary_file."""
+
+        def execute(self, sql, params):
+            self.rows = ([(p.name,) for p in sorted(Path(params[0]).iterdir())] if "pg_ls_dir" in sql
+                         else [(Path(params[0]).read_bytes(),)])
+            return self
+
+        def fetchall(self):
+            return self.rows
+
+        def fetchone(self):
+            return self.rows[0]
+
     (tmp_path / "000000020000000000000005").write_bytes(b"segment")
     (tmp_path / "00000002.history").write_bytes(b"1\t0/5000000\tno recovery target specified\n")
-    store = FakeStore()
-    assert hand_quarantine_to_archive(tmp_path, store) == ["00000002.history", "000000020000000000000005"]
-    assert hand_quarantine_to_archive(tmp_path, store) == []  # idempotent
+    store, conn = FakeStore(), CopyOverSql()
+    assert hand_quarantine_to_archive(conn, str(tmp_path), store) == ["00000002.history", "000000020000000000000005"]
+    assert hand_quarantine_to_archive(conn, str(tmp_path), store) == []  # idempotent
     store.objects["c/wal/000000020000000000000005"] = b"other bytes"
     with pytest.raises(PreconditionFailed, match="WAL 000000020000000000000005 from .* differs from s3://b/c/wal/"):
-        hand_quarantine_to_archive(tmp_path, store)
+        hand_quarantine_to_archive(conn, str(tmp_path), store)
 
 
 def test_a_late_runbook_run_does_not_turn_a_standby_that_had_everything_into_an_unusable_one():

@@ -24,13 +24,14 @@ FLAT = {
 def test_a_new_state_is_saved_by_region_and_component_without_empty_slices(tmp_path):
     state = SandboxState(tmp_path / "state.json")
     assert not state.exists
-    state.create(tmp_path / "rt", tmp_path, {"postgres": "p"})
+    state.create(tmp_path / "rt", tmp_path, {"postgres": "p"}, {"block": "127.42", "postgres_port": 5432})
     state.component(REGION, "wal_shipping")["spool"] = "/s"
     state.component(REGION, "heartbeat")  # read only: not written
     state.save()
     saved = json.loads((tmp_path / "state.json").read_text())
     assert saved == {"version": VERSION, "runtime": str(tmp_path / "rt"), "runtime_root": str(tmp_path),
-                     "passwords": {"postgres": "p"}, "regions": {REGION: {"wal_shipping": {"spool": "/s"}}}}
+                     "passwords": {"postgres": "p"}, "network": {"block": "127.42", "postgres_port": 5432}, "hosts": {},
+                     "regions": {REGION: {"wal_shipping": {"spool": "/s"}}}}
     again = SandboxState(tmp_path / "state.json")
     assert again.exists and not again.upgraded
     assert again.component(REGION, "wal_shipping") == {"spool": "/s"}
@@ -95,3 +96,23 @@ def test_every_component_has_a_unique_name_and_the_protocol():
                      "airflow_metadata"]
     for cls in COMPONENTS:
         assert all(callable(getattr(cls, m)) for m in ("up", "down", "status")), cls
+
+
+def test_every_host_gets_its_own_address_in_its_regions_block_and_a_released_one_is_not_handed_out_at_once(tmp_path):
+    from rehearsal_sandbox.hosts import HostRegistry, is_worker_address
+
+    state = SandboxState(tmp_path / "state.json")
+    state.create(tmp_path / "rt", tmp_path, {"postgres": "p"}, {"block": "127.42", "postgres_port": 5432})
+    hosts = HostRegistry(state)
+    aws = hosts.allocate("aws", "global", "aws")
+    db1, db2 = hosts.allocate("db-1", REGION, "postgres"), hosts.allocate("db-2", REGION, "postgres")
+    assert (aws.address, db1.address, db2.address) == ("127.42.0.10", "127.42.1.10", "127.42.1.11")
+    assert hosts.allocate("db-1", REGION, "postgres") == db1  # by name, idempotently
+    assert hosts.at("127.42.1.11:5432") == db2 and hosts.at("127.0.0.1:5432") is None
+    hosts.release("db-1")
+    assert hosts.allocate("db-3", REGION, "postgres", "production", "drill-abc").address == "127.42.1.12"
+    assert hosts.get("db-3").run_key == "drill-abc"
+    hosts.check()
+    assert not any(is_worker_address(h.address) for h in hosts.all()) and is_worker_address("127.0.0.1")
+    with pytest.raises(ValueError, match="no address block for region 'mars-1'"):
+        hosts.allocate("db-9", "mars-1", "postgres")

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import time
-from pathlib import Path
 
 from rehearsal.backups.store import BackupStore
 from rehearsal.errors import PreconditionFailed, RecoveryTimedOut
 from rehearsal.postgres.connection import Endpoint, connect
 
 
-def neutralized_settings(quarantine: Path) -> dict[str, object]:
+def neutralized_settings(quarantine) -> dict[str, object]:
     """Settings that keep a restored copy from touching production (written to postgresql.auto.conf, so they
     also override ALTER SYSTEM settings carried inside the backup):
 
@@ -43,39 +42,48 @@ PRODUCTION_RESETS = ("max_logical_replication_workers", "max_sync_workers_per_su
                      "recovery_target_action")
 
 
-def hand_quarantine_to_archive(quarantine: Path, store: BackupStore) -> list[str]:
-    """Upload the WAL a copy archived into quarantine (its new timeline's segments and history file); an object
-    already in the archive with other content is an error naming it. Returns the names uploaded."""
+def quarantined_files(conn, quarantine: str) -> list[str]:
+    """The files in a copy's quarantine folder, read over SQL on the copy itself (it runs on a host of its own: the
+    worker never has its disk). Empty when the folder does not exist."""
+    rows = conn.execute("SELECT name FROM pg_ls_dir(%s, true, false) AS name ORDER BY name", (quarantine,)).fetchall()
+    return [r[0] for r in rows if not r[0].startswith(".")]
+
+
+def hand_quarantine_to_archive(conn, quarantine: str, store: BackupStore) -> list[str]:
+    """Upload the WAL a copy archived into quarantine (its new timeline's segments and history file), each read
+    over the copy's own superuser connection ``conn``; an object already in the archive with other content is an
+    error naming it. Returns the names uploaded."""
     uploaded = []
-    for path in sorted(p for p in quarantine.glob("*") if p.is_file() and not p.name.startswith(".")):
-        data = path.read_bytes()
-        key = store.wal_key(path.name)
+    for name in quarantined_files(conn, quarantine):
+        data = bytes(conn.execute("SELECT pg_read_binary_file(%s)", (f"{quarantine.rstrip('/')}/{name}",)).fetchone()[0])
+        key = store.wal_key(name)
         existing = store.head(key)
         if existing is not None:
             same = existing["ContentLength"] == len(data) and \
                 existing.get("ETag", "").strip('"') == hashlib.md5(data).hexdigest()  # noqa: S324 - S3 ETag
             if not same:
-                raise PreconditionFailed(f"WAL {path.name} from {quarantine} differs from s3://{store.bucket}/{key} "
+                raise PreconditionFailed(f"WAL {name} from {quarantine} differs from s3://{store.bucket}/{key} "
                                          "already in the archive; not overwriting it")
             continue
         store.put_bytes(key, data, overwrite=False)
-        uploaded.append(path.name)
+        uploaded.append(name)
     return uploaded
 
 
 def reenable_archiving(admin: Endpoint, archive_command: str | None, store: BackupStore,
-                       quarantine: Path | None = None, timeout: float = 60) -> dict:
+                       quarantine: str | None = None, timeout: float = 60) -> dict:
     """Production archiving on a new primary, proven by a switched segment reaching the archive.
 
     :param admin: superuser endpoint of the new primary
     :param archive_command: production's archive_command; None keeps the one the server has (a promoted standby
         inherited it), unless it is a quarantine command
-    :param quarantine: a restored copy's quarantine folder, whose WAL is handed to the archive first
+    :param quarantine: a restored copy's quarantine folder (a path on the copy's host, read over SQL), whose WAL is
+        handed to the archive first
     :raises PreconditionFailed: no production archive_command is known for a copy that archives into quarantine
     :raises RecoveryTimedOut: the switched segment did not reach the archive in time (names it)
     """
-    uploaded = hand_quarantine_to_archive(quarantine, store) if quarantine and quarantine.exists() else []
-    with connect(admin, statement_timeout_ms=10_000) as conn:
+    with connect(admin, statement_timeout_ms=60_000) as conn:
+        uploaded = hand_quarantine_to_archive(conn, str(quarantine), store) if quarantine else []
         current = conn.execute("SHOW archive_command").fetchone()[0]
         if archive_command is None and "quarantine" in current:
             raise PreconditionFailed(f"{admin.address()} archives into quarantine ({current}) and the environment names "

@@ -17,10 +17,10 @@ from rehearsal.postgres.binaries import chown_to_server, pg_tool, run_as_server,
 log = logging.getLogger(__name__)
 
 
-def free_port(start: int = 0) -> int:
-    """A TCP port on loopback that nothing listens on now."""
+def free_port(start: int = 0, host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` (a loopback address) that nothing listens on now."""
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", start))
+        sock.bind((host, start))
         return sock.getsockname()[1]
 
 
@@ -39,11 +39,19 @@ def port_is_listening(port: int, host: str = "127.0.0.1") -> bool:
 
 @dataclass
 class LocalCluster:
-    """One PostgreSQL data directory and the server that runs on it."""
+    """One PostgreSQL data directory and the server that runs on it, listening on ``host:port`` only.
+
+    ``host`` is the address of the machine it runs on: a sandbox host's own address in 127.0.0.0/8, or 127.0.0.1 for
+    what the Airflow worker makes for itself (a scratch copy of a restore test)."""
 
     name: str
     data_dir: Path
     port: int
+    host: str = "127.0.0.1"
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
 
     @property
     def log_file(self) -> Path:
@@ -51,7 +59,8 @@ class LocalCluster:
 
     @property
     def socket_dir(self) -> Path:
-        return runtime_root() / "sockets"
+        """Its Unix socket's folder, one per address: servers on several hosts may share a port."""
+        return runtime_root() / "sockets" / self.host
 
     def exists(self) -> bool:
         return (self.data_dir / "PG_VERSION").exists()
@@ -61,6 +70,7 @@ class LocalCluster:
         self.data_dir.parent.chmod(0o755)
         self.socket_dir.mkdir(parents=True, exist_ok=True)
         self.socket_dir.chmod(0o1777)
+        self.socket_dir.parent.chmod(0o1777)
 
     def make_empty_data_dir(self) -> None:
         """An empty data directory owned by the server user (its parent stays root's)."""
@@ -118,14 +128,14 @@ class LocalCluster:
             return
         self.prepare_parent()
         args = [pg_tool("pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file), "-t", str(timeout),
-                "-o", f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1"]
+                "-o", f"-p {self.port} -k {self.socket_dir} -c listen_addresses={self.host}"]
         args += ["-w"] if wait else ["-W"]
         self.log_file.touch(exist_ok=True)
         chown_to_server(self.log_file)
         result = run_as_server(args + ["start"], timeout=timeout + 10, check=False,
                                stdout=open(os.devnull, "w"), stderr=open(os.devnull, "w"))
         if result.returncode != 0 and wait:
-            raise RuntimeError(f"cluster {self.name} on port {self.port} did not start: {self.log_tail()}")
+            raise RuntimeError(f"cluster {self.name} at {self.address} did not start: {self.log_tail()}")
 
     def log_tail(self, lines: int = 8) -> str:
         try:
@@ -190,9 +200,9 @@ class LocalCluster:
     def wait_until_accepting(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            result = run_as_server([pg_tool("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-t", "2"],
+            result = run_as_server([pg_tool("pg_isready"), "-h", self.host, "-p", str(self.port), "-t", "2"],
                                    check=False, timeout=10)
             if result.returncode == 0:
                 return
             time.sleep(0.1)
-        raise TimeoutError(f"cluster {self.name} on port {self.port} not accepting after {timeout}s: {self.log_tail()}")
+        raise TimeoutError(f"cluster {self.name} at {self.address} not accepting after {timeout}s: {self.log_tail()}")

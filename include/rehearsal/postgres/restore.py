@@ -134,9 +134,43 @@ def check_reached_end(continuity: ContinuityResult, replayed_lsn: str, backup_id
 
 def refuse_production_target(dest: LocalCluster, production: list[tuple[str, int]]) -> None:
     for host, port in production:
-        if port == dest.port and host in ("127.0.0.1", "localhost"):
+        if (host, int(port)) == (dest.host, dest.port):
             raise PreconditionFailed(
-                f"restore target 127.0.0.1:{dest.port} is the production control-plane database; refusing to restore over it")
+                f"restore target {dest.address} is the production control-plane database; refusing to restore over it")
+
+
+@dataclass(frozen=True)
+class RestoreRequest:
+    """What a runbook asks a provisioner for: a point-in-time restore on a new database host of its own.
+
+    :param run_key: the run asking (a retry of the same run gets the same host back)
+    :param purpose: ``production`` (a copy production may adopt as its primary) or ``scratch`` (never used by it)
+    """
+
+    run_key: str
+    purpose: str
+    recovery_target: str = "latest"
+    archived_before: str | None = None
+    backup_id: str | None = None
+    timeout: float = 3600
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PlacedRestore:
+    """A restore a provisioner started on a host: where it runs (``address``), and the plan ``complete_pitr`` needs
+    once its recovery has ended."""
+
+    host: str  # the host's name in the platform's inventory
+    address: str  # host:port clients (and the runbook) reach it at
+    cluster: str
+    data_dir: str
+    plan: dict
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 def _reuse_finished(dest: LocalCluster, method: str) -> RestoreResult | None:
@@ -195,7 +229,7 @@ def restore_pitr(store: BackupStore, target: RecoveryTarget, dest: LocalCluster,
     started = begin_pitr(store, target, dest, production, timeout, archived_before, backup_id)
     if isinstance(started, RestoreResult):
         return started
-    _wait_promoted(dest, Endpoint("127.0.0.1", dest.port, "postgres", "postgres"), timeout)
+    _wait_promoted(dest, Endpoint(dest.host, dest.port, "postgres", "postgres"), timeout)
     return complete_pitr(dest, started)
 
 
@@ -271,7 +305,7 @@ def begin_pitr(store: BackupStore, target: RecoveryTarget, dest: LocalCluster, p
 
 
 def recovery_finished(dest: LocalCluster) -> bool:
-    """Whether a copy started by ``begin_pitr`` has left recovery (raises when it stopped instead)."""
+    """Whether a copy started by ``begin_pitr`` on this machine has left recovery (raises when it stopped instead)."""
     if not dest.is_running():
         raise RestoreError(f"restored cluster {dest.name} stopped during recovery: {dest.log_tail()}")
     try:
@@ -280,14 +314,36 @@ def recovery_finished(dest: LocalCluster) -> bool:
         return False
 
 
-def complete_pitr(dest: LocalCluster, plan: dict) -> RestoreResult:
-    """After recovery ended: where it got to, whether it reached the end of the archive, the recorded result."""
+def recovery_progress(admin: Endpoint, timeout: int = 2) -> tuple[str, str]:
+    """Where a restored copy is, asked over SQL only (a worker or triggerer on another machine can ask):
+    ``("done", ...)`` once it has left recovery, ``("recovering", why)`` while it replays or is not yet consistent
+    (it answers, or refuses with 'starting up'), ``("down", why)`` when nothing answers at its address."""
+    import psycopg
+
+    try:
+        with connect(admin, connect_timeout=timeout, statement_timeout_ms=timeout * 1000) as conn:
+            in_recovery = conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]
+    except psycopg.OperationalError as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "starting up" in text or "not yet accepting connections" in text or "recovery" in text:
+            return "recovering", text
+        return "down", text
+    return ("recovering", "in recovery") if in_recovery else ("done", "out of recovery")
+
+
+def complete_pitr(dest: LocalCluster, plan: dict, admin: Endpoint | None = None) -> RestoreResult:
+    """After recovery ended: where it got to, whether it reached the end of the archive, the result.
+
+    :param admin: a superuser endpoint at the copy's address: the copy is asked over SQL (it runs on a host of its
+        own; its staged WAL is that host's to remove). Without it the copy is this machine's own: asked on its
+        socket, its staged WAL removed and the result recorded beside it for a retry."""
     timings = dict(plan["timings"])
     now = time.time()
     timings["replay_and_promote"] = now - plan["started_at_unix"]
     timings["total"] = now - plan["began_at_unix"]
-    shutil.rmtree(plan["wal_dir"], ignore_errors=True)
-    lsn, tli, replayed = _position(dest)
+    if admin is None:
+        shutil.rmtree(plan["wal_dir"], ignore_errors=True)
+    lsn, tli, replayed = _position(dest) if admin is None else _position_over_sql(admin)
     continuity = ContinuityResult(**plan["continuity"])
     if plan["target_kind"] == "latest":
         check_reached_end(continuity, replayed, plan["backup_id"], plan["wal_segment_size"])
@@ -295,10 +351,11 @@ def complete_pitr(dest: LocalCluster, plan: dict) -> RestoreResult:
              plan["backup_id"], plan["target"], plan["staged"], lsn, tli)
     archive = {"segments_staged": plan["staged"], "newest_archived_segment": continuity.last_segment,
                "continuity": continuity.describe(), "replayed_lsn": replayed, "archived_before": plan["archived_before"]}
-    return _record(dest, RestoreResult(method="pitr", cluster=dest.name, host="127.0.0.1", port=dest.port,
-                                       data_dir=str(dest.data_dir), backup_id=plan["backup_id"], target=plan["target"],
-                                       restored_lsn=lsn, timeline=tli, finished_at=datetime.now(UTC).isoformat(),
-                                       timings=timings, neutralized=plan["neutralized"], archive=archive))
+    result = RestoreResult(method="pitr", cluster=dest.name, host=dest.host, port=dest.port, data_dir=str(dest.data_dir),
+                           backup_id=plan["backup_id"], target=plan["target"], restored_lsn=lsn, timeline=tli,
+                           finished_at=datetime.now(UTC).isoformat(), timings=timings, neutralized=plan["neutralized"],
+                           archive=archive)
+    return _record(dest, result) if admin is None else result
 
 
 def _socket_query(dest: LocalCluster, sql: str) -> str:
@@ -307,6 +364,33 @@ def _socket_query(dest: LocalCluster, sql: str) -> str:
     if out.returncode != 0:
         raise RestoreError(out.stderr.strip())
     return out.stdout.strip()
+
+
+POSITION_SQL = ("SELECT pg_current_wal_lsn() || ' ' || ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))"
+                "::bit(32)::int || ' ' || coalesce(pg_last_wal_replay_lsn(), pg_current_wal_lsn())")
+
+
+def _position_over_sql(admin: Endpoint) -> tuple[str, int, str]:
+    lsn, tli, replayed = query_one(admin, POSITION_SQL)[0].split()
+    return lsn, int(tli), replayed
+
+
+def wait_recovered(admin: Endpoint, timeout: float, interval: float = 0.5, name: str = "") -> None:
+    """Until the copy at ``admin``'s address has left recovery, over SQL only.
+
+    :raises RestoreError: it stopped answering after it had answered (it stopped during recovery)
+    :raises RecoveryTimedOut: still in recovery (or never answering) after ``timeout``"""
+    deadline = time.monotonic() + timeout
+    seen, why = False, ""
+    while time.monotonic() < deadline:
+        state, why = recovery_progress(admin)
+        if state == "done":
+            return
+        if state == "down" and seen:
+            raise RestoreError(f"restored cluster {name or admin.address()} stopped answering during recovery: {why}")
+        seen = seen or state == "recovering"
+        time.sleep(interval)
+    raise RecoveryTimedOut(f"restored cluster {name or admin.address()} still in recovery after {timeout:.0f}s ({why})")
 
 
 def _wait_promoted(dest: LocalCluster, admin: Endpoint, timeout: float) -> None:
@@ -320,8 +404,7 @@ def _wait_promoted(dest: LocalCluster, admin: Endpoint, timeout: float) -> None:
 
 def _position(dest: LocalCluster) -> tuple[str, int, str]:
     """(current LSN, timeline, last replayed LSN) of a promoted copy."""
-    row = _socket_query(dest, "SELECT pg_current_wal_lsn() || ' ' || ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))"
-                              "::bit(32)::int || ' ' || coalesce(pg_last_wal_replay_lsn(), pg_current_wal_lsn())")
+    row = _socket_query(dest, POSITION_SQL)
     lsn, tli, replayed = row.split()
     return lsn, int(tli), replayed
 
@@ -352,11 +435,11 @@ def restore_logical(store: BackupStore, backup_id: str | None, dest: LocalCluste
     dest.configure({"max_wal_size": "2GB", "checkpoint_timeout": "15min"})
     dest.start()
     timings["initdb"] = time.monotonic() - t
-    admin = Endpoint("127.0.0.1", dest.port, "postgres", "postgres", superuser_password)
+    admin = Endpoint(dest.host, dest.port, "postgres", "postgres", superuser_password)
     with connect(admin) as conn:
         conn.execute(f'CREATE DATABASE "{dbname}"')
     t = time.monotonic()
-    proc = subprocess.run([pg_tool("pg_restore"), "-h", "127.0.0.1", "-p", str(dest.port), "-U", "postgres",
+    proc = subprocess.run([pg_tool("pg_restore"), "-h", dest.host, "-p", str(dest.port), "-U", "postgres",
                            "-d", dbname, "-j", str(jobs), "--no-owner", "--no-privileges", "--exit-on-error",
                            str(dump_path)], capture_output=True, text=True,
                           env={**server_env(), "PGPASSWORD": superuser_password}, timeout=7200)
@@ -371,7 +454,7 @@ def restore_logical(store: BackupStore, backup_id: str | None, dest: LocalCluste
             conn.execute(f"GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {dbname}")
     timings["total"] = time.monotonic() - t0
     lsn = query_one(admin, "SELECT pg_current_wal_lsn()::text")[0]
-    return _record(dest, RestoreResult(method="logical", cluster=dest.name, host="127.0.0.1", port=dest.port,
+    return _record(dest, RestoreResult(method="logical", cluster=dest.name, host=dest.host, port=dest.port,
                                        data_dir=str(dest.data_dir), backup_id=backup_id, target="dump",
                                        restored_lsn=lsn, timeline=1, finished_at=datetime.now(UTC).isoformat(),
                                        timings=timings))

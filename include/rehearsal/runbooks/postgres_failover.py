@@ -160,6 +160,25 @@ def _usable_why(address: str, assessment: Assessment) -> str:
     return f"standby {address} is healthy and within RPO (last replayed commit {state.replay_age:.1f}s ago)"
 
 
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "0.0.0.0")
+
+
+def switch_limitation(address: str, known_hosts: list[str], worker_addresses: list[str]) -> str | None:
+    """Why service discovery must not be pointed at ``address``, or None.
+
+    Every client resolves the record and connects where it points: an address that is the Airflow worker's own
+    sends each client to its own machine (a total outage caused by the runbook), and an address that is not a
+    database host of the platform (a member, or a copy the provisioner placed) is nobody's database."""
+    host = address.rsplit(":", 1)[0]
+    if host in worker_addresses or host in LOOPBACK_NAMES:
+        return (f"refusing to point service discovery at {address}: that is the Airflow worker's own address, and every "
+                "client that resolves it would reach its own machine, not the database")
+    if address not in known_hosts:
+        return (f"refusing to point service discovery at {address}: it is not a known database host (members and "
+                f"provisioned hosts: {', '.join(known_hosts) or 'none'})")
+    return None
+
+
 def needs_approval(mode: str, approve: str) -> bool:
     """An incident waits once for a person before the first irreversible step, unless told not to; drills never."""
     if mode not in MODES:

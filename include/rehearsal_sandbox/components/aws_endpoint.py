@@ -1,6 +1,8 @@
 """The local AWS endpoint: a moto server on loopback, with the versioned backup bucket.
 
-Slice: ``{"url": "http://127.0.0.1:<port>", "pid": <moto's pid>, "bucket": "rehearsal-backups"}``.
+On a host of its own (``aws``, global: it outlives any region), as AWS is never on the Airflow worker.
+
+Slice: ``{"url": "http://127.<n>.0.<h>:<port>", "pid": <moto's pid>, "bucket": "rehearsal-backups"}``.
 """
 from __future__ import annotations
 
@@ -34,11 +36,14 @@ class AwsEndpoint(DaemonComponent):
         return self.state.get("bucket", BUCKET)
 
     def up(self) -> None:
+        from rehearsal_sandbox.hosts import GLOBAL
+
         progress("starting the local AWS endpoint (moto server)")
-        port = free_port()
+        host = self.sandbox.hosts.allocate("aws", GLOBAL, "aws").address
+        port = free_port(host=host)
         env = {**os.environ, "MOTO_EC2_LOAD_DEFAULT_AMIS": "false"}
-        self.state["url"] = f"http://127.0.0.1:{port}"
-        self.spawn([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], env=env)
+        self.state["url"] = f"http://{host}:{port}"
+        self.spawn([sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)], env=env)
         deadline = time.monotonic() + 30
         while True:
             try:

@@ -81,6 +81,7 @@ class ClusterComponent(Component):
     database: ClassVar[str]
     role: ClassVar[str]
     settings: ClassVar[dict[str, object]] = {}
+    host_name: ClassVar[str | None] = None  # its own host (global: outlives any region); None: the worker's 127.0.0.1
 
     def cluster(self) -> LocalCluster:
         record = self.state["cluster"]
@@ -94,14 +95,22 @@ class ClusterComponent(Component):
         return {record.pop("name"): record}
 
     def endpoint(self) -> Endpoint:
-        return Endpoint("127.0.0.1", self.cluster().port, self.database, "postgres", self.sandbox.passwords["postgres"])
+        cluster = self.cluster()
+        return Endpoint(cluster.host, cluster.port, self.database, "postgres", self.sandbox.passwords["postgres"])
 
     def up(self) -> None:
         """The cluster and its database, unless it exists already."""
         if "cluster" in self.state:
             return
         progress(f"creating the {self.role.replace('-', ' ')} database")
-        cluster = LocalCluster(self.cluster_name, self.sandbox.runtime / "clusters" / self.cluster_name, free_port())
+        if self.host_name:
+            from rehearsal_sandbox.hosts import GLOBAL
+
+            host = self.sandbox.hosts.allocate(self.host_name, GLOBAL, self.role).address
+            port = self.sandbox.hosts.postgres_port
+        else:
+            host, port = "127.0.0.1", free_port()
+        cluster = LocalCluster(self.cluster_name, self.sandbox.runtime / "clusters" / self.cluster_name, port, host)
         self.state["cluster"] = {"name": self.cluster_name, **cluster_record(cluster, self.role)}
         self.sandbox.save()
         password = self.sandbox.passwords["postgres"]
@@ -109,7 +118,7 @@ class ClusterComponent(Component):
         if self.settings:
             cluster.configure(dict(self.settings))
         cluster.start()
-        with connect(Endpoint("127.0.0.1", cluster.port, "postgres", "postgres", password)) as conn:
+        with connect(Endpoint(cluster.host, cluster.port, "postgres", "postgres", password)) as conn:
             conn.execute(f"CREATE DATABASE {self.database}")
         self.sandbox.save()
 
@@ -184,16 +193,17 @@ def stop_pid(pid: int | None) -> None:
 
 # ---------------------------------------------------------------------- clusters in a slice
 def cluster_record(cluster: LocalCluster, role: str) -> dict:
-    return {"data_dir": str(cluster.data_dir), "port": cluster.port, "role": role}
+    return {"data_dir": str(cluster.data_dir), "host": cluster.host, "port": cluster.port, "role": role}
 
 
 def cluster_of(name: str, record: dict) -> LocalCluster:
-    return LocalCluster(name=name, data_dir=Path(record["data_dir"]), port=int(record["port"]))
+    return LocalCluster(name=name, data_dir=Path(record["data_dir"]), port=int(record["port"]),
+                        host=record.get("host", "127.0.0.1"))
 
 
 def cluster_status(cluster: LocalCluster) -> tuple[bool, str]:
-    running = cluster.is_running() and port_is_listening(cluster.port)
-    return running, f"{cluster.name} port {cluster.port}{'' if running else ' NOT RUNNING'}"
+    running = cluster.is_running() and port_is_listening(cluster.port, cluster.host)
+    return running, f"{cluster.name} at {cluster.address}{'' if running else ' NOT RUNNING'}"
 
 
 def move_to_lost(runtime: Path, path: Path, label: str) -> str | None:

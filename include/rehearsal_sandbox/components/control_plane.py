@@ -1,11 +1,13 @@
 """The control-plane services and the data plane (``docs/control-plane-services.md``): the API, the scheduler, the
 reconciler, the host agents, and the drills' evidence makers, the blackbox prober and the synthetic load. Each is one
-process (``python -m rehearsal_sandbox run-<daemon>``, bodies in ``rehearsal_sandbox.services``) on a port chosen
-once, at ``up()``: a killed and restarted service comes back at the same address.
+process (``python -m rehearsal_sandbox run-<daemon>``, bodies in ``rehearsal_sandbox.services``) on a host of its own
+(``rehearsal_sandbox.hosts``) and a port chosen once, at ``up()``: a killed and restarted service comes back at the
+same address.
 
-Slices: ``{"port": n, "pid": n}``; the API adds ``"mode_file"`` (its mode, kept across restarts), the prober and
-the load their ``"log"``, the agents ``"ports": {"agent-01": n, ...}`` and ``"state_dir"`` (their running state,
-kept across restarts). The agents are published in the SRV record ``AGENTS_RECORD``.
+Slices: ``{"host": "127.<n>.1.<h>", "port": n, "pid": n}``; the API adds ``"mode_file"`` (its mode, kept across
+restarts), the prober and the load their ``"log"``, the agents ``"hosts": {"agent-01": "127.<n>.1.<h>", ...}``, one
+``"port"`` they all listen on and ``"state_dir"`` (their running state, kept across restarts). The agents are
+published in the SRV record ``AGENTS_RECORD``.
 """
 from __future__ import annotations
 
@@ -31,27 +33,37 @@ START_TIMEOUT = 30.0
 
 
 class ServiceComponent(DaemonComponent):
-    """One service process on a fixed loopback port, answering ``GET /healthz``."""
+    """One service process on a host of its own, at a fixed port, answering ``GET /healthz``."""
 
     title: ClassVar[str]
+    host_role: ClassVar[str] = "service"  # evidence makers are ``client`` hosts
 
     @property
     def port(self) -> int:
         return int(self.state["port"])
 
     @property
+    def host(self) -> str:
+        return self.state["host"]
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.host, self.port
+
+    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def known_url(self) -> str | None:
-        """Its URL, once ``up()`` chose its port (re-read from the state file until then)."""
+        """Its URL, once ``up()`` chose its address (re-read from the state file until then)."""
         if not self.state.get("port"):
             self.sandbox.reload()
         return self.url if self.state.get("port") else None
 
     def up(self) -> None:
         if not self.state.get("port"):
-            self.state["port"] = free_port()
+            host = self.sandbox.hosts.allocate(f"{self.name}-1", self.region, self.host_role).address
+            self.state.update({"host": host, "port": free_port(host=host)})
             self.sandbox.save()
         progress(f"starting the {self.title}")
         self.start()
@@ -181,7 +193,7 @@ class ControlPlaneApi(ServiceComponent):
         stopping = stop_event()
         primary, replicas = discovery_resolvers(self.sandbox, self.region)
         database = Database(primary, self.sandbox.passwords[DB], "controlplane-api", replicas)
-        api.run(self.port, database, self.mode_file, mode, stopping)
+        api.run(self.address, database, self.mode_file, mode, stopping)
 
     def down(self) -> None:
         super().down()
@@ -199,7 +211,7 @@ class Scheduler(ServiceComponent):
 
         stopping = stop_event()
         primary, _replicas = discovery_resolvers(self.sandbox, self.region)
-        scheduler.run(self.port, Database(primary, self.sandbox.passwords[DB], "scheduler", pool_size=1), stopping)
+        scheduler.run(self.address, Database(primary, self.sandbox.passwords[DB], "scheduler", pool_size=1), stopping)
 
 
 class Reconciler(ServiceComponent):
@@ -235,20 +247,33 @@ class Reconciler(ServiceComponent):
         stopping = stop_event()
         primary, _replicas = discovery_resolvers(self.sandbox, self.region)
         database = Database(primary, self.sandbox.passwords[DB], "reconciler", pool_size=1)
-        reconciler.run(self.port, reconciler.Reconciler(database, self.peer("agents").resolver(), self.default_rate), stopping)
+        reconciler.run(self.address, reconciler.Reconciler(database, self.peer("agents").resolver(), self.default_rate), stopping)
 
 
 # ---------------------------------------------------------------------- the data plane
 class HostAgents(ServiceComponent):
-    """Every host's agent, in one process; one port per host."""
+    """Every host's agent, in one process; each listens on its own host's address (all on one port)."""
 
     name = "agents"
     daemon = "agents"
     title = "host agents"
+    host_role = "agent"
+
+    @property
+    def hosts(self) -> dict[str, str]:
+        """``{hostname: address}`` of every fleet host."""
+        return dict(self.state.get("hosts", {}))
+
+    @property
+    def host(self) -> str:
+        return min(self.hosts.values(), key=_address_key)  # the first agent's: the process answers there
 
     @property
     def ports(self) -> dict[str, int]:
-        return {h: int(p) for h, p in self.state.get("ports", {}).items()}
+        return {h: self.port for h in self.hosts}
+
+    def listen_addresses(self) -> dict[str, tuple[str, int]]:
+        return {hostname: (address, self.port) for hostname, address in self.hosts.items()}
 
     @property
     def state_dir(self) -> Path:
@@ -258,7 +283,7 @@ class HostAgents(ServiceComponent):
         return DiscoveryRecord(zone_id=self.peer("discovery").zone_id, name=AGENTS_RECORD)
 
     def addresses(self) -> dict[str, str]:
-        return {hostname: f"127.0.0.1:{port}" for hostname, port in self.ports.items()}
+        return {hostname: f"{address}:{self.port}" for hostname, address in self.hosts.items()}
 
     def resolver(self):
         """Every agent's (host, port), read from the SRV record (what the control plane and the prober use)."""
@@ -276,12 +301,11 @@ class HostAgents(ServiceComponent):
     def up(self) -> None:
         from rehearsal_sandbox.seed import hostnames
 
-        if not self.state.get("ports"):
-            ports: set[int] = set()
-            while len(ports) < self.peer("controlplane_db").fleet()["hosts"]:
-                ports.add(free_port())
-            self.state["ports"] = dict(zip(hostnames(len(ports)), sorted(ports), strict=True))
-            self.state["port"] = min(ports)  # the first agent's: the process answers there
+        if not self.state.get("hosts"):
+            names = hostnames(self.peer("controlplane_db").fleet()["hosts"])
+            hosts = {name: self.sandbox.hosts.allocate(name, self.region, self.host_role).address for name in names}
+            self.state["hosts"] = hosts
+            self.state["port"] = free_port(host=min(hosts.values(), key=_address_key))
             self.state["state_dir"] = str(self.sandbox.dir / "agents")
             self.sandbox.save()
         self.publish()
@@ -291,7 +315,7 @@ class HostAgents(ServiceComponent):
     def publish(self) -> bool:
         """The SRV record lists every agent."""
         return point_all_at(self.peer("aws_endpoint").client("route53"), self.record(),
-                            [("127.0.0.1", port) for port in self.ports.values()])
+                            list(self.listen_addresses().values()))
 
     def start(self, mode: str | None = None) -> list[str]:
         done = super().start()
@@ -302,29 +326,30 @@ class HostAgents(ServiceComponent):
     def answers(self) -> tuple[bool, str]:
         from rehearsal_sandbox.services.common import call
 
-        def one(item: tuple[str, int]) -> str | None:
+        def one(item: tuple[str, str]) -> str | None:
             try:
-                status, _ = call("GET", f"http://127.0.0.1:{item[1]}/healthz", timeout=1.0)
+                status, _ = call("GET", f"http://{item[1]}/healthz", timeout=1.0)
                 return None if status == 200 else f"{item[0]} healthz {status}"
             except OSError:
                 return f"{item[0]} does not answer"
 
-        if not self.ports:
+        if not self.hosts:
             return False, "no agents"
         with ThreadPoolExecutor(max_workers=8) as pool:
-            problems = [p for p in pool.map(one, self.ports.items()) if p]
+            problems = [p for p in pool.map(one, self.addresses().items()) if p]
         if problems:
-            return False, f"{len(problems)} of {len(self.ports)} agents: " + ", ".join(problems[:3])
-        return True, f"{len(self.ports)} agents answer on ports {min(self.ports.values())}-{max(self.ports.values())}"
+            return False, f"{len(problems)} of {len(self.hosts)} agents: " + ", ".join(problems[:3])
+        addresses = sorted(self.hosts.values(), key=_address_key)
+        return True, f"{len(addresses)} agents answer on {addresses[0]}-{addresses[-1]} port {self.port}"
 
     def fault_all(self, **flags: bool) -> list[str]:
         """Set fault flags (test only: ``fail_desired``) on every agent that answers; the agents whose flags changed."""
         from rehearsal_sandbox.services.common import call
 
         changed = []
-        for hostname, port in self.ports.items():
+        for hostname, address in self.addresses().items():
             try:
-                status, body = call("PUT", f"http://127.0.0.1:{port}/v1/faults", flags, timeout=2)
+                status, body = call("PUT", f"http://{address}/v1/faults", flags, timeout=2)
             except OSError:
                 continue
             if status != 200:
@@ -343,7 +368,7 @@ class HostAgents(ServiceComponent):
 
         stopping = stop_event()
         api = self.peer("api")
-        agents.run(self.ports, self.state_dir, api.known_url, stopping)
+        agents.run(self.listen_addresses(), self.state_dir, api.known_url, stopping)
 
     def down(self) -> None:
         super().down()
@@ -355,6 +380,7 @@ class Prober(ServiceComponent):
     name = "prober"
     daemon = "prober"
     title = "blackbox prober"
+    host_role = "client"
 
     @property
     def log(self) -> Path:
@@ -370,7 +396,7 @@ class Prober(ServiceComponent):
 
         stopping = stop_event()
         probe = prober.Prober(self.peer("agents").resolver(), self.peer("api").known_url)
-        prober.run(probe, self.port, self.log, stopping)
+        prober.run(probe, self.address, self.log, stopping)
 
     def down(self) -> None:
         super().down()
@@ -381,6 +407,7 @@ class SyntheticLoad(ServiceComponent):
     name = "load"
     daemon = "load"
     title = "synthetic load"
+    host_role = "client"
 
     @property
     def log(self) -> Path:
@@ -397,7 +424,7 @@ class SyntheticLoad(ServiceComponent):
 
         stopping = stop_event()
         interval = float(self.state.get("interval", 0.5))
-        load.run(load.Load(self.peer("api").known_url), self.port, self.log, stopping, interval)
+        load.run(load.Load(self.peer("api").known_url), self.address, self.log, stopping, interval)
 
     def down(self) -> None:
         super().down()
@@ -405,3 +432,7 @@ class SyntheticLoad(ServiceComponent):
 
 
 SERVICES = ("api", "scheduler", "agents", "reconciler", "prober", "load")  # start order
+
+
+def _address_key(address: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in address.split("."))

@@ -7,8 +7,13 @@ Slice::
      "clusters": {"cp-1": {"data_dir": ..., "port": ..., "role": "primary"}, "cp-2": {..., "role": "standby"}},
      "lost_data": ["<runtime>/lost/cp-1-..."]}
 
-Roles: ``primary``, ``standby``, ``lost`` (killed, waiting to be replaced). Discovery records and the WAL spool
-are other components': the ``Sandbox`` facade keeps them in step with what happens here.
+Every cluster runs on a database host of its own (``db-<n>``, ``rehearsal_sandbox.hosts``), at that host's address
+and the sandbox's Postgres port; its record names both (``"host"``, ``"host_name"``).
+
+Roles: ``primary``, ``standby``, ``lost`` (killed, waiting to be replaced), and a run's restored copies on hosts the
+provisioner gave it: ``restoring`` (a point-in-time restore production may adopt as its primary) and ``scratch`` (a
+copy production never uses); their records carry the run's key and purpose. Discovery records and the WAL spool are
+other components': the ``Sandbox`` facade keeps them in step with what happens here.
 """
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ from rehearsal.backups.base_backup import take_base_backup
 from rehearsal.backups.logical_dump import take_logical_dump
 from rehearsal.backups.store import BackupStore
 from rehearsal.postgres.binaries import pg_tool, run_as_server, server_env
-from rehearsal.postgres.cluster import LocalCluster, free_port
+from rehearsal.postgres.cluster import LocalCluster
 from rehearsal.postgres.connection import Endpoint, connect
 from rehearsal_sandbox import seed
 from rehearsal_sandbox.components.base import Component, cluster_of, cluster_record, cluster_status, move_to_lost, ok, progress
@@ -67,15 +72,34 @@ class ControlPlaneDb(Component):
     def role(self, name: str) -> str:
         return self.clusters()[name]["role"]
 
-    def named_at(self, port: int) -> str | None:
-        return next((n for n, i in self.clusters().items() if int(i["port"]) == port), None)
+    def named_at(self, address: str) -> str | None:
+        """The cluster listening at ``host:port``, if any."""
+        return next((n for n in self.clusters() if self.cluster(n).address == address), None)
 
-    def new_cluster(self, role: str) -> LocalCluster:
+    def new_cluster(self, role: str, purpose: str = "", run_key: str = "") -> LocalCluster:
+        """A cluster on a new database host of its own (``db-<n>``, at its own address, the sandbox's Postgres port)."""
         self.state["generation"] = self.state.get("generation", 0) + 1
         name = f"cp-{self.state['generation']}"
-        cluster = LocalCluster(name=name, data_dir=self.sandbox.runtime / "clusters" / name, port=free_port())
-        self.clusters()[name] = cluster_record(cluster, role)
+        host = self.sandbox.hosts.allocate(f"db-{self.state['generation']}", self.region, "postgres", purpose, run_key)
+        cluster = LocalCluster(name=name, data_dir=self.sandbox.runtime / "clusters" / name,
+                               port=self.sandbox.hosts.postgres_port, host=host.address)
+        labels = {k: v for k, v in (("purpose", purpose), ("run_key", run_key)) if v}
+        self.clusters()[name] = {**cluster_record(cluster, role), "host_name": host.name, **labels}
         return cluster
+
+    def run_copy(self, run_key: str, purpose: str) -> tuple[LocalCluster, bool]:
+        """The run's restored copy for ``purpose`` (``production``: role ``restoring``; ``scratch``): the one an earlier
+        try made, or a new cluster on a new host. Returns (cluster, made now)."""
+        for name, info in self.clusters().items():
+            if info.get("run_key") == run_key and info.get("purpose") == purpose and info["role"] != "lost":
+                return self.cluster(name), False
+        cluster = self.new_cluster("restoring" if purpose == "production" else "scratch", purpose, run_key)
+        self.sandbox.save()  # recorded before it exists: a failed restore is still torn down
+        return cluster, True
+
+    def run_copies(self, run_key: str) -> list[str]:
+        """Names of a run's restored copies that production has not adopted."""
+        return [n for n, i in self.clusters().items() if i.get("run_key") == run_key and i["role"] in ("restoring", "scratch")]
 
     def store(self) -> BackupStore:
         """Its backups and archived WAL in the bucket."""
@@ -87,8 +111,8 @@ class ControlPlaneDb(Component):
     def endpoint(self, cluster: LocalCluster, role: str = "app") -> Endpoint:
         passwords = self.sandbox.passwords
         if role == "admin":
-            return Endpoint("127.0.0.1", cluster.port, DB, "postgres", passwords["postgres"])
-        return Endpoint("127.0.0.1", cluster.port, DB, DB, passwords[DB])
+            return Endpoint(cluster.host, cluster.port, DB, "postgres", passwords["postgres"])
+        return Endpoint(cluster.host, cluster.port, DB, DB, passwords[DB])
 
     def settings(self) -> dict[str, object]:
         """The primary's settings (archiving into the WAL shipper's spool)."""
@@ -186,12 +210,12 @@ class ControlPlaneDb(Component):
         standby.make_empty_data_dir()
         primary = self.primary
         env = {**server_env(), "PGPASSWORD": self.sandbox.passwords["postgres"], "PGCONNECT_TIMEOUT": "5"}
-        run_as_server([pg_tool("pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres",
+        run_as_server([pg_tool("pg_basebackup"), "-h", primary.host, "-p", str(primary.port), "-U", "postgres",
                        "-D", str(standby.data_dir), "-X", "stream", "-R", "-c", "fast", "--no-password"],
                       env=env, timeout=3600)
         # Its address as cluster_name: the WAL receiver reports it as application_name, so the primary's
         # pg_stat_replication names its standbys (how a runbook finds them from connections alone).
-        standby.configure({"cluster_name": f"127.0.0.1:{standby.port}"})
+        standby.configure({"cluster_name": standby.address})
         standby.start()
         self.state["standby"] = standby.name
         self.sandbox.save()
@@ -245,9 +269,12 @@ class ControlPlaneDb(Component):
             shutil.rmtree(path, ignore_errors=True)
         return gone
 
-    def heal(self) -> tuple[list[str], bool]:
+    def heal(self, discovery_target: str | None = None) -> tuple[list[str], bool]:
         """The inventory follows what runs (see ``Sandbox.heal``). Returns what it did, and whether the primary
-        changed."""
+        changed.
+
+        :param discovery_target: where the discovery record points (``host:port``): a promoted member there is the one
+            clients already use, so it is preferred"""
         actions = []
         primary_name = self.state["primary"]
         if self.role(primary_name) != "lost" and not self.primary.is_running():
@@ -256,9 +283,9 @@ class ControlPlaneDb(Component):
             actions.append(f"marked the stopped primary {primary_name} lost")
         if self.role(self.state["primary"]) != "lost":
             return actions, False
-        promoted = self._running_primary_other_than(self.state["primary"])
+        promoted = self._running_primary_other_than(self.state["primary"], discovery_target)
         if promoted is not None:
-            self.adopt_primary(promoted.name, promoted.port, str(promoted.data_dir))
+            self.adopt_primary(promoted.name)
             actions.append(f"recorded {promoted.name}, already promoted, as the primary")
             return actions, True
         standby = self.standby
@@ -267,13 +294,17 @@ class ControlPlaneDb(Component):
         with connect(self.endpoint(standby, "admin").with_(dbname="postgres")) as conn:
             if conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
                 conn.execute("SELECT pg_promote(true, 60)")
-        self.adopt_primary(standby.name, standby.port, str(standby.data_dir))
+        self.adopt_primary(standby.name)
         actions.append(f"promoted standby {standby.name} to replace the lost primary")
         return actions, True
 
-    def _running_primary_other_than(self, lost: str) -> LocalCluster | None:
-        for name, info in self.clusters().items():
-            if name == lost or info["role"] == "lost":
+    def _running_primary_other_than(self, lost: str, preferred: str | None = None) -> LocalCluster | None:
+        """A running member out of recovery: a standby a runbook promoted, or a restored copy discovery points at (a
+        copy discovery does not point at was never switched to; a scratch copy never is)."""
+        for name, info in sorted(self.clusters().items(), key=lambda item: self.cluster(item[0]).address != preferred):
+            if name == lost or info["role"] not in ("standby", "restoring"):
+                continue
+            if info["role"] == "restoring" and self.cluster(name).address != preferred:
                 continue
             cluster = self.cluster(name)
             if not cluster.is_running():
@@ -287,9 +318,13 @@ class ControlPlaneDb(Component):
         return None
 
     def forget_cluster(self, name: str) -> None:
-        """Destroy a cluster and everything beside it (log, markers, quarantine); drop an emptied scratch folder."""
+        """Destroy a cluster and everything beside it (log, markers, quarantine), and give its host back; drop an
+        emptied scratch folder."""
         cluster = self.cluster(name)
         cluster.destroy()
+        host_name = self.clusters()[name].get("host_name")
+        if host_name:
+            self.sandbox.hosts.release(host_name)
         parent = cluster.data_dir.parent
         for sibling in parent.glob(f"{name}.*"):
             if sibling.is_dir():
@@ -301,14 +336,18 @@ class ControlPlaneDb(Component):
             parent.rmdir()
         self.clusters().pop(name, None)
 
-    def adopt_primary(self, name: str, port: int, data_dir: str) -> None:
-        """Record a recovered cluster as the primary; the lost ones are destroyed."""
+    def adopt_primary(self, name: str) -> None:
+        """Record a recovered cluster of the inventory (a promoted standby, a restored copy) as the primary; the lost
+        ones are destroyed."""
         for old, info in list(self.clusters().items()):
             if info["role"] == "lost":
                 self.forget_cluster(old)
         if self.state.get("standby") == name:
             self.state["standby"] = None
-        self.clusters()[name] = {"data_dir": data_dir, "port": port, "role": "primary"}
+        record = self.clusters()[name]
+        record["role"] = "primary"
+        record.pop("purpose", None)
+        record.pop("run_key", None)
         self.state["primary"] = name
         self.sandbox.save()
 

@@ -38,18 +38,20 @@ class ServiceDiscovery(Component):
 
     def point_at_primary(self) -> bool:
         """The record points at the control-plane primary; False when it already did."""
-        return point_at(self.peer("aws_endpoint").client("route53"), self.record(), "127.0.0.1", self.peer("controlplane_db").primary.port)
+        primary = self.peer("controlplane_db").primary
+        return point_at(self.peer("aws_endpoint").client("route53"), self.record(), primary.host, primary.port)
 
     def publish_standbys(self) -> bool:
         """The replica record lists the running standbys (deleted when there is none)."""
         standby = self.peer("controlplane_db").standby
-        targets = [("127.0.0.1", standby.port)] if standby is not None else []
+        targets = [(standby.host, standby.port)] if standby is not None else []
         return point_all_at(self.peer("aws_endpoint").client("route53"), self.replica_record(), targets)
 
     def status(self) -> dict[str, dict]:
         try:
             host, port = resolve(self.peer("aws_endpoint").client("route53"), self.record())
-            return {self.name: ok(port == self.peer("controlplane_db").primary.port, f"{RECORD} -> {host}:{port}")}
+            primary = self.peer("controlplane_db").primary
+            return {self.name: ok((host, port) == (primary.host, primary.port), f"{RECORD} -> {host}:{port}")}
         except Exception as exc:  # noqa: BLE001
             return {self.name: ok(False, str(exc))}
 

@@ -10,3 +10,4 @@ class ResultsDb(ClusterComponent):
     cluster_name = "results"
     database = "rehearsal"
     role = "results"
+    host_name = "results-db"

@@ -1,5 +1,5 @@
-"""Host agents (``agents``, the data plane): many hosts in one process, each an HTTP server of its own on its own
-loopback port. An agent runs what it was last told (``PUT /v1/desired``), serves its instances
+"""Host agents (``agents``, the data plane): many hosts in one process, each an HTTP server of its own on its host's own
+address. An agent runs what it was last told (``PUT /v1/desired``), serves its instances
 (``GET /apps/{app_id}/{slot}``) whatever happens to the control plane, keeps its running state in a file so a restart
 of the process keeps serving, and reports its state to the API every second when it can.
 
@@ -40,8 +40,8 @@ class Agent:
             except (ValueError, KeyError):
                 log.warning("%s: unreadable state file %s; starting empty", hostname, state_file)
 
-    def server(self, port: int) -> JsonServer:
-        return JsonServer(port, [
+    def server(self, address: tuple[str, int]) -> JsonServer:
+        return JsonServer(address, [
             route("GET", "/healthz", lambda r: (200, {"status": "ok", "hostname": self.hostname})),
             route("GET", "/v1/state", lambda r: (200, self.state())),
             route("PUT", "/v1/desired", self.put_desired),
@@ -135,17 +135,18 @@ def report_loop(agents: list[Agent], api_url, stopping: threading.Event, interva
             stopping.wait(max(0.05, interval - (time.monotonic() - started)))
 
 
-def run(ports: dict[str, int], state_dir: Path, api_url, stopping: threading.Event) -> None:
-    """Every host's server, and the reporter, until SIGTERM. ``api_url()`` is the API's base URL (or None)."""
+def run(addresses: dict[str, tuple[str, int]], state_dir: Path, api_url, stopping: threading.Event) -> None:
+    """Every host's server (each on its host's own address), and the reporter, until SIGTERM. ``api_url()`` is the
+    API's base URL (or None)."""
     state_dir.mkdir(parents=True, exist_ok=True)
     agents, servers = [], []
-    for hostname, port in sorted(ports.items()):
+    for hostname, address in sorted(addresses.items()):
         agent = Agent(hostname, state_dir / f"{hostname}.json")
-        server = agent.server(port)
+        server = agent.server(address)
         serve_in_thread(server)
         agents.append(agent)
         servers.append(server)
-    log.info("%s host agents on ports %s-%s (pid %s)", len(agents), min(ports.values()), max(ports.values()), os.getpid())
+    log.info("%s host agents at %s (pid %s)", len(agents), ", ".join(f"{h}:{p}" for h, p in addresses.values()), os.getpid())
     reporter = threading.Thread(target=report_loop, args=(agents, api_url, stopping), daemon=True, name="reporter")
     reporter.start()
     stopping.wait()

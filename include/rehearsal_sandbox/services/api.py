@@ -74,7 +74,7 @@ class Api:
         self.requests = Window(60)
 
     # ------------------------------------------------------------------ the server
-    def server(self, port: int) -> JsonServer:
+    def server(self, port: tuple[str, int]) -> JsonServer:
         return JsonServer(port, [
             route("GET", "/healthz", self.healthz),
             route("GET", "/v1/mode", lambda r: (200, dict(self.mode.value))),
@@ -255,7 +255,7 @@ def _app(row: tuple) -> dict:
     return app
 
 
-def run(port: int, database: Database, mode_file: Path, mode: str | None, stopping) -> None:
+def run(port: tuple[str, int], database: Database, mode_file: Path, mode: str | None, stopping) -> None:
     """The API's body: serve until SIGTERM."""
     from rehearsal_sandbox.services.common import serve_in_thread
 
@@ -265,7 +265,7 @@ def run(port: int, database: Database, mode_file: Path, mode: str | None, stoppi
     api = Api(database, modes)
     server = api.server(port)
     serve_in_thread(server)
-    log.info("control-plane API on 127.0.0.1:%s, mode %s (pid %s)", port, modes.mode, os.getpid())
+    log.info("control-plane API on %s:%s, mode %s (pid %s)", *port, modes.mode, os.getpid())
     stopping.wait()
     server.shutdown()
     server.server_close()

@@ -100,10 +100,12 @@ class JsonServer(ThreadingHTTPServer):
     # later, which clients see as a 1 s stall (a runbook's parallel probe of one host's endpoints hit it).
     request_queue_size = 128
 
-    def __init__(self, port: int, routes: list[Route], on_answer: Callable[[str, str, int], None] | None = None) -> None:
+    def __init__(self, address: tuple[str, int] | int, routes: list[Route],
+                 on_answer: Callable[[str, str, int], None] | None = None) -> None:
+        """:param address: (host, port) to listen on: a sandbox host's own address (a bare port: 127.0.0.1)"""
         self.routes = routes
         self.on_answer = on_answer
-        super().__init__(("127.0.0.1", port), _Handler)
+        super().__init__(("127.0.0.1", address) if isinstance(address, int) else tuple(address), _Handler)
 
 
 class _Handler(BaseHTTPRequestHandler):

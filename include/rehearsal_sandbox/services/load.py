@@ -80,10 +80,10 @@ class Load:
                 "action": action, "app_id": app_id, "status": status, "generation": generation}
 
 
-def run(load: Load, port: int, log_path: Path, stopping: threading.Event, interval: float) -> None:
+def run(load: Load, port: tuple[str, int], log_path: Path, stopping: threading.Event, interval: float) -> None:
     server = JsonServer(port, [route("GET", "/healthz", load.healthz)])
     serve_in_thread(server)
-    log.info("synthetic load on 127.0.0.1:%s every %ss, writing %s (pid %s)", port, interval, log_path, os.getpid())
+    log.info("synthetic load on %s:%s every %ss, writing %s (pid %s)", *port, interval, log_path, os.getpid())
     with open(log_path, "a") as out:
         next_at = time.monotonic()
         while not stopping.is_set():

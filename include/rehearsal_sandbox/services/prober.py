@@ -104,10 +104,10 @@ class Prober:
                 "api_mode": api_mode}
 
 
-def run(prober: Prober, port: int, log_path: Path, stopping: threading.Event, interval: float = 1.0) -> None:
+def run(prober: Prober, port: tuple[str, int], log_path: Path, stopping: threading.Event, interval: float = 1.0) -> None:
     server = JsonServer(port, [route("GET", "/healthz", prober.healthz)])
     serve_in_thread(server)
-    log.info("prober on 127.0.0.1:%s writing %s (pid %s)", port, log_path, os.getpid())
+    log.info("prober on %s:%s writing %s (pid %s)", *port, log_path, os.getpid())
     with open(log_path, "a") as out:
         next_round = time.monotonic()
         while not stopping.is_set():

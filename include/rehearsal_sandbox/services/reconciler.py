@@ -80,7 +80,7 @@ class Reconciler:
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="agent-state")
 
     # ------------------------------------------------------------------ HTTP
-    def server(self, port: int) -> JsonServer:
+    def server(self, port: tuple[str, int]) -> JsonServer:
         return JsonServer(port, [
             route("GET", "/healthz", self.healthz),
             route("GET", "/v1/metrics", lambda r: (200, self.metrics(_since(r)))),
@@ -266,10 +266,10 @@ class Reconciler:
         return ok
 
 
-def run(port: int, reconciler: Reconciler, stopping: threading.Event) -> None:
+def run(port: tuple[str, int], reconciler: Reconciler, stopping: threading.Event) -> None:
     server = reconciler.server(port)
     serve_in_thread(server)
-    log.info("reconciler on 127.0.0.1:%s, rate %s/s (pid %s)", port, reconciler.rate, os.getpid())
+    log.info("reconciler on %s:%s, rate %s/s (pid %s)", *port, reconciler.rate, os.getpid())
     next_refresh = 0.0
     tokens, last = 1.0, time.monotonic()
     while not stopping.is_set():

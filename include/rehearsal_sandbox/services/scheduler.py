@@ -28,7 +28,7 @@ class Scheduler:
         self.last_pass_at: float | None = None
         self.error: str | None = None
 
-    def server(self, port: int) -> JsonServer:
+    def server(self, port: tuple[str, int]) -> JsonServer:
         return JsonServer(port, [route("GET", "/healthz", self.healthz)])
 
     def healthz(self, _request) -> tuple[int, Any]:
@@ -85,11 +85,11 @@ class Scheduler:
             return len(drop) + len(add)
 
 
-def run(port: int, database: Database, stopping: threading.Event, interval: float = 1.0) -> None:
+def run(port: tuple[str, int], database: Database, stopping: threading.Event, interval: float = 1.0) -> None:
     scheduler = Scheduler(database)
     server = scheduler.server(port)
     serve_in_thread(server)
-    log.info("scheduler on 127.0.0.1:%s (pid %s)", port, os.getpid())
+    log.info("scheduler on %s:%s (pid %s)", *port, os.getpid())
     while not stopping.is_set():
         started = time.monotonic()
         try:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from airflow.sdk import Context
@@ -36,7 +35,7 @@ class ReenableWalArchivingOperator(ControlPlaneMixin, DrillStepOperator):
         env = current_environment()
         store = BackupStoreHook(env.backup_bucket, env.backup_cluster, self.aws_conn_id).store
         admin = self.controlplane.platform().admin_endpoint(self.recovery["address"])
-        quarantine = Path(self.recovery["quarantine"]) if self.recovery.get("quarantine") else None
+        quarantine = self.recovery.get("quarantine") or None  # on the copy's host: read over SQL
         done = reenable_archiving(admin, env.archive_command, store, quarantine, timeout=self.timeout)
         done["detail"] = (f"archiving from {self.recovery['address']} verified: segment {done['verified_segment']} reached "
                           f"the archive; {len(done['uploaded_from_quarantine'])} quarantined file(s) handed over")

@@ -14,7 +14,7 @@ from rehearsal.drills.primary_loss import check_params, heartbeat_limitation
 from rehearsal.environment import Environment
 from rehearsal.errors import PreconditionFailed
 from rehearsal.heartbeat import LINEAGE_SQL
-from rehearsal.platform import load_provisioner
+from rehearsal.platform import RestoreHosts, load_provisioner
 from rehearsal.postgres.connection import accepts_writes, query_one
 from rehearsal.postgres.failover import probe_standby, standby_limitation
 from rehearsal.scratch import destroy_run_area
@@ -146,9 +146,12 @@ class RestoreDrillEnvironmentOperator(DrillStepOperator):
         try:
             if guard.get("mode") == "disruptive" and provisioner is not None and env.drill_environment:
                 created += provisioner.restore_environment()
+            cleaned = []
+            if isinstance(provisioner, RestoreHosts):  # the run's copies on provisioned hosts production did not adopt
+                cleaned += provisioner.release_run(key_of(context))
             if provisioner is not None and hasattr(provisioner, "inventory_data_dirs"):
                 keep = provisioner.inventory_data_dirs()
-            cleaned = destroy_run_area(Path(env.scratch_root) / key_of(context), keep) if env.scratch_root else []
+            cleaned += destroy_run_area(Path(env.scratch_root) / key_of(context), keep) if env.scratch_root else []
         finally:  # only once the environment is whole may the next disruptive drill start
             if guard.get("mode") == "disruptive":
                 results.release_drill_lock(results_endpoint(), env.name, context["dag"].dag_id, context["run_id"])

@@ -103,9 +103,12 @@ class ChooseRecoveryPathOperator(ControlPlaneMixin, DrillStepOperator):
             raise PreconditionFailed("the control-plane connection names no discovery record: clients could not be "
                                      "switched to a new primary; add discovery_zone_id and discovery_record to its extra, "
                                      "or restore a copy with target=scratch")
-        provisioner = current_environment().provisioner
+        from rehearsal.platform import RestoreHosts, load_provisioner
+
+        env = current_environment()
+        placeable = isinstance(load_provisioner(env.provisioner, environment=env), RestoreHosts)
         decision = choose_path(self.path, self.target, Assessment.from_dict(_plain(self.assessment)), rpo,
-                               can_restore_into_production=provisioner not in (None, "", "none"))
+                               can_restore_into_production=placeable)
         out = decision.to_dict()
         out["detail"] = f"{decision.path}: {decision.why}"
         return out
@@ -133,9 +136,12 @@ class FenceOldPrimaryOperator(ControlPlaneMixin, DrillStepOperator):
 
 
 class RecoverPostgresOperator(ControlPlaneMixin, DrillStepOperator):
-    """Promote the chosen standby, or PITR into a new cluster on this worker (a scratch area named after the run;
-    neutralized so it cannot act like production). Returns the recovered primary as a record:
-    ``{"method", "address", "cluster", "data_dir", "quarantine", ...}``.
+    """Promote the chosen standby, or PITR into a new cluster. The copy runs on a database host the environment's
+    provisioner gives it (``RestoreHosts``): the provisioner starts the restore there and this step drives it over
+    the network only, so clients can reach it and a triggerer on another machine can wait for it. Only a copy for a
+    scratch target may run on this worker, when no provisioner can place one (it never serves clients). Either way
+    it is neutralized so it cannot act like production. Returns the recovered primary as a record:
+    ``{"method", "address", "cluster", "data_dir", "quarantine", "host", ...}``.
 
     :param decision: the path choice (``ChooseRecoveryPathOperator.output``)
     :param assessment: the cluster as assessed (the old primary is checked again: never promote while it writes)
@@ -143,14 +149,16 @@ class RecoverPostgresOperator(ControlPlaneMixin, DrillStepOperator):
     :param archived_before: PITR: use only what the archive held at this ISO time (a non-disruptive drill)
     :param base_backup: PITR: restore from this base backup (one chosen and verified earlier); default the newest
         that precedes the target
-    :param deferrable: wait for the PITR's catch-up in the triggerer instead of a worker slot
+    :param target: ``production`` (the copy may become the primary) or ``scratch``
+    :param deferrable: wait for the PITR's catch-up in the triggerer instead of a worker slot (a copy on a host only)
     """
 
-    template_fields: Sequence[str] = ("decision", "assessment", "recovery_target", "archived_before", "base_backup")
+    template_fields: Sequence[str] = ("decision", "assessment", "recovery_target", "archived_before", "base_backup",
+                                      "target")
 
     def __init__(self, *, decision: Any, assessment: Any, recovery_target: str = "latest", archived_before: str = "",
-                 base_backup: str = "", component: str = "control_plane_api", promote_timeout: int = 60, wait_timeout: int = 3600,
-                 deferrable: bool | None = None, **kwargs) -> None:
+                 base_backup: str = "", component: str = "control_plane_api", target: str = "production",
+                 promote_timeout: int = 60, wait_timeout: int = 3600, deferrable: bool | None = None, **kwargs) -> None:
         kwargs.setdefault("pool", RESTORE_POOL)
         super().__init__(**kwargs)
         self.decision = decision
@@ -159,6 +167,7 @@ class RecoverPostgresOperator(ControlPlaneMixin, DrillStepOperator):
         self.archived_before = archived_before
         self.base_backup = base_backup
         self.component = component
+        self.target = target
         self.promote_timeout = promote_timeout
         self.wait_timeout = wait_timeout
         self.deferrable = _deferrable_default() if deferrable is None else deferrable
@@ -183,56 +192,97 @@ class RecoverPostgresOperator(ControlPlaneMixin, DrillStepOperator):
         return {**outcome, "method": "promote_standby", "address": decision.standby, "cluster": None, "data_dir": None,
                 "quarantine": None, "detail": detail}
 
-    def _destination(self, context: Context):
-        from rehearsal.scratch import run_cluster
+    def _request(self, context: Context):
+        from rehearsal.postgres.restore import RecoveryTarget, RestoreRequest, archive_cutoff
 
-        env = current_environment()
-        if not env.scratch_root:
-            raise PreconditionFailed("the rehearsal_environment Variable sets no scratch_root for restored clusters")
-        return run_cluster(Path(env.scratch_root) / key_of(context), f"{key_of(context)}-pitr")
+        RecoveryTarget.parse(self.recovery_target)  # refused here, naming it, before any host is asked for
+        cutoff = archive_cutoff(self.archived_before)
+        backup = self.base_backup if self.base_backup not in ("", "None", None) else None
+        purpose = "scratch" if self.target == "scratch" else "production"
+        return RestoreRequest(run_key=key_of(context), purpose=purpose, recovery_target=self.recovery_target,
+                              archived_before=cutoff.isoformat() if cutoff else None, backup_id=backup,
+                              timeout=float(self.wait_timeout))
 
     def _restore(self, context: Context) -> dict:
-        from rehearsal.postgres.restore import RecoveryTarget, archive_cutoff, begin_pitr, restore_pitr
+        from rehearsal.platform import RestoreHosts, load_provisioner
 
         env = current_environment()
+        provisioner = load_provisioner(env.provisioner, environment=env)
+        request = self._request(context)
+        if isinstance(provisioner, RestoreHosts):
+            placed = provisioner.restore_database(request.to_dict())
+            context["ti"].xcom_push(key="placed_restore", value=placed)
+            if self.deferrable:
+                from rehearsal_airflow.triggers.postgres import RecoveryCatchUpTrigger
+
+                self.defer(trigger=RecoveryCatchUpTrigger(placed["address"], self.controlplane_conn_id, self.aws_conn_id,
+                                                          self.wait_timeout, name=placed["cluster"]),
+                           method_name="resume_after_catch_up", timeout=timedelta(seconds=self.wait_timeout + 60))
+            from rehearsal.postgres.restore import wait_recovered
+
+            wait_recovered(self._admin_at(placed["address"]), self.wait_timeout, name=placed["cluster"])
+            return self._finish(placed)
+        if request.purpose == "production":
+            raise PreconditionFailed(f"refusing to restore into production: {NO_RESTORE_HOST.format(env=env.name)}")
+        return self._restore_on_worker(context, request, env)
+
+    def _restore_on_worker(self, context: Context, request, env) -> dict:
+        """A scratch copy on this worker's own loopback (no provisioner can place one): it serves no client, so the
+        wait stays here (a triggerer elsewhere could not reach it)."""
+        from rehearsal.postgres.restore import RecoveryTarget, archive_cutoff, restore_pitr
+        from rehearsal.scratch import run_cluster
+
+        if not env.scratch_root:
+            raise PreconditionFailed("the rehearsal_environment Variable sets no scratch_root for restored clusters")
         store = BackupStoreHook(env.backup_bucket, env.backup_cluster, self.aws_conn_id).store
-        dest = self._destination(context)
+        dest = run_cluster(Path(env.scratch_root) / key_of(context), f"{key_of(context)}-pitr")
         production = [tuple(_split(self.controlplane.platform().primary_address()))]
-        target, cutoff = RecoveryTarget.parse(self.recovery_target), archive_cutoff(self.archived_before)
-        backup = self.base_backup if self.base_backup not in ("", "None", None) else None
-        if not self.deferrable:
-            return _restored(restore_pitr(store, target, dest, production, timeout=self.wait_timeout, archived_before=cutoff,
-                                          backup_id=backup), dest)
-        plan = begin_pitr(store, target, dest, production, timeout=self.wait_timeout, archived_before=cutoff,
-                          backup_id=backup)
-        if not isinstance(plan, dict):
-            return _restored(plan, dest)
-        context["ti"].xcom_push(key="pitr_plan", value=plan)
-        from rehearsal_airflow.triggers.postgres import RecoveryCatchUpTrigger
+        result = restore_pitr(store, RecoveryTarget.parse(request.recovery_target), dest, production,
+                              timeout=self.wait_timeout, archived_before=archive_cutoff(request.archived_before),
+                              backup_id=request.backup_id)
+        out = _restored(result, str(dest.data_dir.parent / f"{dest.name}.quarantine"))
+        out["host"] = "this worker (scratch only)"
+        return out
 
-        self.defer(trigger=RecoveryCatchUpTrigger(dest.name, str(dest.data_dir), dest.port, self.wait_timeout),
-                   method_name="resume_after_catch_up", timeout=timedelta(seconds=self.wait_timeout + 60))
+    def _admin_at(self, address: str):
+        return self.controlplane.platform().admin_endpoint(address)
 
-    def resume_after_catch_up(self, context: Context, event: dict) -> dict:
+    def _finish(self, placed: dict) -> dict:
+        from rehearsal.postgres.cluster import LocalCluster
         from rehearsal.postgres.restore import complete_pitr
 
-        return self.execute_resumed(context, lambda: self._complete(context, event, complete_pitr))
+        host, port = _split(placed["address"])
+        dest = LocalCluster(placed["cluster"], Path(placed["data_dir"]), port, host)
+        result = complete_pitr(dest, placed["plan"], admin=self._admin_at(placed["address"]))
+        out = _restored(result, str(Path(placed["data_dir"]).parent / f"{placed['cluster']}.quarantine"))
+        out["host"] = placed["host"]
+        out["detail"] += f" on host {placed['host']}, placed by the provisioner"
+        return out
 
-    def _complete(self, context: Context, event: dict, complete_pitr) -> dict:
+    def resume_after_catch_up(self, context: Context, event: dict) -> dict:
+        return self.execute_resumed(context, lambda: self._complete(context, event))
+
+    def _complete(self, context: Context, event: dict) -> dict:
         if event.get("status") == "timeout":
             raise RecoveryTimedOut(event["message"])
         if event.get("status") != "done":
             raise RestoreError(event.get("message", str(event)))
-        dest = self._destination(context)
-        plan = context["ti"].xcom_pull(task_ids=self.task_id, key="pitr_plan")
-        return _restored(complete_pitr(dest, plan), dest)
+        placed = context["ti"].xcom_pull(task_ids=self.task_id, key="placed_restore")
+        return self._finish(placed)
 
 
-def _restored(result, dest) -> dict:
+NO_RESTORE_HOST = ("a restored cluster that production will use needs a database host clients can reach, and environment "
+                   "{env!r} names no provisioner that places one (RestoreHosts); a copy on the Airflow worker would send "
+                   "every client to its own loopback. Provide one: set `provisioner` in the rehearsal_environment Variable "
+                   "to a class with restore_database/database_hosts/release_run, or restore a copy with target=scratch "
+                   "and move it onto a host by hand")
+
+
+def _restored(result, quarantine: str) -> dict:
     out = result.to_dict()
     out["address"] = result.address
-    out["quarantine"] = str(dest.data_dir.parent / f"{dest.name}.quarantine")
-    out["resources"] = [f"cluster:{dest.name}@{result.address}"]
+    out["quarantine"] = quarantine
+    out["resources"] = [f"cluster:{result.cluster}@{result.address}"]
     cutoff = result.archive.get("archived_before")
     out["detail"] = (f"pitr restore of {result.backup_id} to {result.target} at {result.address}, LSN {result.restored_lsn}, "
                      f"{result.timings.get('total', 0):.1f}s" + (f", from what the archive held at {cutoff}" if cutoff else "")

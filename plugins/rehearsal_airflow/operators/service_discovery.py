@@ -9,7 +9,7 @@ from typing import Any
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowSkipException
 
-from rehearsal.errors import RecoveryTimedOut, RestoreError
+from rehearsal.errors import PreconditionFailed, RecoveryTimedOut, RestoreError
 from rehearsal_airflow.operators.base import ControlPlaneMixin, DrillStepOperator
 from rehearsal_airflow.operators.postgres_recovery import _deferrable_default
 
@@ -29,9 +29,15 @@ class ServiceDiscoverySwitchOperator(ControlPlaneMixin, DrillStepOperator):
             raise AirflowSkipException("target scratch: production's service discovery is not touched")
         import time
 
+        from rehearsal.runbooks.postgres_failover import switch_limitation
+
         address = self.recovery["address"]
+        platform = self.controlplane.platform()
+        why = switch_limitation(address, known_database_hosts(platform), worker_addresses())
+        if why:
+            raise PreconditionFailed(why)
         switched_at = time.time()
-        changed = self.controlplane.platform().switch_discovery(address)
+        changed = platform.switch_discovery(address)
         return {"address": address, "switched": changed, "switched_at": switched_at,
                 "detail": f"record points at {address}" + ("" if changed else " (it already did)")}
 
@@ -72,6 +78,32 @@ class ConfirmClientsFollowedOperator(ControlPlaneMixin, DrillStepOperator):
                 raise RecoveryTimedOut(message) if message.startswith("no client") else RestoreError(message)
             return _followed(self.recovery["address"], event["result"])
         return self.execute_resumed(context, finish)
+
+
+def worker_addresses() -> list[str]:
+    """This worker's own names and addresses (loopback, its hostname and what that resolves to)."""
+    import socket
+
+    names = ["127.0.0.1", "localhost", "::1", "0.0.0.0", socket.gethostname(), socket.getfqdn()]
+    try:
+        names += [info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None)]
+    except OSError:
+        pass
+    return sorted(set(names))
+
+
+def known_database_hosts(platform) -> list[str]:
+    """The platform's members (discovery, the replica record, the connection's list, replication) and the database
+    hosts the environment's provisioner placed."""
+    from rehearsal.platform import RestoreHosts, load_provisioner
+    from rehearsal_airflow.environment import current_environment
+
+    known = list(platform.member_addresses())
+    env = current_environment()
+    provisioner = load_provisioner(env.provisioner, environment=env)
+    if isinstance(provisioner, RestoreHosts):
+        known += [a for a in provisioner.database_hosts() if a not in known]
+    return known
 
 
 def _followed(address: str, seen: dict) -> dict:

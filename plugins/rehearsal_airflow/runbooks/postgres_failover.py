@@ -66,7 +66,8 @@ def postgres_failover(*, mode: str, path: str = "auto", target: str = "productio
         fence = FenceOldPrimaryOperator(task_id="fence_old_primary", assessment=assess.output, target=target, **IDEMPOTENT)
         recover = RecoverPostgresOperator(task_id="recover_database", decision=choose.output, assessment=assess.output,
                                           recovery_target=recovery_target, archived_before=archived_before,
-                                          base_backup=base_backup, component=component, trigger_rule="none_failed_min_one_success", **IDEMPOTENT)
+                                          base_backup=base_backup, component=component, target=target,
+                                          trigger_rule="none_failed_min_one_success", **IDEMPOTENT)
         validate = PostgresValidateOperator(task_id="validate_recovered_database", recovery=recover.output,
                                             schema_rule="at_least", count_tolerance=0.05, **IDEMPOTENT)
         archiving = ReenableWalArchivingOperator(task_id="reenable_wal_archiving", recovery=recover.output, target=target,
