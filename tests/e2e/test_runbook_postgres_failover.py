@@ -144,3 +144,44 @@ def test_a_primary_that_still_answers_is_fenced_before_the_standby_is_promoted(p
     now = Sandbox(platform.dir)
     assert now.primary.address == standby and now.standby is not None
     assert resolve(now.aws("route53"), now.discovery()) == (now.primary.host, now.primary.port)
+
+
+def postgres_listeners(runtime: str) -> list[str]:
+    """``host:port`` of every listening socket of the postgres servers whose data lives under ``runtime``."""
+    import psutil
+
+    pids = set()
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        try:
+            if proc.info["name"] == "postgres" and any(runtime in part for part in proc.info["cmdline"] or []):
+                pids.add(proc.pid)
+        except psutil.Error:
+            continue
+    return sorted({f"{c.laddr.ip}:{c.laddr.port}" for c in psutil.net_connections(kind="tcp")
+                   if c.status == psutil.CONN_LISTEN and c.pid in pids})
+
+
+def test_a_pitr_into_production_lands_on_a_provisioned_host_and_clients_follow_it_there(platform):
+    """The primary's host is lost; the on-call engineer restores from backups. The copy is made by the provisioner on
+    a new database host with its own address, clients are switched there, and nothing production uses listens on
+    the worker's 127.0.0.1 (a copy there would send every client to its own loopback)."""
+    old = platform.primary.address
+    killed_at = time.time()
+    platform.primary.kill()
+    dag_run = run_dag(RUNBOOK, {"mode": "incident", "approve": "auto", "path": "pitr"})
+    report = report_of(dag_run)
+    steps = {s["name"].removeprefix(f"{GROUP}."): s for s in report["steps"]}
+    assert str(dag_run.state) == "success", report.get("failure")
+    assert (report["status"], report["recovery_path"]) == ("passed", "pitr")
+    recovered = report["evidence"]["recovered_address"]
+    now = Sandbox(platform.dir)
+    host = now.hosts.at(recovered)
+    assert host is not None and host.role == "postgres" and host.region == "us-east-1", recovered
+    assert recovered != old and not recovered.startswith("127.0.0.1:")
+    assert steps["recover_database"]["detail"].endswith(f"on host {host.name}, placed by the provisioner")
+    # Clients followed service discovery to the new host: the record points there and the heartbeat commits there.
+    assert now.primary.address == recovered
+    assert "{}:{}".format(*resolve(now.aws("route53"), now.discovery())) == recovered
+    assert any(a.endpoint == recovered for a in read_acks(Path(platform.dir) / "heartbeat.log", since=killed_at))
+    listening = postgres_listeners(str(now.runtime))
+    assert recovered in listening and not [a for a in listening if a.startswith("127.0.0.1:")], listening

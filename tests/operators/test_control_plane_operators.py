@@ -99,3 +99,24 @@ def test_a_drift_item_that_cannot_be_repaired_fails_the_run_by_name(sandbox):
     assert step["kind"] == "recovery_failed"
     assert ("1 drift item(s) not repaired: update_config app 999999 (lost-write-of-a-deleted-app, acknowledged "
             "2026-11-29T03:00:00+00:00): failed (HTTP 404 app 999999 not found)") in step["detail"]
+
+
+def test_a_switch_to_the_workers_own_address_or_to_no_known_host_is_refused_by_name(sandbox):
+    """Every client resolves the record: pointing it at the worker's loopback, or at an address that is no database
+    host of the platform, would be an outage the runbook caused. Refused, naming the address; the record stays."""
+    from rehearsal.discovery import resolve
+    from rehearsal.errors import PreconditionFailed
+    from rehearsal_airflow.operators.service_discovery import ServiceDiscoverySwitchOperator
+
+    port = sandbox.primary.port
+    worker = f"127.0.0.1:{port}"
+    result, step = run(ServiceDiscoverySwitchOperator(task_id="switch_service_discovery", recovery={"address": worker}))
+    assert isinstance(result, PreconditionFailed) and step["kind"] == "refused"
+    assert str(result) == (f"refusing to point service discovery at {worker}: that is the Airflow worker's own address, "
+                           "and every client that resolves it would reach its own machine, not the database")
+    nobody = f"{sandbox.hosts.block}.1.250:{port}"
+    result, step = run(ServiceDiscoverySwitchOperator(task_id="switch_service_discovery", recovery={"address": nobody}))
+    assert isinstance(result, PreconditionFailed)
+    assert str(result).startswith(f"refusing to point service discovery at {nobody}: it is not a known database host "
+                                  f"(members and provisioned hosts: {sandbox.primary.address}, ")
+    assert resolve(sandbox.aws("route53"), sandbox.discovery()) == (sandbox.primary.host, port)

@@ -202,3 +202,17 @@ def test_two_members_accepting_writes_are_refused_before_anything_else():
 
     with pytest.raises(PreconditionFailed, match="accept.s. writes besides 10.0.0.1:5432, where discovery points: two primaries"):
         assess(SplitBrain())
+
+
+def test_discovery_is_never_pointed_at_the_workers_own_address_or_at_no_known_host():
+    from rehearsal.runbooks.postgres_failover import switch_limitation
+
+    known = ["127.42.1.10:5432", "127.42.1.12:5432"]
+    assert switch_limitation("127.42.1.12:5432", known, ["10.0.0.5", "worker-1"]) is None
+    assert switch_limitation("127.0.0.1:5432", known + ["127.0.0.1:5432"], []).startswith(
+        "refusing to point service discovery at 127.0.0.1:5432: that is the Airflow worker's own address")
+    assert switch_limitation("10.0.0.5:5432", known + ["10.0.0.5:5432"], ["10.0.0.5"]).startswith(
+        "refusing to point service discovery at 10.0.0.5:5432: that is the Airflow worker's own address")
+    assert switch_limitation("127.42.1.99:5432", known, []) == (
+        "refusing to point service discovery at 127.42.1.99:5432: it is not a known database host (members and "
+        "provisioned hosts: 127.42.1.10:5432, 127.42.1.12:5432)")
