@@ -94,6 +94,18 @@ class RestoreHosts(Protocol):
     def release_run(self, run_key: str) -> list[str]: ...
 
 
+@runtime_checkable
+class VolumeHosts(Protocol):
+    """A provisioner with hands on the hosts volumes live on: an in-place restore runs on the volume's own host (the
+    snapshot's chunks fetched there, checked, the new bytes verified against the snapshot before the swap, the old
+    ones kept beside), and a verification reads the bytes where they are. The worker never writes or reads a host's
+    disk. Both return plain records (``restore_volume_in_place``: path, host, previous bytes kept at, bytes, files,
+    seconds; ``verify_volume_on_host``: ``[{"name", "ok", "detail"}]``)."""
+
+    def restore_volume_in_place(self, volume_id: str, snapshot_key: str, run_key: str) -> dict: ...
+    def verify_volume_on_host(self, volume_id: str, snapshot_key: str) -> list[dict]: ...
+
+
 @dataclass
 class ConnectionPlatform:
     """A self-managed PostgreSQL platform described by connections alone.

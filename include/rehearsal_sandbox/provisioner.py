@@ -142,8 +142,46 @@ class SandboxProvisioner:
 
     # ------------------------------------------------------------------ volumes and their snapshots
     def volume_path(self, volume_id: str) -> str:
-        """Where the volume ``vol-<id>`` lives on its host: the directory an in-place restore writes into."""
+        """Where the volume ``vol-<id>`` lives on its host."""
         return str(self._sandbox().volumes.path(volume_id))
+
+    def restore_volume_in_place(self, volume_id: str, snapshot_key: str, run_key: str) -> dict:
+        """On the volume's host: the snapshot restored into a folder of this run's beside the volume (every chunk's
+        checksum checked), verified byte for byte against the snapshot, then swapped in with one rename each way,
+        the previous bytes kept beside. A retry of a run that already swapped only verifies."""
+        from rehearsal.snapshots import restore_snapshot, verify_restored
+
+        sb = self._sandbox()
+        store = sb.snapshot_store.primary_store()
+        final = sb.volumes.path(volume_id)
+        host = sb.volumes.records()[volume_id].get("host")
+        dest = final.with_name(f"{final.name}.restoring-{run_key}")
+        kept = final.with_name(f"{final.name}.before-restore-{run_key}")
+        entry = store.read_snapshot(snapshot_key)
+        started = time.monotonic()
+        if kept.exists():  # this run swapped already: the volume is the restored one
+            verify_restored(entry, final).raise_if_failed()
+            return {"path": str(final), "host": host, "previous_bytes_kept_at": str(kept), "bytes": entry.total_bytes,
+                    "files": len(entry.files), "seconds": time.monotonic() - started, "throughput_mb_s": None,
+                    "retried": True}
+        shutil.rmtree(dest, ignore_errors=True)  # a failed earlier try of this run
+        record = restore_snapshot(store, snapshot_key, dest, volume_id=volume_id)
+        verify_restored(entry, dest).raise_if_failed()  # before anything of the volume is touched
+        if final.exists():
+            final.rename(kept)
+        dest.rename(final)
+        return {"path": str(final), "host": host, "previous_bytes_kept_at": str(kept) if kept.exists() else None,
+                "bytes": record.bytes, "files": record.file_count, "seconds": time.monotonic() - started,
+                "throughput_mb_s": record.throughput_mb_s, "retried": False}
+
+    def verify_volume_on_host(self, volume_id: str, snapshot_key: str) -> list[dict]:
+        """The volume's bytes on its host against the snapshot, as named checks."""
+        from rehearsal.snapshots import verify_restored
+
+        sb = self._sandbox()
+        entry = sb.snapshot_store.primary_store().read_snapshot(snapshot_key)
+        checks = verify_restored(entry, sb.volumes.path(volume_id))
+        return [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in checks.checks]
 
     def set_snapshot_interval(self, seconds: float) -> list[str]:
         """The snapshotter's interval (it takes effect within a second); ``restore_environment`` sets it back."""

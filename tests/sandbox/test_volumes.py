@@ -174,3 +174,31 @@ def test_every_volume_has_a_tagged_ebs_mirror_and_snapshots_and_drill_volumes_ar
         provisioner.volume_path("vol-nope")
     assert f"deleted EBS volumes a drill created: {drill.volume_id}" in provisioner.restore_environment()
     assert set(component.ebs_volumes().values()) <= {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]}
+
+
+def test_an_in_place_restore_runs_on_the_volumes_host_verifies_before_the_swap_and_keeps_the_old_bytes(sandbox, provisioner):
+    """A damaged volume (one file overwritten, one added) restored in place by its host: the result is the snapshot
+    byte for byte, the damaged bytes are kept beside it, and the host verifies it where it is."""
+    import shutil
+
+    store = sandbox.snapshot_store.primary_store()
+    volume_id = sandbox.volumes.volume_ids()[-1]
+    newest = store.newest_restorable(volume_id)
+    path = sandbox.volumes.path(volume_id)
+    before = sandbox.volumes.digest(volume_id)
+    victim = next(p for p in sorted(path.rglob("*")) if p.is_file())
+    victim.write_bytes(b"damaged")
+    (path / "stray.bin").write_bytes(b"not in the snapshot")
+    failed = {c["name"] for c in provisioner.verify_volume_on_host(volume_id, newest.key) if not c["ok"]}
+    assert failed == {"no_extra_files", "sizes"}, failed
+    kept = path.with_name(f"{path.name}.before-restore-drill-test")
+    try:
+        done = provisioner.restore_volume_in_place(volume_id, newest.key, "drill-test")
+        assert done["host"] == sandbox.volumes.records()[volume_id]["host"] and done["path"] == str(path)
+        assert done["previous_bytes_kept_at"] == str(kept) and (kept / "stray.bin").exists()
+        assert all(c["ok"] for c in provisioner.verify_volume_on_host(volume_id, newest.key))
+        assert sandbox.volumes.digest(volume_id) == before
+        again = provisioner.restore_volume_in_place(volume_id, newest.key, "drill-test")  # a retry only verifies
+        assert again["retried"] and sandbox.volumes.digest(volume_id) == before
+    finally:
+        shutil.rmtree(kept, ignore_errors=True)

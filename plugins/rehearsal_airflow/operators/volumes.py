@@ -155,41 +155,47 @@ class SnapshotRestoreOperator(StoreMixin, DrillStepOperator):
                           + (f" (total {total / 1e6:.1f} MB in {seconds:.1f}s)" if total else "")}
 
     def _object_store(self, context: Context, point: dict, target: str) -> dict:
-        from rehearsal.snapshots import restore_snapshot, verify_restored
+        if target == "in_place":
+            return self._in_place(context, point)
+        from rehearsal.snapshots import restore_snapshot
 
         env = current_environment()
-        store = self.snapshots().primary
-        if target == "in_place":
-            provisioner = load_provisioner(env.provisioner, environment=env)
-            if provisioner is None or not hasattr(provisioner, "volume_path"):
-                raise PreconditionFailed(f"an in-place restore needs a provisioner that knows where volume "
-                                         f"{point['volume_id']} lives (environment {env.name!r} names none)")
-            final = Path(provisioner.volume_path(point["volume_id"]))
-            dest = final.with_name(f"{final.name}.restoring-{key_of(context)}")  # this run's own, never another's
-            shutil.rmtree(dest, ignore_errors=True)  # a failed earlier try of this run
-        else:
-            if not env.scratch_root:
-                raise PreconditionFailed("the rehearsal_environment Variable sets no scratch_root for restored volumes")
-            dest = Path(env.scratch_root) / key_of(context) / "volumes" / point["volume_id"]
-            final = dest
+        if not env.scratch_root:
+            raise PreconditionFailed("the rehearsal_environment Variable sets no scratch_root for restored volumes")
+        dest = Path(env.scratch_root) / key_of(context) / "volumes" / point["volume_id"]
         started = time.monotonic()
-        record = restore_snapshot(store, point["key"], dest, volume_id=point["volume_id"])
-        kept = None
-        if target == "in_place":
-            # Byte for byte before anything of the volume is touched; then one rename each way, the old bytes kept.
-            verify_restored(store.read_snapshot(point["key"]), dest).raise_if_failed()
-            kept = final.with_name(f"{final.name}.before-restore-{key_of(context)}")
-            if final.exists():
-                final.rename(kept)
-            dest.rename(final)
+        record = restore_snapshot(self.snapshots().primary, point["key"], dest, volume_id=point["volume_id"])
         seconds = time.monotonic() - started
         return {"volume_id": point["volume_id"], "snapshot_id": point["snapshot_id"], "key": point["key"],
-                "path": str(final), "previous_bytes_kept_at": str(kept) if kept else None, "bytes": record.bytes,
+                "path": str(dest), "on_host": None, "previous_bytes_kept_at": None, "bytes": record.bytes,
                 "files": record.file_count, "seconds": seconds, "throughput_mb_s": record.throughput_mb_s,
-                "content_checked": True, "resource": f"dir:{final}" if target == "scratch" else None,
-                "detail": f"{point['volume_id']} restored from {point['snapshot_id']} into {final}: {record.file_count} "
+                "content_checked": True, "resource": f"dir:{dest}",
+                "detail": f"{point['volume_id']} restored from {point['snapshot_id']} into {dest}: {record.file_count} "
                           f"files, {record.bytes / 1e6:.1f} MB in {seconds:.2f}s ({record.throughput_mb_s:.0f} MB/s), "
-                          "every chunk checked" + (f"; the previous bytes kept at {kept}" if kept else "")}
+                          "every chunk checked"}
+
+    def _in_place(self, context: Context, point: dict) -> dict:
+        """On the volume's own host, through the provisioner: restored beside the volume, verified byte for byte
+        before the swap, the previous bytes kept. The worker never writes a host's disk."""
+        from rehearsal.platform import VolumeHosts
+
+        env = current_environment()
+        provisioner = load_provisioner(env.provisioner, environment=env)
+        if not isinstance(provisioner, VolumeHosts):
+            raise PreconditionFailed(f"an in-place restore of volume {point['volume_id']} runs on the volume's own host, "
+                                     f"and environment {env.name!r} names no provisioner with hands on volume hosts "
+                                     "(restore_volume_in_place); restore into scratch instead")
+        done = provisioner.restore_volume_in_place(point["volume_id"], point["key"], key_of(context))
+        kept = done.get("previous_bytes_kept_at")
+        rate = f" ({done['throughput_mb_s']:.0f} MB/s)" if done.get("throughput_mb_s") else ""
+        return {"volume_id": point["volume_id"], "snapshot_id": point["snapshot_id"], "key": point["key"],
+                "path": done["path"], "on_host": done.get("host"), "previous_bytes_kept_at": kept, "bytes": done["bytes"],
+                "files": done["files"], "seconds": done["seconds"], "throughput_mb_s": done.get("throughput_mb_s"),
+                "content_checked": True, "resource": None,
+                "detail": f"{point['volume_id']} restored in place on host {done.get('host')} from {point['snapshot_id']} "
+                          f"into {done['path']}: {done['files']} files, {done['bytes'] / 1e6:.1f} MB in "
+                          f"{done['seconds']:.2f}s{rate}, verified byte for byte before the swap"
+                          + (f"; the previous bytes kept at {kept}" if kept else "")}
 
     def _ebs_create(self, context: Context, point: dict) -> dict:
         """The volume from the snapshot (a cross-region copy first, awaited), not yet waited for."""
@@ -297,12 +303,23 @@ class VerifyRestoredVolumesOperator(StoreMixin, DrillStepOperator):
                                     for v in volumes)}
 
     def _verify_files(self, r: dict) -> list[dict]:
+        """Scratch: the worker's own copy, read here. In place: read on the volume's host, by its provisioner."""
         from rehearsal.snapshots import verify_restored
 
-        entry = self.snapshots().primary.read_snapshot(r["key"])
-        checks = verify_restored(entry, Path(r["path"]))
-        return [{"name": f"{c.name}:{r['volume_id']}", "ok": c.ok, "detail": c.detail, "critical": True}
-                for c in checks.checks]
+        if r.get("on_host"):
+            from rehearsal.platform import VolumeHosts
+
+            env = current_environment()
+            provisioner = load_provisioner(env.provisioner, environment=env)
+            if not isinstance(provisioner, VolumeHosts):
+                raise PreconditionFailed(f"volume {r['volume_id']} was restored on host {r['on_host']}; verifying it needs "
+                                         f"the provisioner that has hands there (environment {env.name!r} names none)")
+            checks = provisioner.verify_volume_on_host(r["volume_id"], r["key"])
+        else:
+            entry = self.snapshots().primary.read_snapshot(r["key"])
+            checks = [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in verify_restored(entry, Path(r["path"])).checks]
+        return [{"name": f"{c['name']}:{r['volume_id']}", "ok": c["ok"], "detail": c["detail"], "critical": True}
+                for c in checks]
 
     def _verify_ebs(self, r: dict) -> list[dict]:
         from rehearsal.snapshots.ebs import verify_volume
