@@ -64,7 +64,8 @@ with DAG(
     guard = DrillGuardOperator(task_id="guard_drill_environment", mode="{{ params.mode }}", path="auto",
                                scenario=SCENARIO, component=COMPONENT, fault="kill_services",
                                harm="it kills the control-plane services", refuse_non_disruptive=NO_NON_DISRUPTIVE,
-                               stop_conditions=StopConditions().to_dict(), **IDEMPOTENT)
+                               stop_conditions=StopConditions().to_dict(), harms=("control_plane_api", "controlplane_db"),
+                               **IDEMPOTENT)
     inject = InjectControlPlaneOutageOperator(task_id="inject_control_plane_outage", guard=guard.output,
                                               kill_database="{{ params.kill_database }}")
     scenario = control_plane_down(mode="drill", approve="auto", path="auto", component=COMPONENT)

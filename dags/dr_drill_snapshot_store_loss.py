@@ -53,7 +53,7 @@ with DAG(
     guard = VolumeDrillGuardOperator(task_id="guard_drill_environment", mode="{{ params.mode }}",
                                      volume_ids="{{ params.volume_id }}", scenario=SCENARIO,
                                      fault="delete_snapshot_store", harm="it deletes the snapshot store",
-                                     refuse_non_disruptive=NO_NON_DISRUPTIVE, **IDEMPOTENT)
+                                     refuse_non_disruptive=NO_NON_DISRUPTIVE, harms=("snapshot_store",), **IDEMPOTENT)
     inject = InjectSnapshotStoreLossOperator(task_id="inject_snapshot_store_loss", guard=guard.output,
                                              scope="{{ params.scope }}")
     scenario = snapshot_store_loss(mode="drill", volume_ids=guard.output["volume_ids"], approve="auto")

@@ -49,7 +49,7 @@ with DAG(
 ) as dag:
     guard = VolumeDrillGuardOperator(task_id="guard_drill_environment", mode="{{ params.mode }}",
                                      volume_ids="{{ params.volume_id }}", scenario=SCENARIO, fault="volume_path",
-                                     harm="it restores over the volumes in place", **IDEMPOTENT)
+                                     harm="it restores over the volumes in place", harms=(), **IDEMPOTENT)
     runbook = volume_restore(mode="drill", volume_ids=guard.output["volume_ids"], target=TARGET,
                              backend="{{ params.backend }}", approve="auto", targets_critical=True)
     clean_up = CleanUpRestoredVolumesOperator(task_id="clean_up_restored_volumes", **IDEMPOTENT)

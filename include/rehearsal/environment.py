@@ -29,6 +29,7 @@ class Environment:
     snapshot_replica_bucket: str = ""  # its copy in a second region, kept by the platform's replicator
     snapshot_replica_region: str = ""
     snapshot_index_backup_bucket: str = ""  # a backup of the index objects
+    drill_targets: dict | None = None  # identity of every target a drill may harm (rehearsal.drills.targets)
 
     @classmethod
     def from_mapping(cls, data: dict | None) -> Environment:

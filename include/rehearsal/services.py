@@ -115,6 +115,13 @@ class Api:
     def health(self) -> Health:
         return health("api", self.url)
 
+    def identity(self) -> dict:
+        """``GET /v1/identity``: ``{"identity": ...}``, what this API says it is (drills check it before a fault)."""
+        answer = self._call("GET", "/v1/identity")
+        if answer.status != 200 or not isinstance(answer.body, dict):
+            raise ServiceUnreachable(f"control-plane API at {self.url}/v1/identity answered {answer.status}: {answer.body}")
+        return {"identity": answer.body.get("identity")}
+
     def mode(self) -> str:
         answer = self._call("GET", "/v1/mode")
         if not answer.ok:

@@ -443,6 +443,11 @@ class Sandbox:
                         "snapshot_replica_region": snapshots.replica_region,
                         "snapshot_index_backup_bucket": snapshots.index_backup_bucket,
                         "volumes_root": str(self.volumes.root)}
+        # What drills may harm, by identity: a fault checks it first and refuses anything else (rehearsal.drills.targets).
+        targets = {"controlplane_db": self.controlplane_db.state.get("drill_target"),
+                   "control_plane_api": {"identity": self.control_plane_api.identity} if self.control_plane_api.identity else None,
+                   "snapshot_store": {"bucket": snapshots.bucket, "marker": snapshots.drill_marker} if snapshots.drill_marker else None}
+        environment["drill_targets"] = {k: v for k, v in targets.items() if v}
         discovery_extra = {"discovery_zone_id": zone_id, "discovery_record": RECORD, "replica_record": REPLICA_RECORD}
         api = self.control_plane_api
         services_extra = {"api": api.url, "scheduler": self.scheduler.url, "reconciler": self.reconciler.url,

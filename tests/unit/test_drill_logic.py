@@ -53,3 +53,21 @@ def test_report_is_written_as_json_and_markdown(tmp_path):
     json_path, md_path = write_report(report, tmp_path)
     assert json_path == tmp_path / "dr_x" / "manual__1.json" and md_path.exists()
     assert "| RTO (control_plane_api) | 7200 s | 4.20 s | met |" in render_markdown(report)
+
+
+def test_a_target_is_harmed_only_when_it_is_the_one_the_drill_environment_recorded():
+    from rehearsal.drills.targets import target_limitation
+
+    recorded = {"system_identifier": "7715", "marker": "m1"}
+    assert target_limitation("controlplane_db", "db:5432", recorded, {"system_identifier": "7715", "marker": "m1"},
+                             "sandbox") is None
+    assert target_limitation("controlplane_db", "db:5432", recorded, {"system_identifier": "7715", "marker": None},
+                             "sandbox") == ("refusing to harm the control-plane database at db:5432: it is not the drill "
+                                            "environment's recorded target (marker none, system identifier 7715 found; "
+                                            "marker m1, system identifier 7715 recorded by 'sandbox')")
+    assert "it is not the drill environment's recorded target" in target_limitation(
+        "controlplane_db", "db:5432", recorded, {"system_identifier": "9999", "marker": "m1"}, "sandbox")
+    assert target_limitation("snapshot_store", "s3://b", None, {"bucket": "b"}, "staging").startswith(
+        "refusing to harm the snapshot store at s3://b: drill environment 'staging' records no identity for it "
+        "(drill_targets.snapshot_store in the rehearsal_environment Variable)")
+    assert target_limitation("control_plane_api", "http://api", {"identity": None}, {"identity": None}, "x") is not None

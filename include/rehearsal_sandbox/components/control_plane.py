@@ -160,8 +160,15 @@ class ControlPlaneApi(ServiceComponent):
         return Path(self.state.get("mode_file") or self.sandbox.dir / "api-mode.json")
 
     def up(self) -> None:
+        import secrets
+
         self.state["mode_file"] = str(self.sandbox.dir / "api-mode.json")
+        self.state.setdefault("identity", f"sandbox-api-{secrets.token_hex(6)}")  # served at GET /v1/identity
         super().up()
+
+    @property
+    def identity(self) -> str | None:
+        return self.state.get("identity")
 
     def start(self, mode: str | None = None) -> list[str]:
         """Start it (in ``mode`` when given, else the mode it was left in); a running API only gets its mode set."""
@@ -193,7 +200,7 @@ class ControlPlaneApi(ServiceComponent):
         stopping = stop_event()
         primary, replicas = discovery_resolvers(self.sandbox, self.region)
         database = Database(primary, self.sandbox.passwords[DB], "controlplane-api", replicas)
-        api.run(self.address, database, self.mode_file, mode, stopping)
+        api.run(self.address, database, self.mode_file, mode, stopping, self.identity)
 
     def down(self) -> None:
         super().down()

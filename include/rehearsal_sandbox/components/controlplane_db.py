@@ -18,6 +18,7 @@ other components': the ``Sandbox`` facade keeps them in step with what happens h
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -143,6 +144,7 @@ class ControlPlaneDb(Component):
         with connect(self.endpoint(primary, "admin")) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS amcheck")
             conn.execute(f"GRANT CREATE ON SCHEMA public TO {DB}")
+            self._mark_drill_target(conn)
         progress(f"seeding control-plane data at scale {scale} (about {int(200 * scale)} MB)")
         started = time.monotonic()
         self._seed(primary, scale)
@@ -150,6 +152,20 @@ class ControlPlaneDb(Component):
         self._deploy_fleet(primary)
         progress("creating the streaming standby, the first base backup and the first logical dump (in parallel)")
         self.rebuild_standby_and_back_up()
+
+    def _mark_drill_target(self, conn) -> None:
+        """The identity drills check before they harm this database (``rehearsal.drills.targets``): its system
+        identifier and a marker row, written before the first backups (so its standbys and copies hold it too)."""
+        from rehearsal.drills.targets import MARKER_TABLE
+
+        marker = secrets.token_hex(8)
+        conn.execute(f"CREATE TABLE {MARKER_TABLE} (marker text PRIMARY KEY, environment text NOT NULL, "
+                     "created_at timestamptz NOT NULL DEFAULT now())")
+        conn.execute(f"INSERT INTO {MARKER_TABLE} (marker, environment) VALUES (%s, 'sandbox')", (marker,))
+        conn.execute(f"GRANT SELECT ON {MARKER_TABLE} TO {DB}")  # its dumps hold it (only a superuser changes it)
+        identifier = conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()[0]
+        self.state["drill_target"] = {"system_identifier": str(identifier), "marker": marker}
+        self.sandbox.save()
 
     def _seed(self, primary: LocalCluster, scale: float) -> None:
         """The seed's lanes side by side, as a bulk load: max_wal_size is raised for its duration so no checkpoint

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -155,11 +156,21 @@ class SnapshotStoreComponent(DaemonComponent):
             raise
         return True
 
+    @property
+    def drill_marker(self) -> str | None:
+        """The tag the drill environment recorded as the primary bucket's identity (``rehearsal.drills.targets``)."""
+        return self.state.get("drill_marker")
+
     def create_primary(self) -> None:
-        """The primary bucket, versioned, with its replication configuration (moto stores it, never acts on it)."""
+        """The primary bucket, versioned, with its replication configuration (moto stores it, never acts on it), tagged
+        with the drill environment's marker (its identity, which a drill checks before it deletes anything)."""
+        from rehearsal.drills.targets import BUCKET_TAG
+
         s3 = self.client("s3")
         self.primary_store().create_bucket(self.region)
         s3.put_bucket_versioning(Bucket=self.bucket, VersioningConfiguration={"Status": "Enabled"})
+        if self.drill_marker:
+            s3.put_bucket_tagging(Bucket=self.bucket, Tagging={"TagSet": [{"Key": BUCKET_TAG, "Value": self.drill_marker}]})
         s3.put_bucket_replication(Bucket=self.bucket, ReplicationConfiguration={
             "Role": REPLICATION_ROLE,
             "Rules": [{"ID": "volumes-to-replica", "Priority": 1, "Status": "Enabled", "Filter": {"Prefix": f"{self.prefix}/"},
@@ -231,6 +242,7 @@ class SnapshotStoreComponent(DaemonComponent):
         progress(f"creating the snapshot store s3://{self.bucket}/{PREFIX}/, its replica in {REPLICA_REGION} and its "
                  "index backup; the first snapshot of every volume")
         self.state.update({"bucket": BUCKET, "prefix": PREFIX, "replica_bucket": REPLICA_BUCKET,
+                           "drill_marker": secrets.token_hex(8),
                            "replica_region": REPLICA_REGION, "index_backup_bucket": INDEX_BACKUP_BUCKET,
                            "default_interval": float(os.environ.get("SANDBOX_SNAPSHOT_INTERVAL", DEFAULT_INTERVAL)),
                            "interval_file": str(self.sandbox.dir / "snapshot-interval.json")})

@@ -68,15 +68,17 @@ class ModeFile:
 
 
 class Api:
-    def __init__(self, database: Database, mode: ModeFile) -> None:
+    def __init__(self, database: Database, mode: ModeFile, identity: str | None = None) -> None:
         self.db = database
         self.mode = mode
+        self.identity = identity
         self.requests = Window(60)
 
     # ------------------------------------------------------------------ the server
     def server(self, port: tuple[str, int]) -> JsonServer:
         return JsonServer(port, [
             route("GET", "/healthz", self.healthz),
+            route("GET", "/v1/identity", lambda r: (200, {"identity": self.identity})),
             route("GET", "/v1/mode", lambda r: (200, dict(self.mode.value))),
             route("PUT", "/v1/mode", self.put_mode),
             route("GET", "/v1/apps", self.list_apps),
@@ -255,14 +257,15 @@ def _app(row: tuple) -> dict:
     return app
 
 
-def run(port: tuple[str, int], database: Database, mode_file: Path, mode: str | None, stopping) -> None:
+def run(port: tuple[str, int], database: Database, mode_file: Path, mode: str | None, stopping,
+        identity: str | None = None) -> None:
     """The API's body: serve until SIGTERM."""
     from rehearsal_sandbox.services.common import serve_in_thread
 
     modes = ModeFile(mode_file)
     if mode is not None and mode != modes.mode:
         modes.set(mode, "set at start")
-    api = Api(database, modes)
+    api = Api(database, modes, identity)
     server = api.server(port)
     serve_in_thread(server)
     log.info("control-plane API on %s:%s, mode %s (pid %s)", *port, modes.mode, os.getpid())

@@ -42,10 +42,16 @@ class InjectControlPlaneOutageOperator(ServicesMixin, ControlPlaneMixin, DrillSt
         unhealthy = [h.detail for h in (health(s, self.services.addresses.url(s)) for s in SERVICES) if not h.ok]
         if unhealthy:
             raise PreconditionFailed("the control plane is not healthy before the drill: " + "; ".join(unhealthy))
+        from rehearsal_airflow.faults.targets import check_api, check_database
+
+        check_api(env, self.services)  # the recorded API, by identity, or nothing
+        kill_database = str(self.kill_database).lower() in ("true", "1", "yes")
+        primary = self.controlplane.platform().primary_address() if kill_database else None
+        if kill_database:
+            check_database(env, self.controlplane, primary)
         killed = provisioner.kill_services(list(SERVICES))
         database = None
-        if str(self.kill_database).lower() in ("true", "1", "yes"):
-            primary = self.controlplane.platform().primary_address()
+        if kill_database:
             database = provisioner.kill_primary(primary, lose_disks=False)
         fault_at = killed["killed_at"]
         return {"fault_at": fault_at, "killed": killed, "database": database,
@@ -68,6 +74,9 @@ class InjectCorruptionOperator(ControlPlaneMixin, DrillStepOperator):
     def run_step(self, context: Context) -> dict:
         env = current_environment()
         env.require_drill_environment("corrupt the control-plane database")
+        from rehearsal_airflow.faults.targets import check_database
+
+        check_database(env, self.controlplane, self.guard["primary"])  # the recorded database, by identity, or nothing
         endpoint = self.controlplane.endpoint(*split_address(self.guard["primary"]))  # the database, as superuser
         done = []
         with connect(endpoint, statement_timeout_ms=120_000) as conn:

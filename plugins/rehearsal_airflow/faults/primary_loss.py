@@ -44,6 +44,9 @@ class InjectPrimaryLossOperator(ControlPlaneMixin, DrillStepOperator):
         platform = self.controlplane.platform()
         if platform.primary_address() != guard["primary"]:
             raise ValueError(f"the primary changed since the guard ran ({guard['primary']}); not injecting")
+        from rehearsal_airflow.faults.targets import check_database
+
+        check_database(env, self.controlplane, guard["primary"])  # the recorded database, by identity, or nothing
         context["ti"].xcom_push(key="archived_before", value="")
         fault_at = time.time()
         killed = provisioner.kill_primary(guard["primary"], lose_disks=True)

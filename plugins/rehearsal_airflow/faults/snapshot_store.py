@@ -30,6 +30,9 @@ class InjectSnapshotStoreLossOperator(StoreMixin, DrillStepOperator):
         env = current_environment()
         env.require_drill_environment("delete the snapshot store")
         provisioner = load_provisioner(env.provisioner, environment=env)
+        from rehearsal_airflow.faults.targets import check_snapshot_store
+
+        check_snapshot_store(env, self.snapshots())  # the recorded store, by identity, or nothing
         newest, entries = newest_entry(self.snapshots().primary)
         done = provisioner.delete_snapshot_store(self.scope)
         return {"fault_at": done["deleted_at"], "entries_before": entries,

@@ -33,15 +33,20 @@ class DrillGuardOperator(ControlPlaneMixin, DrillStepOperator):
 
     def __init__(self, *, mode: str, path: str, scenario: str, component: str = "control_plane_api",
                  fault: str = "kill_primary", harm: str = "it kills the primary and loses its data",
-                 refuse_non_disruptive: str | None = None, stop_conditions: dict | None = None, **kwargs) -> None:
+                 refuse_non_disruptive: str | None = None, stop_conditions: dict | None = None,
+                 harms: tuple[str, ...] = ("controlplane_db",), **kwargs) -> None:
         """:param fault: the provisioner method the drill's fault needs (``kill_primary``, ``kill_services``, ...)
         :param harm: what the disruptive fault does, for the refusal outside drill environments
         :param refuse_non_disruptive: why this drill has no meaningful non-disruptive variant (then it refuses it)
         :param stop_conditions: production-health thresholds (``rehearsal.drills.stop_conditions``) every later step
-            of a disruptive run checks before it runs"""
+            of a disruptive run checks before it runs
+        :param harms: the kinds of target the disruptive fault harms (``rehearsal.drills.targets``): each must be
+            recorded by the drill environment, and every recorded one must be what answers through the connections"""
         super().__init__(**kwargs)
         self.fault = fault
         self.harm = harm
+        self.harms = tuple(harms)
+        self.targets_checked: list[str] = []
         self.refuse_non_disruptive = refuse_non_disruptive
         self.stop_conditions = stop_conditions
         self.mode = mode
@@ -62,7 +67,19 @@ class DrillGuardOperator(ControlPlaneMixin, DrillStepOperator):
             if provisioner is None or not hasattr(provisioner, self.fault):
                 raise PreconditionFailed(f"environment {env.name!r} names no provisioner that can inject this fault "
                                          f"({self.fault})")
+            self.targets_checked = self.check_drill_targets(env)
         return env
+
+    def check_drill_targets(self, env: Environment) -> list[str]:
+        """Before anything else of a disruptive drill: its targets are the ones the drill environment recorded, by
+        identity (``rehearsal_airflow.faults.targets``); refused naming both identities otherwise."""
+        from rehearsal_airflow.faults.targets import check_targets
+        from rehearsal_airflow.hooks.controlplane_services import ControlPlaneServicesHook
+        from rehearsal_airflow.hooks.snapshot_store import SnapshotStoreHook
+
+        return check_targets(env, self.harms, controlplane=self.controlplane,
+                             services=ControlPlaneServicesHook("controlplane_services", self.aws_conn_id),
+                             snapshots=SnapshotStoreHook(env, self.aws_conn_id))
 
     def run_step(self, context: Context) -> dict:
         env = self.check_mode_and_environment()
@@ -87,7 +104,7 @@ class DrillGuardOperator(ControlPlaneMixin, DrillStepOperator):
                                         self.stop_conditions)
         return {"mode": self.mode, "path": self.path, "environment": env.name, "run_key": key_of(context),
                 "primary": primary, "lineage": lineage, "standbys_before_fault": standbys, "started_at": started_at,
-                "lock": lock_note, "stop_conditions": self.stop_conditions,
+                "lock": lock_note, "stop_conditions": self.stop_conditions, "targets_checked": self.targets_checked,
                 "detail": f"{self.mode} drill on {env.name}: primary {primary} (lineage {lineage}), standbys "
                           f"{', '.join(standbys) or 'none'}" + (f"; {lock_note}" if lock_note else "")}
 

@@ -37,11 +37,24 @@ def volume_inventory(controlplane) -> list[dict]:
 class ConfirmBlastRadiusOperator(StoreMixin, DrillStepOperator):
     """Which buckets, index entries and chunks of the snapshot store are missing or unreadable, compared with the
     replica and the index backup; which volumes and snapshots that touches. Records; fails only when it cannot
-    look."""
+    look. In ``drill`` mode it first refuses an environment that is not a drill environment: a rehearsal rebuilds
+    the store and raises the snapshot frequency, only where drills may."""
+
+    template_fields: Sequence[str] = ("mode",)
+
+    def __init__(self, *, mode: str = "incident", **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.mode = mode
 
     def run_step(self, context: Context) -> dict:
+        from rehearsal.runbooks.postgres_failover import MODES
         from rehearsal.snapshots import store_health
 
+        if self.mode not in MODES:
+            raise PreconditionFailed(f"unknown mode {self.mode!r}: use one of {', '.join(MODES)}")
+        if self.mode == "drill":
+            current_environment().require_drill_environment("rehearse Scenario D in drill mode (it rebuilds the "
+                                                            "snapshot store and changes its snapshot frequency)")
         hook = self.snapshots()
         health = store_health(hook.primary, hook.replica, hook.index_backup)
         record = health.to_dict()

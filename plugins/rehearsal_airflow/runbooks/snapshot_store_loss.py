@@ -40,7 +40,7 @@ class SnapshotStoreLossTasks:
 def snapshot_store_loss(*, mode: str, volume_ids: Any, approve: str = "wait", frequent_interval_seconds: float = 60,
                         group_id: str = GROUP_ID) -> SnapshotStoreLossTasks:
     with TaskGroup(group_id=group_id, tooltip=SCENARIO) as group:
-        blast = ConfirmBlastRadiusOperator(task_id="confirm_blast_radius", **IDEMPOTENT)
+        blast = ConfirmBlastRadiusOperator(task_id="confirm_blast_radius", mode=mode, **IDEMPOTENT)
         elsewhere = FindBackupsElsewhereOperator(task_id="find_backups_elsewhere", **IDEMPOTENT)
         frequency = RaiseSnapshotFrequencyOperator(task_id="raise_snapshot_frequency_if_healthy", health=blast.output,
                                                    interval_seconds=frequent_interval_seconds, **IDEMPOTENT)
