@@ -43,4 +43,7 @@ def leftovers(sandbox) -> dict[str, list]:
     lost = runtime / "lost"  # data directories a fault moved aside: the teardown deletes them
     if lost.exists():
         stray += [str(item) for item in lost.iterdir()]
+    # A run's copies on hosts the provisioner placed: released by the run's teardown unless production adopted them.
+    stray += [f"copy {name} ({info['role']}) at {info.get('host', '127.0.0.1')}:{info['port']}"
+              for name, info in sandbox.clusters.items() if info["role"] in ("restoring", "scratch")]
     return {"processes": running, "scratch": stray}

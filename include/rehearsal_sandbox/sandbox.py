@@ -14,6 +14,7 @@ import os
 import secrets
 import shlex
 import shutil
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -49,7 +50,7 @@ from rehearsal_sandbox.components.base import cluster_of, progress
 from rehearsal_sandbox.components.control_plane import AGENTS_RECORD, SERVICES
 from rehearsal_sandbox.components.controlplane_db import DB
 from rehearsal_sandbox.components.discovery import RECORD, REPLICA_RECORD, ZONE
-from rehearsal_sandbox.hosts import HostRegistry, choose_block, choose_postgres_port
+from rehearsal_sandbox.hosts import GLOBAL, REGION_OCTETS, HostRegistry, choose_block, choose_postgres_port
 from rehearsal_sandbox.state import SandboxState
 
 STATE_DIR = Path(os.environ.get("REHEARSAL_SANDBOX_DIR", REPO_ROOT / ".sandbox"))
@@ -310,6 +311,14 @@ class Sandbox:
         for region in self._regions():
             for component in self.components(region).values():
                 out.update({f"{region}/{name}": item for name, item in component.status().items()})
+            hosts = self.hosts.all(region)
+            if hosts:
+                roles = ", ".join(f"{n} {r}" for r, n in sorted(Counter(h.role for h in hosts).items()))
+                out[f"{region}/hosts"] = {"ok": True, "detail": f"{len(hosts)} hosts in {self.hosts.block}."
+                                                                f"{REGION_OCTETS[region]}.0/24 ({roles})"}
+        shared = self.hosts.all(GLOBAL)
+        if shared:
+            out[f"{GLOBAL}/hosts"] = {"ok": True, "detail": ", ".join(f"{h.name} {h.address}" for h in shared)}
         return out
 
     def down(self) -> None:

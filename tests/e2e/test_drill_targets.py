@@ -63,10 +63,9 @@ def test_a_fault_checks_what_it_is_about_to_harm_even_after_its_guard(platform):
     """The corruption fault handed a guard record naming another database refuses it by identity (the results
     database is untouched), and the store-loss fault refuses a bucket without the recorded tag."""
     from rehearsal.drills.targets import TargetMismatch
+    from rehearsal.postgres.connection import connect
     from rehearsal_airflow.faults.control_plane import InjectCorruptionOperator
     from tests.operators.test_control_plane_operators import run
-
-    from rehearsal.postgres.connection import connect
 
     other = platform.results_db.cluster()
     server = platform.results_db.endpoint().with_(dbname="postgres")

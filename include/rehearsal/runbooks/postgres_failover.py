@@ -203,6 +203,12 @@ def approval_request(decision: Decision, assessment: Assessment, target: str, ba
         lines.append(f"- standby {member.address}: {member.role}, last replayed commit {lag} ago; "
                      f"{decision.limitations.get(member.address) or 'usable'}")
     lines += ["", f"**Newest archived WAL:** {assessment.newest_archived_segment or 'none'}",
-              f"**Backup a restore would use:** {backup or assessment.newest_base_backup or 'none'}", "",
+              f"**Backup a restore would use:** {backup or assessment.newest_base_backup or 'none'}"]
+    if decision.path == "pitr":
+        lines.append("**Where the restored cluster runs:** " + (
+            "a new database host the environment's provisioner places, at an address of its own; clients are switched "
+            "there only after it validates" if target == "production" else
+            "a scratch copy (a provisioned host, or this worker when no provisioner can place one); production is not touched"))
+    lines += ["",
               "Approve to proceed; Reject to end the run with nothing changed."]
     return subject, "\n".join(lines)
