@@ -71,6 +71,8 @@ def choose_postgres_port(block: str) -> int:
     probe = f"{block}.{REGION_OCTETS['us-east-1']}.{FIRST_HOST}"
     for port in (DEFAULT_POSTGRES_PORT, 0):
         with socket.socket() as sock:
+            # As PostgreSQL binds: connections of a sandbox just torn down, still in TIME_WAIT, do not hold the port.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind((probe, port))
             except OSError:

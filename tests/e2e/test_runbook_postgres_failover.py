@@ -147,13 +147,16 @@ def test_a_primary_that_still_answers_is_fenced_before_the_standby_is_promoted(p
 
 
 def postgres_listeners(runtime: str) -> list[str]:
-    """``host:port`` of every listening socket of the postgres servers whose data lives under ``runtime``."""
+    """``host:port`` of every listening socket of the platform's postgres servers whose data lives under ``runtime``
+    (not the local Airflow's own metadata database, which is Airflow's, on the worker's side)."""
     import psutil
 
     pids = set()
     for proc in psutil.process_iter(["name", "cmdline"]):
         try:
-            if proc.info["name"] == "postgres" and any(runtime in part for part in proc.info["cmdline"] or []):
+            cmdline = proc.info["cmdline"] or []
+            if proc.info["name"] == "postgres" and any(runtime in part for part in cmdline) \
+                    and not any("airflow-meta" in part for part in cmdline):
                 pids.add(proc.pid)
         except psutil.Error:
             continue
