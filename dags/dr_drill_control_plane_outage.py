@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Param
 
+from rehearsal.capabilities import ServiceFaults
 from rehearsal.drills.stop_conditions import StopConditions
 from rehearsal_airflow.deadlines import rto_deadline
 from rehearsal_airflow.faults.control_plane import InjectControlPlaneOutageOperator
@@ -62,7 +63,7 @@ with DAG(
     deadline=rto_deadline(COMPONENT, DAG_ID),
 ) as dag:
     guard = DrillGuardOperator(task_id="guard_drill_environment", mode="{{ params.mode }}", path="auto",
-                               scenario=SCENARIO, component=COMPONENT, fault="kill_services",
+                               scenario=SCENARIO, component=COMPONENT, fault=ServiceFaults,
                                harm="it kills the control-plane services", refuse_non_disruptive=NO_NON_DISRUPTIVE,
                                stop_conditions=StopConditions().to_dict(), harms=("control_plane_api", "controlplane_db"),
                                **IDEMPOTENT)

@@ -55,7 +55,7 @@ with DAG(
     deadline=rto_deadline(COMPONENT, DAG_ID),
 ) as dag:
     guard = DrillGuardOperator(task_id="guard_drill_environment", mode="{{ params.mode }}", path="pitr",
-                               scenario=SCENARIO, component=COMPONENT, fault="restore_environment",
+                               scenario=SCENARIO, component=COMPONENT,
                                harm="it corrupts the control-plane database", refuse_non_disruptive=NO_NON_DISRUPTIVE,
                                stop_conditions=StopConditions().to_dict(), **IDEMPOTENT)
     inject = InjectCorruptionOperator(task_id="inject_corruption", guard=guard.output)

@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Param
 
+from rehearsal.capabilities import PrimaryLossFaults
 from rehearsal_airflow.deadlines import rto_deadline
 from rehearsal_airflow.faults.primary_loss import InjectPrimaryLossOperator
 from rehearsal_airflow.operators.guard import DrillGuardOperator, RestoreDrillEnvironmentOperator
@@ -58,7 +59,8 @@ with DAG(
     deadline=rto_deadline(COMPONENT, DAG_ID),
 ) as dag:
     guard = DrillGuardOperator(task_id="guard_drill_environment", mode="{{ params.mode }}", path="{{ params.path }}",
-                               scenario=SCENARIO, component=COMPONENT, **IDEMPOTENT)
+                               scenario=SCENARIO, component=COMPONENT, fault=PrimaryLossFaults,
+                               **IDEMPOTENT)
     inject = InjectPrimaryLossOperator(task_id="inject_primary_loss", guard=guard.output)
     runbook = postgres_failover(mode="drill", path="{{ params.path }}", target=TARGET, approve="auto",
                                 archived_before=inject.output["archived_before"], component=COMPONENT)

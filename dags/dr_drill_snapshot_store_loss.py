@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Param
 
+from rehearsal.capabilities import SnapshotStoreFaults
 from rehearsal_airflow.deadlines import rto_deadline
 from rehearsal_airflow.faults.snapshot_store import InjectSnapshotStoreLossOperator
 from rehearsal_airflow.operators.guard import RestoreDrillEnvironmentOperator
@@ -52,7 +53,7 @@ with DAG(
 ) as dag:
     guard = VolumeDrillGuardOperator(task_id="guard_drill_environment", mode="{{ params.mode }}",
                                      volume_ids="{{ params.volume_id }}", scenario=SCENARIO,
-                                     fault="delete_snapshot_store", harm="it deletes the snapshot store",
+                                     fault=SnapshotStoreFaults, harm="it deletes the snapshot store",
                                      refuse_non_disruptive=NO_NON_DISRUPTIVE, harms=("snapshot_store",), **IDEMPOTENT)
     inject = InjectSnapshotStoreLossOperator(task_id="inject_snapshot_store_loss", guard=guard.output,
                                              scope="{{ params.scope }}")

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Param
 
+from rehearsal.capabilities import VolumeHosts
 from rehearsal_airflow.deadlines import rto_deadline
 from rehearsal_airflow.operators.guard import RestoreDrillEnvironmentOperator
 from rehearsal_airflow.operators.report import RunReportOperator
@@ -48,7 +49,7 @@ with DAG(
     deadline=rto_deadline(COMPONENT, DAG_ID),
 ) as dag:
     guard = VolumeDrillGuardOperator(task_id="guard_drill_environment", mode="{{ params.mode }}",
-                                     volume_ids="{{ params.volume_id }}", scenario=SCENARIO, fault="volume_path",
+                                     volume_ids="{{ params.volume_id }}", scenario=SCENARIO, fault=VolumeHosts,
                                      harm="it restores over the volumes in place", harms=(), **IDEMPOTENT)
     runbook = volume_restore(mode="drill", volume_ids=guard.output["volume_ids"], target=TARGET,
                              backend="{{ params.backend }}", approve="auto", targets_critical=True)

@@ -67,6 +67,7 @@ class DrillStepOperator(BaseOperator):
         from pathlib import Path
 
         from rehearsal import results
+        from rehearsal.capabilities import EnvironmentRestorer
         from rehearsal.drills.stop_conditions import StopConditions, tripped
         from rehearsal.platform import load_provisioner
         from rehearsal_airflow.environment import current_environment
@@ -81,7 +82,9 @@ class DrillStepOperator(BaseOperator):
         why = f"stop condition tripped before {self.task_id} at {now_iso()}: {why}"
         results.abort_drill(results_endpoint(), env.name, context["dag"].dag_id, context["run_id"], why)
         provisioner = load_provisioner(env.provisioner, environment=env)
-        rolled_back = provisioner.restore_environment() if provisioner is not None and env.drill_environment else []
+        restorer = isinstance(provisioner, EnvironmentRestorer) and env.drill_environment
+        rolled_back = provisioner.restore_environment() if restorer else ["nothing rolled back: no provisioner here can "
+                                                                          "put the environment back"]
         raise DrillAborted(f"{why}; the drill stops and rolled back" + (f" ({'; '.join(rolled_back)})" if rolled_back else ""))
 
     def execute_resumed(self, context: Context, step: Callable[[], Any]) -> Any:
