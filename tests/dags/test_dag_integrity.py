@@ -171,3 +171,11 @@ def test_the_volume_drills_run_their_runbooks_own_tasks(dagbag):
     store_drill = dagbag.dags["dr_drill_snapshot_store_loss"]
     assert {t.task_id: type(t) for t in store_drill.tasks if t.task_id.startswith("scenario_d.")} == \
         {t.task_id: type(t) for t in scenario.tasks if t.task_id.startswith("scenario_d.")}
+
+
+def test_no_decision_is_keyed_on_a_dag_id_prefix():
+    """A run is a drill by its mode (``rehearsal.drills.start_rules.is_drill_run``), never by its DAG's name."""
+    sources = [*(REPO / "plugins").rglob("*.py"), *(REPO / "include").rglob("*.py")]
+    offenders = [str(p.relative_to(REPO)) for p in sources
+                 if any(f'startswith("dr_{kind}' in p.read_text() for kind in ("drill", "runbook", "scenario"))]
+    assert offenders == []

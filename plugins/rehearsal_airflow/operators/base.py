@@ -12,6 +12,7 @@ from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException, TaskDeferred
 
 from rehearsal.drills.primary_loss import run_key
+from rehearsal.drills.start_rules import is_drill_run
 from rehearsal.errors import DrillAborted, error_kind
 
 if TYPE_CHECKING:
@@ -42,12 +43,13 @@ class DrillStepOperator(BaseOperator):
         return self.execute_resumed(context, lambda: self._refuse_if_aborted(context) or self.run_step(context))
 
     def _refuse_if_aborted(self, context: Context) -> None:
-        """The kill switch of a disruptive drill: a run told to stop runs no further step, and a run whose stop
-        conditions are crossed now (production health, from the prober's log) stops here, rolls back and says why.
-        Runbooks and scenarios triggered on their own hold no drill lock and are never stopped this way."""
-        dag_id = getattr(context.get("dag"), "dag_id", "") or ""
-        if self.runs_after_abort or not dag_id.startswith("dr_drill_"):
+        """The stop of a disruptive drill: a run told to stop runs no further step, and a run whose stop conditions
+        are crossed now (production health, from the prober's log) stops here, rolls back and says why. A run is a
+        drill by its mode (``rehearsal.drills.start_rules.is_drill_run``), never by its DAG's name; an incident is
+        never stopped this way, and a drill that holds no lock has nothing to stop."""
+        if self.runs_after_abort or not is_drill_run(context.get("params")):
             return None
+        dag_id = context["dag"].dag_id
         from rehearsal import results
         from rehearsal_airflow.hooks.results_db import results_endpoint
 
