@@ -179,3 +179,22 @@ def test_no_decision_is_keyed_on_a_dag_id_prefix():
     offenders = [str(p.relative_to(REPO)) for p in sources
                  if any(f'startswith("dr_{kind}' in p.read_text() for kind in ("drill", "runbook", "scenario"))]
     assert offenders == []
+
+
+DRILLS = sorted(d for d in EXPECTED if d.startswith("dr_drill_"))
+
+
+@pytest.mark.parametrize("dag_id", DRILLS)
+def test_every_drill_is_made_by_the_drill_frame(dagbag, dag_id):
+    """guard -> fault -> the runbook's tasks -> measure -> restore the environment (always) -> report (always): the
+    guard is the one first step, and the environment is put back and the report written whatever happened."""
+    dag = dagbag.dags[dag_id]
+    assert [t.task_id for t in dag.tasks if not t.upstream_task_ids] == ["guard_drill_environment"]
+    assert [t.task_id for t in dag.tasks if not t.downstream_task_ids] == ["write_drill_report"]
+    assert "restore_drill_environment" in dag.get_task("write_drill_report").upstream_task_ids
+    assert dag.get_task("restore_drill_environment").trigger_rule == "all_done"
+    assert dag.get_task("write_drill_report").trigger_rule == "all_done"
+    assert dag.get_task("write_drill_report").runbook["dag_id"] in dagbag.dag_ids  # the runbook it rehearses
+    for measure in ("measure_rto_rpo", "measure_outage"):
+        if dag.has_task(measure):
+            assert dag.get_task(measure).trigger_rule == "none_failed"
