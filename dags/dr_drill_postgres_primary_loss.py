@@ -13,7 +13,9 @@ against the control plane's targets (`config/targets.yaml`).
 
 **Steps** (the drill frame, `rehearsal_airflow.drills.frame`): guard, inject the fault, the runbook (assess,
 choose, approve, fence, recover, validate, re-enable archiving, switch discovery, confirm clients, rebuild
-redundancy), measure RTO and RPO from the heartbeat evidence, put the environment back (always), report.
+redundancy), measure RTO and RPO from the heartbeat evidence, put the environment back (always), report. The drill
+skips, touching nothing, while drills are switched off (`make drills-off`, or the Variable `rehearsal_drills_off`)
+or when a scheduled run starts more than an hour late (say, when the DAG is unpaused weeks after its date).
 
 RTO is measured from the fault to the first acknowledged heartbeat on the recovered primary (a probe write into
 a scratch copy). RPO is the longest span of acknowledged heartbeats of the lost primary's lineage (system

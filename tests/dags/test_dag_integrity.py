@@ -173,14 +173,6 @@ def test_the_volume_drills_run_their_runbooks_own_tasks(dagbag):
         {t.task_id: type(t) for t in scenario.tasks if t.task_id.startswith("scenario_d.")}
 
 
-def test_no_decision_is_keyed_on_a_dag_id_prefix():
-    """A run is a drill by its mode (``rehearsal.drills.start_rules.is_drill_run``), never by its DAG's name."""
-    sources = [*(REPO / "plugins").rglob("*.py"), *(REPO / "include").rglob("*.py")]
-    offenders = [str(p.relative_to(REPO)) for p in sources
-                 if any(f'startswith("dr_{kind}' in p.read_text() for kind in ("drill", "runbook", "scenario"))]
-    assert offenders == []
-
-
 DRILLS = sorted(d for d in EXPECTED if d.startswith("dr_drill_"))
 
 
@@ -198,3 +190,21 @@ def test_every_drill_is_made_by_the_drill_frame(dagbag, dag_id):
     for measure in ("measure_rto_rpo", "measure_outage"):
         if dag.has_task(measure):
             assert dag.get_task(measure).trigger_rule == "none_failed"
+
+
+@pytest.mark.parametrize("dag_id", sorted(d for d in EXPECTED if d.startswith(("dr_drill_", "dr_runbook_", "dr_scenario_"))))
+def test_every_drill_runbook_and_scenario_opens_its_run_with_a_step_that_checks_the_kill_switch(dagbag, dag_id):
+    """The run's first step applies the kill switch and lateness to a drill (by its mode) and switches drills off
+    for an incident: it must be a DrillStepOperator, whatever the DAG."""
+    from rehearsal_airflow.operators.base import DrillStepOperator
+
+    roots = [t for t in dagbag.dags[dag_id].tasks if not t.upstream_task_ids]
+    assert roots and all(isinstance(t, DrillStepOperator) for t in roots), [type(t).__name__ for t in roots]
+
+
+def test_no_decision_is_keyed_on_a_dag_id_prefix():
+    """A run is a drill by its mode (``rehearsal.drills.start_rules.is_drill_run``), never by its DAG's name."""
+    sources = [*(REPO / "plugins").rglob("*.py"), *(REPO / "include").rglob("*.py")]
+    offenders = [str(p.relative_to(REPO)) for p in sources
+                 if any(f'startswith("dr_{kind}' in p.read_text() for kind in ("drill", "runbook", "scenario"))]
+    assert offenders == []

@@ -4,8 +4,10 @@
     (all_done) -> report (all_done)
 
 One builder, ``drill_frame``, makes that shape for every ``dr_drill_*`` DAG, so a drill cannot forget a piece or
-wire it differently from the others: the guard is always the first step; the environment is always put back,
-whatever the runbook got to; the report always runs and names the runbook. A drill DAG hands in only what is its own: how its guard is configured, its fault, the runbook
+wire it differently from the others: the guard is always the first step (it opens the run: a drill skips while
+drills are switched off or when its scheduled start is late, see ``rehearsal.drills.start_rules``); the environment
+is always put back once the guard let the drill start, whatever the runbook got to; the report always runs and
+names the runbook. A drill DAG hands in only what is its own: how its guard is configured, its fault, the runbook
 (built by the same function as the runbook's DAG), its measurement, and any teardown of its own. Pieces are built
 in order and each is given the frame built so far (``drill.guard``, ``drill.fault``, ``drill.runbook``), so a
 piece takes earlier records as explicit inputs (``drill.guard.output``), never by a task id.
@@ -116,7 +118,7 @@ def drill_frame(*, scenario: str, component: str, guard: DrillGuard, runbook: Pi
     for step in drill.teardown:
         step.trigger_rule = TriggerRule.ALL_DONE
     chain += drill.teardown
-    # Always, whatever the runbook got to (all_done): the drill never leaves its environment broken.
+    # Always, once the guard let the drill start (it skips otherwise): the drill never leaves its environment broken.
     drill.restore_environment = RestoreDrillEnvironmentOperator(task_id=RESTORE_TASK_ID, guard=drill.guard.output,
                                                                 trigger_rule="all_done", **IDEMPOTENT)
     chain.append(drill.restore_environment)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import Context
+from airflow.sdk.exceptions import AirflowSkipException
 
 from rehearsal import results
 from rehearsal.capabilities import EnvironmentRestorer, capability_limitation
@@ -29,7 +30,9 @@ class DrillGuardOperator(ControlPlaneMixin, DrillStepOperator):
     environment and a provisioner that can inject the fault and put the environment back), heartbeat evidence, a
     healthy primary. Records the lost primary's lineage and the standbys as they were before the fault, then the run
     (in progress), and last takes the environment's lock, so a lock taken is always released by the teardown.
-"""
+
+    As the drill's first step it first opens the run (``DrillStepOperator._open_run``): while drills are switched
+    off, or when a scheduled start is late, the drill skips here, touching nothing."""
 
     template_fields: Sequence[str] = ("mode", "path")
 
@@ -152,9 +155,11 @@ class DrillGuardOperator(ControlPlaneMixin, DrillStepOperator):
 
 
 class RestoreDrillEnvironmentOperator(DrillStepOperator):
-    """Always runs (the guard's teardown). Releases the lock; after a disruptive drill the provisioner makes the
-    environment whole (lost disks deleted, the inventory following what runs, a streaming standby and a base
-    backup); every scratch cluster of the run that did not become the primary is destroyed."""
+    """Always runs once the guard let the drill start (the guard's teardown; ``all_done``). Releases the lock; after
+    a disruptive drill the provisioner makes the environment whole (lost disks deleted, the inventory following what
+    runs, a streaming standby and a base backup); every scratch cluster of the run that did not become the primary
+    is destroyed. When the guard never let the drill start (it skipped or refused), it skips: nothing was touched,
+    and nothing is put back."""
 
     template_fields: Sequence[str] = ("guard",)
     runs_after_abort = True
@@ -164,7 +169,9 @@ class RestoreDrillEnvironmentOperator(DrillStepOperator):
         self.guard = guard
 
     def run_step(self, context: Context) -> dict:
-        guard = self.guard or {}
+        if not self.guard:  # the guard skipped (drills off, a late start) or refused: the drill never started
+            raise AirflowSkipException("nothing to put back: the guard never let the drill start")
+        guard = self.guard
         env = current_environment()
         created: list[str] = []
         keep: set[str] = set()
