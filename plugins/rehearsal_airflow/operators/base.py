@@ -106,15 +106,17 @@ class DrillStepOperator(BaseOperator):
 
         env = current_environment()
         dag_id, run_id = context["dag"].dag_id, context["run_id"]
-        reason = incident_switch_reason(dag_id, run_id, datetime.now(UTC))
+        reason, by = incident_switch_reason(dag_id, run_id, datetime.now(UTC)), f"{dag_id} run {run_id}"
         try:
-            before = results.drills_off(results_endpoint(), env.name, reason, f"{dag_id} run {run_id}", keep_existing=True)
+            before = results.drills_off(results_endpoint(), env.name, reason, by, keep_existing=True)
         except Exception as exc:  # noqa: BLE001 - the incident goes on whatever the results database does
             log.warning("could not switch drills off for %s: %s", env.name, exc)
             return (f"drills NOT switched off for environment {env.name!r}: the results database did not answer "
                     f"({type(exc).__name__}: {exc}); switch them off by hand (make drills-off)")
         back_on = ON_COMMAND.format(environment=env.name)
-        if before is not None:
+        if before is not None and before.set_by == by:  # this step retried: the switch is its own
+            reason = before.reason
+        elif before is not None:
             return f"drills were already switched off for environment {env.name!r}: {before.describe()}; left as they are"
         self.log.info("drills switched off for %s: %s", env.name, reason)
         return f"drills switched off for environment {env.name!r}: {reason}; `{back_on}` once it is over"
