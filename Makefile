@@ -13,7 +13,7 @@ export AIRFLOW__CORE__UNIT_TEST_MODE := False
 DAG ?= dr_drill_postgres_primary_loss
 CONF ?= {}
 
-.PHONY: venv drill run test sandbox-up sandbox-down sandbox-status drill-lock break-drill-lock airflow airflow-down airflow-status bench lint clean
+.PHONY: venv drill run test sandbox-up sandbox-down sandbox-status drill-lock break-drill-lock drills-off drills-on drills-status airflow airflow-down airflow-status bench lint clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt
@@ -40,6 +40,19 @@ drill-lock: venv
 
 break-drill-lock: venv
 	@set -a; [ ! -f .sandbox/env ] || . .sandbox/env; set +a; $(PY) -m rehearsal.results break-lock --environment '$(ENV)'
+
+# The kill switch: while drills are off for an environment every drill (scheduled or triggered by hand) skips, naming
+# the reason; incidents are never held back (declaring one switches drills off). The Airflow Variable
+# rehearsal_drills_off (any non-empty value) switches them off too, from the UI.
+drills-off: venv
+	@[ -n "$$REASON" ] || { echo 'make drills-off needs REASON="why" (everyone whose drill skips reads it)'; exit 2; }
+	@set -a; [ ! -f .sandbox/env ] || . .sandbox/env; set +a; $(PY) -m rehearsal.results drills-off --environment '$(ENV)' --reason "$$REASON"
+
+drills-on: venv
+	@set -a; [ ! -f .sandbox/env ] || . .sandbox/env; set +a; $(PY) -m rehearsal.results drills-on --environment '$(ENV)'
+
+drills-status: venv
+	@set -a; [ ! -f .sandbox/env ] || . .sandbox/env; set +a; $(PY) -m rehearsal.results drills-status --environment '$(ENV)'
 
 airflow: venv
 	@$(PY) -m rehearsal_sandbox airflow-up

@@ -27,14 +27,12 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Param
 
+from rehearsal.capabilities import ServiceFaults
 from rehearsal.drills.stop_conditions import StopConditions
 from rehearsal_airflow.deadlines import rto_deadline
+from rehearsal_airflow.drills.frame import DrillGuard, Rehearsed, drill_frame
 from rehearsal_airflow.faults.control_plane import InjectControlPlaneOutageOperator
-from rehearsal_airflow.operators.control_plane_drills import (
-    MeasureControlPlaneOutageOperator,
-)
-from rehearsal_airflow.operators.guard import DrillGuardOperator, RestoreDrillEnvironmentOperator
-from rehearsal_airflow.operators.report import RunReportOperator
+from rehearsal_airflow.operators.control_plane_drills import MeasureControlPlaneOutageOperator
 from rehearsal_airflow.runbooks.control_plane_down import GROUP_ID, SCENARIO_DAG_ID, control_plane_down
 
 DAG_ID = "dr_drill_control_plane_outage"
@@ -61,24 +59,20 @@ with DAG(
     default_args={"owner": "sre", "retries": 0},
     deadline=rto_deadline(COMPONENT, DAG_ID),
 ) as dag:
-    guard = DrillGuardOperator(task_id="guard_drill_environment", mode="{{ params.mode }}", path="auto",
-                               scenario=SCENARIO, component=COMPONENT, fault="kill_services",
-                               harm="it kills the control-plane services", refuse_non_disruptive=NO_NON_DISRUPTIVE,
-                               stop_conditions=StopConditions().to_dict(), harms=("control_plane_api", "controlplane_db"),
-                               **IDEMPOTENT)
-    inject = InjectControlPlaneOutageOperator(task_id="inject_control_plane_outage", guard=guard.output,
-                                              kill_database="{{ params.kill_database }}")
-    scenario = control_plane_down(mode="drill", approve="auto", path="auto", component=COMPONENT)
-    measure = MeasureControlPlaneOutageOperator(task_id="measure_outage", fault=inject.output,
-                                                converge=scenario.converge.output, component=COMPONENT,
-                                                trigger_rule="none_failed", **IDEMPOTENT)
-    restore_environment = RestoreDrillEnvironmentOperator(task_id="restore_drill_environment", guard=guard.output,
-                                                          trigger_rule="all_done", **IDEMPOTENT)
-    report = RunReportOperator(
-        task_id="write_drill_report", scenario=SCENARIO, component=COMPONENT, measures_recovery=True,
-        gate=guard.output, runbook={"dag_id": SCENARIO_DAG_ID, "group": GROUP_ID}, fault=inject.output,
-        decision=scenario.failover.choose.output, approval=scenario.failover.approve.output,
-        recovery=scenario.failover.recover.output, measurement=measure.output,
-        environment_repair=restore_environment.output, **IDEMPOTENT)
-
-    guard >> inject >> scenario.group >> measure >> restore_environment >> report
+    drill_frame(
+        scenario=SCENARIO, component=COMPONENT,
+        guard=DrillGuard(mode="{{ params.mode }}", fault=ServiceFaults, harm="it kills the control-plane services",
+                         refuse_non_disruptive=NO_NON_DISRUPTIVE, stop_conditions=StopConditions().to_dict(),
+                         harms=("control_plane_api", "controlplane_db")),
+        fault=lambda drill: InjectControlPlaneOutageOperator(task_id="inject_control_plane_outage",
+                                                             guard=drill.guard.output,
+                                                             kill_database="{{ params.kill_database }}"),
+        runbook=lambda drill: control_plane_down(mode="drill", approve="auto", path="auto", component=COMPONENT),
+        rehearses=Rehearsed(SCENARIO_DAG_ID, GROUP_ID),
+        measure=lambda drill: MeasureControlPlaneOutageOperator(task_id="measure_outage", fault=drill.fault.output,
+                                                                converge=drill.runbook.converge.output,
+                                                                component=COMPONENT, **IDEMPOTENT),
+        report_inputs=lambda drill: {"decision": drill.runbook.failover.choose.output,
+                                     "approval": drill.runbook.failover.approve.output,
+                                     "recovery": drill.runbook.failover.recover.output},
+    )

@@ -23,12 +23,9 @@ from airflow.sdk import DAG, Param
 
 from rehearsal.drills.stop_conditions import StopConditions
 from rehearsal_airflow.deadlines import rto_deadline
+from rehearsal_airflow.drills.frame import DrillGuard, Rehearsed, drill_frame
 from rehearsal_airflow.faults.control_plane import InjectCorruptionOperator
-from rehearsal_airflow.operators.control_plane_drills import (
-    MeasureCorruptionRecoveryOperator,
-)
-from rehearsal_airflow.operators.guard import DrillGuardOperator, RestoreDrillEnvironmentOperator
-from rehearsal_airflow.operators.report import RunReportOperator
+from rehearsal_airflow.operators.control_plane_drills import MeasureCorruptionRecoveryOperator
 from rehearsal_airflow.runbooks.postgres_corruption import GROUP_ID, SCENARIO_DAG_ID, postgres_corruption
 
 DAG_ID = "dr_drill_postgres_corruption"
@@ -54,22 +51,19 @@ with DAG(
     default_args={"owner": "sre", "retries": 0},
     deadline=rto_deadline(COMPONENT, DAG_ID),
 ) as dag:
-    guard = DrillGuardOperator(task_id="guard_drill_environment", mode="{{ params.mode }}", path="pitr",
-                               scenario=SCENARIO, component=COMPONENT, fault="restore_environment",
-                               harm="it corrupts the control-plane database", refuse_non_disruptive=NO_NON_DISRUPTIVE,
-                               stop_conditions=StopConditions().to_dict(), **IDEMPOTENT)
-    inject = InjectCorruptionOperator(task_id="inject_corruption", guard=guard.output)
-    scenario = postgres_corruption(mode="drill", approve="auto", corruption_time="", component=COMPONENT)
-    measure = MeasureCorruptionRecoveryOperator(task_id="measure_rto_rpo", fault=inject.output,
-                                                freeze=scenario.freeze.output, component=COMPONENT,
-                                                trigger_rule="none_failed", **IDEMPOTENT)
-    restore_environment = RestoreDrillEnvironmentOperator(task_id="restore_drill_environment", guard=guard.output,
-                                                          trigger_rule="all_done", **IDEMPOTENT)
-    report = RunReportOperator(
-        task_id="write_drill_report", scenario=SCENARIO, component=COMPONENT, measures_recovery=True,
-        gate=guard.output, runbook={"dag_id": SCENARIO_DAG_ID, "group": GROUP_ID}, fault=inject.output,
-        decision=scenario.pick.output, approval=scenario.failover.approve.output,
-        recovery=scenario.failover.recover.output, measurement=measure.output,
-        environment_repair=restore_environment.output, **IDEMPOTENT)
-
-    guard >> inject >> scenario.group >> measure >> restore_environment >> report
+    drill_frame(
+        scenario=SCENARIO, component=COMPONENT,
+        # The corruption goes in through the admin connection (SQL): it needs nothing of the provisioner but the
+        # environment put back afterwards, which every disruptive drill needs.
+        guard=DrillGuard(mode="{{ params.mode }}", path="pitr", harm="it corrupts the control-plane database",
+                         refuse_non_disruptive=NO_NON_DISRUPTIVE, stop_conditions=StopConditions().to_dict()),
+        fault=lambda drill: InjectCorruptionOperator(task_id="inject_corruption", guard=drill.guard.output),
+        runbook=lambda drill: postgres_corruption(mode="drill", approve="auto", corruption_time="", component=COMPONENT),
+        rehearses=Rehearsed(SCENARIO_DAG_ID, GROUP_ID),
+        measure=lambda drill: MeasureCorruptionRecoveryOperator(task_id="measure_rto_rpo", fault=drill.fault.output,
+                                                                freeze=drill.runbook.freeze.output,
+                                                                component=COMPONENT, **IDEMPOTENT),
+        report_inputs=lambda drill: {"decision": drill.runbook.pick.output,
+                                     "approval": drill.runbook.failover.approve.output,
+                                     "recovery": drill.runbook.failover.recover.output},
+    )

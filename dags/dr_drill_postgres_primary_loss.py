@@ -11,9 +11,11 @@ against the control plane's targets (`config/targets.yaml`).
   copy from what the archive held at the simulated fault, validates it, and nothing else is touched).
 - `path`: `auto`, `promote_standby` or `pitr`, handed to the runbook.
 
-**Steps**: guard, inject the fault, the runbook (assess, choose, approve, fence, recover, validate, re-enable
-archiving, switch discovery, confirm clients, rebuild redundancy), measure RTO and RPO from the heartbeat
-evidence, put the environment back (always), report.
+**Steps** (the drill frame, `rehearsal_airflow.drills.frame`): guard, inject the fault, the runbook (assess,
+choose, approve, fence, recover, validate, re-enable archiving, switch discovery, confirm clients, rebuild
+redundancy), measure RTO and RPO from the heartbeat evidence, put the environment back (always), report. The drill
+skips, touching nothing, while drills are switched off (`make drills-off`, or the Variable `rehearsal_drills_off`)
+or when a scheduled run starts more than an hour late (say, when the DAG is unpaused weeks after its date).
 
 RTO is measured from the fault to the first acknowledged heartbeat on the recovered primary (a probe write into
 a scratch copy). RPO is the longest span of acknowledged heartbeats of the lost primary's lineage (system
@@ -27,11 +29,11 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Param
 
+from rehearsal.capabilities import PrimaryLossFaults
 from rehearsal_airflow.deadlines import rto_deadline
+from rehearsal_airflow.drills.frame import DrillGuard, Rehearsed, drill_frame
 from rehearsal_airflow.faults.primary_loss import InjectPrimaryLossOperator
-from rehearsal_airflow.operators.guard import DrillGuardOperator, RestoreDrillEnvironmentOperator
 from rehearsal_airflow.operators.heartbeat import MeasureRecoveryOperator
-from rehearsal_airflow.operators.report import RunReportOperator
 from rehearsal_airflow.runbooks.postgres_failover import GROUP_ID, RUNBOOK_DAG_ID, postgres_failover
 
 DAG_ID = "dr_drill_postgres_primary_loss"
@@ -57,21 +59,18 @@ with DAG(
     default_args={"owner": "sre", "retries": 0},
     deadline=rto_deadline(COMPONENT, DAG_ID),
 ) as dag:
-    guard = DrillGuardOperator(task_id="guard_drill_environment", mode="{{ params.mode }}", path="{{ params.path }}",
-                               scenario=SCENARIO, component=COMPONENT, **IDEMPOTENT)
-    inject = InjectPrimaryLossOperator(task_id="inject_primary_loss", guard=guard.output)
-    runbook = postgres_failover(mode="drill", path="{{ params.path }}", target=TARGET, approve="auto",
-                                archived_before=inject.output["archived_before"], component=COMPONENT)
-    measure = MeasureRecoveryOperator(task_id="measure_rto_rpo", guard=guard.output, fault=inject.output,
-                                      recovery=runbook.recover.output, target=TARGET, component=COMPONENT,
-                                      trigger_rule="none_failed", **IDEMPOTENT)
-    # Always runs, whatever the runbook got to (all_done): the drill never leaves its environment broken.
-    restore_environment = RestoreDrillEnvironmentOperator(task_id="restore_drill_environment", guard=guard.output,
-                                                          trigger_rule="all_done", **IDEMPOTENT)
-    report = RunReportOperator(
-        task_id="write_drill_report", scenario=SCENARIO, component=COMPONENT, measures_recovery=True,
-        gate=guard.output, runbook={"dag_id": RUNBOOK_DAG_ID, "group": GROUP_ID}, fault=inject.output,
-        decision=runbook.choose.output, approval=runbook.approve.output, recovery=runbook.recover.output,
-        measurement=measure.output, environment_repair=restore_environment.output, **IDEMPOTENT)
-
-    guard >> inject >> runbook.group >> measure >> restore_environment >> report
+    drill_frame(
+        scenario=SCENARIO, component=COMPONENT,
+        guard=DrillGuard(mode="{{ params.mode }}", path="{{ params.path }}", fault=PrimaryLossFaults,
+                         harm="it kills the primary and loses its data"),
+        fault=lambda drill: InjectPrimaryLossOperator(task_id="inject_primary_loss", guard=drill.guard.output),
+        runbook=lambda drill: postgres_failover(mode="drill", path="{{ params.path }}", target=TARGET, approve="auto",
+                                                archived_before=drill.fault.output["archived_before"],
+                                                component=COMPONENT),
+        rehearses=Rehearsed(RUNBOOK_DAG_ID, GROUP_ID),
+        measure=lambda drill: MeasureRecoveryOperator(task_id="measure_rto_rpo", guard=drill.guard.output,
+                                                      fault=drill.fault.output, recovery=drill.runbook.recover.output,
+                                                      target=TARGET, component=COMPONENT, **IDEMPOTENT),
+        report_inputs=lambda drill: {"decision": drill.runbook.choose.output, "approval": drill.runbook.approve.output,
+                                     "recovery": drill.runbook.recover.output},
+    )

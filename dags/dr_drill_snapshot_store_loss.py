@@ -17,10 +17,10 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Param
 
+from rehearsal.capabilities import SnapshotStoreFaults
 from rehearsal_airflow.deadlines import rto_deadline
+from rehearsal_airflow.drills.frame import DrillGuard, Rehearsed, drill_frame
 from rehearsal_airflow.faults.snapshot_store import InjectSnapshotStoreLossOperator
-from rehearsal_airflow.operators.guard import RestoreDrillEnvironmentOperator
-from rehearsal_airflow.operators.report import RunReportOperator
 from rehearsal_airflow.operators.snapshot_store import MeasureSnapshotStoreRecoveryOperator
 from rehearsal_airflow.operators.volumes import VolumeDrillGuardOperator
 from rehearsal_airflow.runbooks.snapshot_store_loss import GROUP_ID, SCENARIO_DAG_ID, snapshot_store_loss
@@ -50,22 +50,17 @@ with DAG(
     default_args={"owner": "sre", "retries": 0},
     deadline=rto_deadline(COMPONENT, DAG_ID),
 ) as dag:
-    guard = VolumeDrillGuardOperator(task_id="guard_drill_environment", mode="{{ params.mode }}",
-                                     volume_ids="{{ params.volume_id }}", scenario=SCENARIO,
-                                     fault="delete_snapshot_store", harm="it deletes the snapshot store",
-                                     refuse_non_disruptive=NO_NON_DISRUPTIVE, harms=("snapshot_store",), **IDEMPOTENT)
-    inject = InjectSnapshotStoreLossOperator(task_id="inject_snapshot_store_loss", guard=guard.output,
-                                             scope="{{ params.scope }}")
-    scenario = snapshot_store_loss(mode="drill", volume_ids=guard.output["volume_ids"], approve="auto")
-    measure = MeasureSnapshotStoreRecoveryOperator(task_id="measure_rto_rpo", fault=inject.output,
-                                                   verified=scenario.volumes.verify.output, trigger_rule="none_failed",
-                                                   **IDEMPOTENT)
-    restore_environment = RestoreDrillEnvironmentOperator(task_id="restore_drill_environment", guard=guard.output,
-                                                          trigger_rule="all_done", **IDEMPOTENT)
-    report = RunReportOperator(
-        task_id="write_drill_report", scenario=SCENARIO, component=COMPONENT, measures_recovery=True,
-        gate=guard.output, runbook={"dag_id": SCENARIO_DAG_ID, "group": GROUP_ID}, fault=inject.output,
-        recovery=scenario.restore_store.output, measurement=measure.output,
-        environment_repair=restore_environment.output, **IDEMPOTENT)
-
-    guard >> inject >> scenario.group >> measure >> restore_environment >> report
+    drill_frame(
+        scenario=SCENARIO, component=COMPONENT,
+        guard=DrillGuard(operator=VolumeDrillGuardOperator, mode="{{ params.mode }}", fault=SnapshotStoreFaults,
+                         harm="it deletes the snapshot store", refuse_non_disruptive=NO_NON_DISRUPTIVE,
+                         harms=("snapshot_store",), options={"volume_ids": "{{ params.volume_id }}"}),
+        fault=lambda drill: InjectSnapshotStoreLossOperator(task_id="inject_snapshot_store_loss", guard=drill.guard.output,
+                                                            scope="{{ params.scope }}"),
+        runbook=lambda drill: snapshot_store_loss(mode="drill", volume_ids=drill.guard.output["volume_ids"], approve="auto"),
+        rehearses=Rehearsed(SCENARIO_DAG_ID, GROUP_ID),
+        measure=lambda drill: MeasureSnapshotStoreRecoveryOperator(task_id="measure_rto_rpo", fault=drill.fault.output,
+                                                                   verified=drill.runbook.volumes.verify.output,
+                                                                   **IDEMPOTENT),
+        report_inputs=lambda drill: {"recovery": drill.runbook.restore_store.output},
+    )

@@ -17,9 +17,9 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Param
 
+from rehearsal.capabilities import VolumeHosts
 from rehearsal_airflow.deadlines import rto_deadline
-from rehearsal_airflow.operators.guard import RestoreDrillEnvironmentOperator
-from rehearsal_airflow.operators.report import RunReportOperator
+from rehearsal_airflow.drills.frame import DrillGuard, Rehearsed, drill_frame
 from rehearsal_airflow.operators.volumes import CleanUpRestoredVolumesOperator, VolumeDrillGuardOperator
 from rehearsal_airflow.runbooks.volume_restore import GROUP_ID, RUNBOOK_DAG_ID, volume_restore
 
@@ -47,17 +47,17 @@ with DAG(
     default_args={"owner": "sre", "retries": 0},
     deadline=rto_deadline(COMPONENT, DAG_ID),
 ) as dag:
-    guard = VolumeDrillGuardOperator(task_id="guard_drill_environment", mode="{{ params.mode }}",
-                                     volume_ids="{{ params.volume_id }}", scenario=SCENARIO, fault="volume_path",
-                                     harm="it restores over the volumes in place", harms=(), **IDEMPOTENT)
-    runbook = volume_restore(mode="drill", volume_ids=guard.output["volume_ids"], target=TARGET,
-                             backend="{{ params.backend }}", approve="auto", targets_critical=True)
-    clean_up = CleanUpRestoredVolumesOperator(task_id="clean_up_restored_volumes", **IDEMPOTENT)
-    restore_environment = RestoreDrillEnvironmentOperator(task_id="restore_drill_environment", guard=guard.output,
-                                                          trigger_rule="all_done", **IDEMPOTENT)
-    report = RunReportOperator(
-        task_id="write_drill_report", scenario=SCENARIO, component=COMPONENT, measures_recovery=True,
-        gate=guard.output, runbook={"dag_id": RUNBOOK_DAG_ID, "group": GROUP_ID}, approval=runbook.approve.output,
-        measurement=runbook.verify.output, environment_repair=restore_environment.output, **IDEMPOTENT)
-
-    guard >> runbook.group >> clean_up >> restore_environment >> report
+    drill_frame(
+        scenario=SCENARIO, component=COMPONENT,
+        # No fault: the restore is the rehearsal. Disruptive means in place, on the volumes' own hosts.
+        guard=DrillGuard(operator=VolumeDrillGuardOperator, mode="{{ params.mode }}", fault=VolumeHosts,
+                         harm="it restores over the volumes in place", harms=(),
+                         options={"volume_ids": "{{ params.volume_id }}"}),
+        runbook=lambda drill: volume_restore(mode="drill", volume_ids=drill.guard.output["volume_ids"], target=TARGET,
+                                             backend="{{ params.backend }}", approve="auto", targets_critical=True),
+        rehearses=Rehearsed(RUNBOOK_DAG_ID, GROUP_ID),
+        # The runbook's own verification measures each volume's restore time and snapshot age.
+        report_inputs=lambda drill: {"approval": drill.runbook.approve.output,
+                                     "measurement": drill.runbook.verify.output},
+        teardown=lambda drill: [CleanUpRestoredVolumesOperator(task_id="clean_up_restored_volumes", **IDEMPOTENT)],
+    )

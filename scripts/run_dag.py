@@ -5,8 +5,9 @@ Used by ``make drill`` and ``make run``. While the run goes, it prints one line 
 raw log goes to a file, named at the end (``REHEARSAL_RAW_LOG=1`` or ``--raw-log`` prints it instead). A pending
 approval is answered by ``APPROVE=yes`` (or ``no``), else on the terminal, else it waits for an answer from the
 Required Actions page of an api-server on the same metadata database (see ``run_progress.py``). A failure prints
-the failed task and its reason. Exit codes: 0 success/passed, 1 failed, 2 bad ``--conf``/``APPROVE``/params or
-DAG import errors; with several ``--conf``, the worst.
+the failed task and its reason; a drill that skipped (drills switched off, or a late scheduled start) prints why.
+Exit codes: 0 success/passed, or a drill skipped (nothing was touched: not a failure), 1 failed, 2 bad
+``--conf``/``APPROVE``/params or DAG import errors; with several ``--conf``, the worst.
 
 The DAG's Deadline Alert is cleared on this in-process copy (upstream bug apache/airflow#73428 crashes
 ``dag.test()`` for DAGs with ``deadline=``; deadlines are proven on a real scheduler instead).
@@ -187,10 +188,12 @@ def run_once(dag, dag_id: str, conf: dict, approver: Approver, show_starts: bool
 
     env = Environment.from_mapping(json.loads(os.environ.get("AIRFLOW_VAR_REHEARSAL_ENVIRONMENT", "{}")))
     json_path, _ = report_paths(env.reports_dir, dag_id, dag_run.run_id)
-    if json_path.exists():
-        report = json.loads(json_path.read_text())
+    report = json.loads(json_path.read_text()) if json_path.exists() else {}
+    if report:
         say(f"report: {json_path}")
         say(f"  {summary_line(report)}")
+    if report.get("status") == "skipped":
+        say(f"SKIPPED, nothing was touched: {one_line(report.get('failure') or 'no reason recorded')}")
     for task, answer in watcher.approvals.items():
         say(f"  approval {task}: {answer}")
     say(f"run {dag_run.run_id}: {state} in {elapsed:.1f}s")

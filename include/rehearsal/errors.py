@@ -10,6 +10,7 @@ The kinds, as the report records them for every failed step:
 - ``measurement_failed``: the evidence cannot support a measurement.
 - ``drill_failed``: a drill ran but missed a target or a step failed.
 - ``aborted``: a drill's stop condition tripped; it stopped and rolled back.
+- ``skipped``: a drill was called off before it touched anything (drills switched off, or a late scheduled start).
 """
 from __future__ import annotations
 
@@ -88,6 +89,13 @@ class DrillAborted(RehearsalError):
     """A drill's stop condition tripped (production health crossed a threshold): it stopped and rolled back."""
 
     kind = "aborted"
+
+
+class DrillCalledOff(RehearsalError):
+    """A drill may not start now (drills are switched off, or its scheduled start is late): it skips, having touched
+    nothing. The message is the reason."""
+
+    kind = "skipped"
 
 
 def error_kind(exc: BaseException) -> str:

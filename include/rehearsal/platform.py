@@ -6,9 +6,11 @@ Two halves, as in the plan's split between "from connections alone" and "needs h
   their roles (service discovery for the primary, a replica record or a static list for standbys, and
   ``pg_stat_replication`` when the primary answers), fencing and promotion by SQL, the discovery switch through
   Route 53, the archive on S3. The sandbox is driven through it exactly like production.
-- A ``Provisioner`` does what needs hands on hosts: record a new primary in the platform's inventory, build a new
-  standby, and (for drills only) inject faults. The environment names one by import path; without one the runbook
-  reports "redundancy not rebuilt: no provisioner" instead of failing the recovery.
+- A provisioner does what needs hands on hosts: record a new primary in the platform's inventory, build a new
+  standby, and (for drills only) inject faults. What it can do is declared as protocols in
+  ``rehearsal.capabilities`` (re-exported here; ``Provisioner`` is ``DatabaseHosts``) and checked with
+  ``isinstance``. The environment names one by import path; without one the runbook reports "redundancy not
+  rebuilt: no provisioner" instead of failing the recovery.
 
 Nothing here imports Airflow or the sandbox: the Airflow layer builds a ``ConnectionPlatform`` from connections,
 and loads the provisioner by name.
@@ -18,8 +20,20 @@ from __future__ import annotations
 import importlib
 import logging
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
+from rehearsal.capabilities import (  # noqa: F401 - re-exported: what a provisioner can do
+    DatabaseHosts,
+    EnvironmentRestorer,
+    PrimaryLossFaults,
+    RestoreHosts,
+    ServiceControl,
+    ServiceFaults,
+    SnapshotStoreAdmin,
+    SnapshotStoreFaults,
+    VolumeHosts,
+    capability_limitation,
+)
 from rehearsal.discovery import DiscoveryRecord, point_at, resolve, resolve_all
 from rehearsal.errors import PreconditionFailed
 from rehearsal.heartbeat import LINEAGE_SQL
@@ -27,6 +41,9 @@ from rehearsal.postgres.connection import Endpoint, accepts_writes, commits_writ
 from rehearsal.postgres.failover import StandbyState, probe_standby
 
 log = logging.getLogger(__name__)
+
+# The name runbooks have always used for a provisioner's database hosts.
+Provisioner = DatabaseHosts
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -70,40 +87,6 @@ class Platform(Protocol):
     def member_state(self, address: str) -> MemberState: ...
     def fence(self, address: str) -> FenceResult: ...
     def switch_discovery(self, address: str) -> bool: ...
-
-
-class Provisioner(Protocol):
-    """Hands on hosts. Every method is idempotent and returns what it did, in words, for the report."""
-
-    def adopt_primary(self, address: str, data_dir: str | None) -> list[str]: ...
-    def rebuild_standby(self, primary_address: str) -> list[str]: ...
-
-
-@runtime_checkable
-class RestoreHosts(Protocol):
-    """A provisioner that gives a point-in-time restore a database host of its own, where clients can reach it: the
-    restore runs there (it reads the backup store itself), and the runbook drives it over the network only.
-
-    ``restore_database`` takes a ``rehearsal.postgres.restore.RestoreRequest`` as a dict and returns a
-    ``PlacedRestore`` as a dict (the same host for a retry of the same run); ``database_hosts`` lists the address of
-    every database host of the platform's inventory (members and copies it placed); ``release_run`` destroys the
-    copies a run asked for that production did not adopt, and says what it did."""
-
-    def restore_database(self, request: dict) -> dict: ...
-    def database_hosts(self) -> list[str]: ...
-    def release_run(self, run_key: str) -> list[str]: ...
-
-
-@runtime_checkable
-class VolumeHosts(Protocol):
-    """A provisioner with hands on the hosts volumes live on: an in-place restore runs on the volume's own host (the
-    snapshot's chunks fetched there, checked, the new bytes verified against the snapshot before the swap, the old
-    ones kept beside), and a verification reads the bytes where they are. The worker never writes or reads a host's
-    disk. Both return plain records (``restore_volume_in_place``: path, host, previous bytes kept at, bytes, files,
-    seconds; ``verify_volume_on_host``: ``[{"name", "ok", "detail"}]``)."""
-
-    def restore_volume_in_place(self, volume_id: str, snapshot_key: str, run_key: str) -> dict: ...
-    def verify_volume_on_host(self, volume_id: str, snapshot_key: str) -> list[dict]: ...
 
 
 @dataclass
@@ -236,8 +219,9 @@ def _lineage(endpoint: Endpoint) -> str | None:
         return None
 
 
-def load_provisioner(spec: str | None, **kwargs: Any) -> Provisioner | None:
-    """The provisioner named ``module:Class`` in the environment, built with ``kwargs``; None for ``none``."""
+def load_provisioner(spec: str | None, **kwargs: Any) -> Any | None:
+    """The provisioner named ``module:Class`` in the environment, built with ``kwargs``; None for ``none``. What it
+    can do is checked where it is used (``rehearsal.capabilities``)."""
     if not spec or spec == "none":
         return None
     module_name, _, class_name = spec.partition(":")

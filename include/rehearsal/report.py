@@ -5,7 +5,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-STATUSES = ("passed", "failed", "aborted")
+STATUSES = ("passed", "failed", "aborted", "skipped")
 
 
 @dataclass
@@ -53,13 +53,17 @@ def judge(measured: float | None, target: float) -> bool | None:
 
 
 def decide_status(*, started: bool, failures: list[str], measures_recovery: bool, rto_met: bool | None,
-                  rpo_met: bool | None, rejected: bool = False) -> str:
-    """passed / failed / aborted.
+                  rpo_met: bool | None, rejected: bool = False, called_off: bool = False) -> str:
+    """passed / failed / aborted / skipped.
 
+    - skipped: a drill that was called off before it touched anything (drills switched off, or a scheduled run
+      that started late); not a failed drill;
     - aborted: the run never started changing anything (its guard refused, or a person rejected the recovery);
     - failed: a step failed, or a measured target was missed or could not be measured;
     - passed: otherwise.
     """
+    if called_off:
+        return "skipped"
     if not started or rejected:
         return "aborted"
     if failures:
@@ -114,7 +118,7 @@ def render_markdown(r: DrillReport) -> str:
         "",
     ]
     if r.failure:
-        lines += [f"**Failure:** {r.failure}", ""]
+        lines += [f"**{'Skipped, nothing was touched' if r.status == 'skipped' else 'Failure'}:** {r.failure}", ""]
     if r.runbook:
         lines += [f"**Runbook:** `{r.runbook.get('dag_id')}` (task group `{r.runbook.get('group')}`), "
                   f"approved by {r.runbook.get('approved_by') or 'n/a'}; path: {r.runbook.get('decision') or 'n/a'}", ""]

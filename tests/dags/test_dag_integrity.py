@@ -171,3 +171,40 @@ def test_the_volume_drills_run_their_runbooks_own_tasks(dagbag):
     store_drill = dagbag.dags["dr_drill_snapshot_store_loss"]
     assert {t.task_id: type(t) for t in store_drill.tasks if t.task_id.startswith("scenario_d.")} == \
         {t.task_id: type(t) for t in scenario.tasks if t.task_id.startswith("scenario_d.")}
+
+
+DRILLS = sorted(d for d in EXPECTED if d.startswith("dr_drill_"))
+
+
+@pytest.mark.parametrize("dag_id", DRILLS)
+def test_every_drill_is_made_by_the_drill_frame(dagbag, dag_id):
+    """guard -> fault -> the runbook's tasks -> measure -> restore the environment (always) -> report (always): the
+    guard is the one first step, and the environment is put back and the report written whatever happened."""
+    dag = dagbag.dags[dag_id]
+    assert [t.task_id for t in dag.tasks if not t.upstream_task_ids] == ["guard_drill_environment"]
+    assert [t.task_id for t in dag.tasks if not t.downstream_task_ids] == ["write_drill_report"]
+    assert "restore_drill_environment" in dag.get_task("write_drill_report").upstream_task_ids
+    assert dag.get_task("restore_drill_environment").trigger_rule == "all_done"
+    assert dag.get_task("write_drill_report").trigger_rule == "all_done"
+    assert dag.get_task("write_drill_report").runbook["dag_id"] in dagbag.dag_ids  # the runbook it rehearses
+    for measure in ("measure_rto_rpo", "measure_outage"):
+        if dag.has_task(measure):
+            assert dag.get_task(measure).trigger_rule == "none_failed"
+
+
+@pytest.mark.parametrize("dag_id", sorted(d for d in EXPECTED if d.startswith(("dr_drill_", "dr_runbook_", "dr_scenario_"))))
+def test_every_drill_runbook_and_scenario_opens_its_run_with_a_step_that_checks_the_kill_switch(dagbag, dag_id):
+    """The run's first step applies the kill switch and lateness to a drill (by its mode) and switches drills off
+    for an incident: it must be a DrillStepOperator, whatever the DAG."""
+    from rehearsal_airflow.operators.base import DrillStepOperator
+
+    roots = [t for t in dagbag.dags[dag_id].tasks if not t.upstream_task_ids]
+    assert roots and all(isinstance(t, DrillStepOperator) for t in roots), [type(t).__name__ for t in roots]
+
+
+def test_no_decision_is_keyed_on_a_dag_id_prefix():
+    """A run is a drill by its mode (``rehearsal.drills.start_rules.is_drill_run``), never by its DAG's name."""
+    sources = [*(REPO / "plugins").rglob("*.py"), *(REPO / "include").rglob("*.py")]
+    offenders = [str(p.relative_to(REPO)) for p in sources
+                 if any(f'startswith("dr_{kind}' in p.read_text() for kind in ("drill", "runbook", "scenario"))]
+    assert offenders == []

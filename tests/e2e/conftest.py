@@ -11,7 +11,25 @@ from rehearsal_sandbox.platform import Sandbox
 from tests.airflow_api import AirflowApi
 
 DAG_IDS = ("dr_drill_postgres_primary_loss", "dr_runbook_postgres_failover", "dr_backup_freshness", "dr_backup_verify",
-           "dr_backup_postgres")
+           "dr_backup_postgres", "dr_drill_control_plane_outage", "dr_runbook_volume_restore")
+
+
+@pytest.fixture(autouse=True)
+def drills_back_on(request):
+    """Declaring an incident switches drills off for its environment until a person turns them back on; between
+    tests, the test harness is that person (a test that switched them off, or ran an incident, leaves them on)."""
+    yield
+    if "sandbox_session" not in request.fixturenames:
+        return
+    import json
+    import os
+
+    from rehearsal import results
+
+    sandbox = Sandbox(request.getfixturevalue("sandbox_session").dir)
+    names = {"sandbox", json.loads(os.environ.get("AIRFLOW_VAR_REHEARSAL_ENVIRONMENT", "{}")).get("name", "sandbox")}
+    for name in names:
+        results.drills_on(sandbox.results_endpoint(), name)
 
 
 @pytest.fixture(scope="session")

@@ -87,6 +87,13 @@ def test_scenario_b_undoes_a_corruption_made_by_hand_and_repairs_the_drift(platf
                                                                         "table(s) back: endpoints (")
     assert steps["scenario_b.resume_writes"]["detail"].startswith("canary canary-")
     assert "while writes were still frozen; then the API went read-write" in steps["scenario_b.resume_writes"]["detail"]
+    # Declaring the incident switched drills off for the environment, and the report says so.
+    from rehearsal.results import drill_switch
+
+    assert report["evidence"]["drills_switched_off"].startswith(
+        "drills switched off for environment 'sandbox': incident declared by dr_scenario_b_postgres_corruption run "
+        f"{dag_run.run_id} at ")
+    assert drill_switch(now.results_endpoint(), "sandbox").set_by == f"dr_scenario_b_postgres_corruption run {dag_run.run_id}"
 
 
 def test_the_control_plane_outage_drill_keeps_the_data_plane_serving_and_measures_it(platform):

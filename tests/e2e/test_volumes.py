@@ -116,6 +116,8 @@ def test_scenario_d_recovers_a_deleted_primary_store_from_its_replica_and_proves
     steps = steps_of(report)
     assert "UNHEALTHY: bucket rehearsal-snapshots does not exist" in steps["scenario_d.confirm_blast_radius"]["detail"]
     assert steps["scenario_d.raise_snapshot_frequency_if_healthy"]["status"] == "skipped"
+    assert report["evidence"]["drills_switched_off"].startswith(  # its first step declared the incident
+        "drills switched off for environment 'sandbox': incident declared by dr_scenario_d_snapshot_store_loss run ")
     assert "never written into a failing store" in steps["scenario_d.raise_snapshot_frequency_if_healthy"]["detail"]
     rebuilt = steps["scenario_d.restore_snapshot_store"]["detail"]
     assert "rebuilt" in rebuilt and "every checksum verified" in rebuilt and "healthy again" in rebuilt

@@ -13,6 +13,7 @@ from typing import Any
 from airflow.providers.standard.operators.branch import BranchMixIn
 from airflow.sdk import Context
 
+from rehearsal.capabilities import ServiceControl, capability_limitation
 from rehearsal.dataplane import DataPlaneProbe, probe_data_plane
 from rehearsal.errors import PreconditionFailed, RecoveryTimedOut
 from rehearsal.platform import load_provisioner
@@ -137,9 +138,10 @@ class RestoreServiceOperator(ServicesMixin, DrillStepOperator):
         if not before.body:  # no answer at all: the process is gone
             env = current_environment()
             provisioner = load_provisioner(env.provisioner, environment=env)
-            if provisioner is None or not hasattr(provisioner, "start_service"):
-                raise PreconditionFailed(f"{self.service} does not answer ({before.detail}) and environment "
-                                         f"{env.name!r} names no provisioner that can start it")
+            why = capability_limitation(provisioner, ServiceControl)
+            if why:
+                raise PreconditionFailed(f"{self.service} does not answer ({before.detail}) and nothing on "
+                                         f"{env.name!r} can start it: {why}")
             started = provisioner.start_service(self.service, mode="read-only" if self.service == "api" else None)
         if self.service == "reconciler":
             wait_until(lambda: self._answers(), self.timeout, "reconciler answering")

@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import Context
+from airflow.sdk.exceptions import AirflowSkipException
 
 from rehearsal import results
+from rehearsal.capabilities import EnvironmentRestorer, capability_limitation
 from rehearsal.catalog import load_catalog
 from rehearsal.drills.primary_loss import check_params, heartbeat_limitation
 from rehearsal.environment import Environment
@@ -25,17 +27,21 @@ from rehearsal_airflow.operators.base import ControlPlaneMixin, DrillStepOperato
 
 class DrillGuardOperator(ControlPlaneMixin, DrillStepOperator):
     """Refuse unsafe drills before anything happens: mode and environment (a disruptive drill needs a drill
-    environment and a provisioner that can inject the fault), heartbeat evidence, a healthy primary. Records the
-    lost primary's lineage and the standbys as they were before the fault, then the run (in progress), and last
-    takes the environment's lock, so a lock taken is always released by the teardown."""
+    environment and a provisioner that can inject the fault and put the environment back), heartbeat evidence, a
+    healthy primary. Records the lost primary's lineage and the standbys as they were before the fault, then the run
+    (in progress), and last takes the environment's lock, so a lock taken is always released by the teardown.
+
+    As the drill's first step it first opens the run (``DrillStepOperator._open_run``): while drills are switched
+    off, or when a scheduled start is late, the drill skips here, touching nothing."""
 
     template_fields: Sequence[str] = ("mode", "path")
 
     def __init__(self, *, mode: str, path: str, scenario: str, component: str = "control_plane_api",
-                 fault: str = "kill_primary", harm: str = "it kills the primary and loses its data",
+                 fault: type | tuple[type, ...] = (), harm: str = "it kills the primary and loses its data",
                  refuse_non_disruptive: str | None = None, stop_conditions: dict | None = None,
                  harms: tuple[str, ...] = ("controlplane_db",), **kwargs) -> None:
-        """:param fault: the provisioner method the drill's fault needs (``kill_primary``, ``kill_services``, ...)
+        """:param fault: the capability (``rehearsal.capabilities``) the drill's fault needs of the provisioner, or
+            several; every disruptive drill also needs ``EnvironmentRestorer`` to put the environment back
         :param harm: what the disruptive fault does, for the refusal outside drill environments
         :param refuse_non_disruptive: why this drill has no meaningful non-disruptive variant (then it refuses it)
         :param stop_conditions: production-health thresholds (``rehearsal.drills.stop_conditions``) every later step
@@ -54,9 +60,15 @@ class DrillGuardOperator(ControlPlaneMixin, DrillStepOperator):
         self.scenario = scenario
         self.component = component
 
+    def capabilities_needed(self) -> tuple[type, ...]:
+        """What a disruptive run needs of the provisioner: its fault's capabilities, then putting things back."""
+        fault = self.fault if isinstance(self.fault, tuple) else (self.fault,)
+        return (*fault, EnvironmentRestorer)
+
     def check_mode_and_environment(self) -> Environment:
         """The drill's mode may run here: a non-disruptive variant that means something, a disruptive one only in
-        a drill environment whose provisioner can inject the fault. Returns the environment."""
+        a drill environment whose provisioner can inject the fault and put the environment back. Returns the
+        environment."""
         check_params(self.mode, self.path)
         if self.mode == "non_disruptive" and self.refuse_non_disruptive:
             raise PreconditionFailed(f"refusing a non_disruptive {self.scenario} drill: {self.refuse_non_disruptive}")
@@ -64,9 +76,9 @@ class DrillGuardOperator(ControlPlaneMixin, DrillStepOperator):
         if self.mode == "disruptive":
             env.require_drill_environment(f"run a disruptive drill ({self.harm})")
             provisioner = load_provisioner(env.provisioner, environment=env)
-            if provisioner is None or not hasattr(provisioner, self.fault):
-                raise PreconditionFailed(f"environment {env.name!r} names no provisioner that can inject this fault "
-                                         f"({self.fault})")
+            why = capability_limitation(provisioner, *self.capabilities_needed())
+            if why:
+                raise PreconditionFailed(f"refusing to run a disruptive drill ({self.harm}) on {env.name!r}: {why}")
             self.targets_checked = self.check_drill_targets(env)
         return env
 
@@ -143,9 +155,11 @@ class DrillGuardOperator(ControlPlaneMixin, DrillStepOperator):
 
 
 class RestoreDrillEnvironmentOperator(DrillStepOperator):
-    """Always runs (the guard's teardown). Releases the lock; after a disruptive drill the provisioner makes the
-    environment whole (lost disks deleted, the inventory following what runs, a streaming standby and a base
-    backup); every scratch cluster of the run that did not become the primary is destroyed."""
+    """Always runs once the guard let the drill start (the guard's teardown; ``all_done``). Releases the lock; after
+    a disruptive drill the provisioner makes the environment whole (lost disks deleted, the inventory following what
+    runs, a streaming standby and a base backup); every scratch cluster of the run that did not become the primary
+    is destroyed. When the guard never let the drill start (it skipped or refused), it skips: nothing was touched,
+    and nothing is put back."""
 
     template_fields: Sequence[str] = ("guard",)
     runs_after_abort = True
@@ -155,22 +169,28 @@ class RestoreDrillEnvironmentOperator(DrillStepOperator):
         self.guard = guard
 
     def run_step(self, context: Context) -> dict:
-        guard = self.guard or {}
+        if not self.guard:  # the guard skipped (drills off, a late start) or refused: the drill never started
+            raise AirflowSkipException("nothing to put back: the guard never let the drill start")
+        guard = self.guard
         env = current_environment()
         created: list[str] = []
         keep: set[str] = set()
         provisioner = load_provisioner(env.provisioner, environment=env)
+        disruptive = guard.get("mode") == "disruptive"
         try:
-            if guard.get("mode") == "disruptive" and provisioner is not None and env.drill_environment:
+            if disruptive and env.drill_environment:
+                why = capability_limitation(provisioner, EnvironmentRestorer)
+                if why:
+                    raise PreconditionFailed(f"cannot put {env.name!r} back after a disruptive drill: {why}")
                 created += provisioner.restore_environment()
             cleaned = []
             if isinstance(provisioner, RestoreHosts):  # the run's copies on provisioned hosts production did not adopt
                 cleaned += provisioner.release_run(key_of(context))
-            if provisioner is not None and hasattr(provisioner, "inventory_data_dirs"):
+            if isinstance(provisioner, EnvironmentRestorer):
                 keep = provisioner.inventory_data_dirs()
             cleaned += destroy_run_area(Path(env.scratch_root) / key_of(context), keep) if env.scratch_root else []
         finally:  # only once the environment is whole may the next disruptive drill start
-            if guard.get("mode") == "disruptive":
+            if disruptive:
                 results.release_drill_lock(results_endpoint(), env.name, context["dag"].dag_id, context["run_id"])
         return {"resources_cleaned": cleaned, "resources_created": created,
                 "detail": f"cleaned {len(cleaned)} resource(s)" + ("; environment whole again: " + "; ".join(created)

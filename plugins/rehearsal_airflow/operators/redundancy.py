@@ -9,6 +9,7 @@ from typing import Any
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowSkipException
 
+from rehearsal.capabilities import DatabaseHosts, capability_limitation
 from rehearsal.platform import load_provisioner
 from rehearsal_airflow.environment import current_environment
 from rehearsal_airflow.hooks.backup_store import BackupStoreHook
@@ -35,6 +36,9 @@ class RebuildRedundancyOperator(ControlPlaneMixin, DrillStepOperator):
         done: list[str] = []
         if provisioner is None:
             done.append("redundancy not rebuilt: no provisioner (the environment names none); build a standby by hand")
+        elif not isinstance(provisioner, DatabaseHosts):
+            done.append(f"redundancy not rebuilt: {capability_limitation(provisioner, DatabaseHosts)}; build a standby by "
+                        "hand")
         else:
             done += provisioner.adopt_primary(address, self.recovery.get("data_dir"))
             done += provisioner.rebuild_standby(address)

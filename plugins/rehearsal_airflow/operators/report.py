@@ -1,5 +1,6 @@
 """RunReportOperator: every runbook, drill and verification run ends with its report (JSON, Markdown, a row in
-the results database), whatever happened before it; the run fails unless the report says passed."""
+the results database), whatever happened before it; the run fails unless the report says passed (or skipped: a
+drill called off before it touched anything is not a failed drill)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -10,7 +11,7 @@ from airflow.sdk import Context
 
 from rehearsal import results
 from rehearsal.catalog import load_catalog
-from rehearsal.errors import DrillFailed
+from rehearsal.errors import DrillCalledOff, DrillFailed
 from rehearsal.report import DrillReport, Step, decide_status, judge, write_report
 from rehearsal_airflow.environment import current_environment
 from rehearsal_airflow.hooks.results_db import results_endpoint
@@ -31,6 +32,7 @@ class RunReportOperator(DrillStepOperator):
     """
 
     runs_after_abort = True
+    runs_when_called_off = True
     template_fields: Sequence[str] = ("gate", "mode", "fault", "decision", "approval", "recovery", "measurement",
                                       "environment_repair")
 
@@ -50,7 +52,7 @@ class RunReportOperator(DrillStepOperator):
         ti, dag, run_id = context["ti"], context["dag"], context["run_id"]
         env = current_environment()
         target = load_catalog().target(self.component)
-        steps, checks, created, failures = self._steps(ti, dag, run_id)
+        steps, checks, created, failures, switched_off = self._steps(ti, dag, run_id)
         # A measurement's critical check that failed (data-plane availability, say) fails the run like a step.
         failures += [f"check {c['name']}: {c.get('detail', '')}" for c in checks
                      if c.get("critical", True) and c.get("ok") is False and c["name"] not in ("rto_within_target", "rpo_within_target")]
@@ -71,11 +73,15 @@ class RunReportOperator(DrillStepOperator):
                            "detail": f"measured {bound}{rpo} s, target {target.rpo.total_seconds():.0f} s"})
         rejected = approval.get("approved") is False
         started = bool(gate) or not self.requires_gate
+        # A drill called off before it started (drills switched off, a late scheduled start): its first step says why.
+        called_off = next((s for s in steps if s.kind == DrillCalledOff.kind), None)
         status = decide_status(started=started, failures=failures, measures_recovery=self.measures_recovery,
-                               rto_met=rto_met, rpo_met=rpo_met, rejected=rejected)
+                               rto_met=rto_met, rpo_met=rpo_met, rejected=rejected, called_off=called_off is not None)
         failure = "; ".join(failures) or None
         if rejected:
             failure = approval.get("detail")
+        if called_off is not None:
+            failure = called_off.detail
         stopped = next((s for s in steps if s.kind == "aborted" and s.status == "failed"), None)
         if stopped is not None:  # a drill's stop condition tripped: it stopped and rolled back
             status, failure = "aborted", f"{stopped.name}: {stopped.detail}"
@@ -86,6 +92,8 @@ class RunReportOperator(DrillStepOperator):
             "restore_archive": recovery.get("archive"), "neutralized_on_restored_copy": recovery.get("neutralized"),
             "standbys_before_fault": gate.get("standbys_before_fault"), "drill_lock": gate.get("lock"),
             "fault": {k: v for k, v in (self.fault or {}).items() if k != "detail"}})
+        if switched_off:  # an incident declared: drills switched off for its environment
+            evidence["drills_switched_off"] = switched_off
         runbook = dict(self.runbook)
         if self.runbook:
             runbook.update({"decision": (self.decision or {}).get("detail"),
@@ -105,14 +113,15 @@ class RunReportOperator(DrillStepOperator):
         json_path, _md = write_report(report, env.reports_dir)
         results.record_result(results_endpoint(), report, str(json_path))
         self.log.info("%s %s: report %s", self.scenario, status, json_path)
-        if status != "passed":
+        if status not in ("passed", "skipped"):
             raise DrillFailed(f"{self.scenario} {status}: {report.failure or 'RTO or RPO target missed'} (report: {json_path})")
         return {"status": status, "report": str(json_path), "detail": f"report {json_path}"}
 
-    def _steps(self, ti, dag, run_id: str) -> tuple[list[Step], list[dict], list[str], list[str]]:
-        """Every other task of the run, in order, with its record; the named checks and resources they returned."""
+    def _steps(self, ti, dag, run_id: str) -> tuple[list[Step], list[dict], list[str], list[str], str | None]:
+        """Every other task of the run, in order, with its record; the named checks and resources they returned; what
+        the run's first step said about switching drills off (an incident)."""
         states = ti.get_task_states(dag_id=dag.dag_id, run_ids=[run_id]).get(run_id, {})
-        steps, checks, created, failures = [], [], [], []
+        steps, checks, created, failures, switched_off = [], [], [], [], None
         for task_id in dag.topological_sort_ids() if hasattr(dag, "topological_sort_ids") else [t.task_id for t in dag.topological_sort()]:
             if task_id == self.task_id:
                 continue
@@ -123,6 +132,7 @@ class RunReportOperator(DrillStepOperator):
                 status = str(state)  # Airflow's word wins: a deferred step whose trigger timed out never recorded it
             if state == "success" and status == "awaiting_input":
                 status = "success"
+            switched_off = switched_off or record.get("drills_switched_off")
             step = Step(name=task_id, status=status, started_at=record.get("started_at"),
                         finished_at=record.get("finished_at"), detail=record.get("detail", ""), kind=record.get("kind"))
             steps.append(step)
@@ -132,4 +142,4 @@ class RunReportOperator(DrillStepOperator):
             if isinstance(value, dict):
                 checks += value.get("checks", [])
                 created += value.get("resources", [])
-        return steps, checks, created, failures
+        return steps, checks, created, failures, switched_off

@@ -10,6 +10,7 @@ from typing import Any
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowSkipException
 
+from rehearsal.capabilities import SnapshotStoreAdmin, capability_limitation
 from rehearsal.errors import PreconditionFailed, RehearsalError
 from rehearsal.platform import load_provisioner
 from rehearsal.postgres.connection import connect
@@ -133,8 +134,9 @@ class RaiseSnapshotFrequencyOperator(StoreMixin, DrillStepOperator):
                                        + "); snapshots are never written into a failing store")
         env = current_environment()
         provisioner = load_provisioner(env.provisioner, environment=env)
-        if provisioner is None or not hasattr(provisioner, "set_snapshot_interval"):
-            raise AirflowSkipException(f"environment {env.name!r} names no provisioner that sets snapshot frequency")
+        why = capability_limitation(provisioner, SnapshotStoreAdmin)
+        if why:
+            raise AirflowSkipException(f"snapshot frequency NOT raised on {env.name!r}: {why}")
         done = provisioner.set_snapshot_interval(float(self.interval_seconds))
         return {"interval_seconds": float(self.interval_seconds), "detail": "; ".join(done)}
 
@@ -164,11 +166,12 @@ class RestoreSnapshotStoreOperator(StoreMixin, DrillStepOperator):
         if primary.bucket in (self.health or {}).get("buckets_missing", []):
             env = current_environment()
             provisioner = load_provisioner(env.provisioner, environment=env)
-            if provisioner is not None and hasattr(provisioner, "create_snapshot_bucket"):
+            if isinstance(provisioner, SnapshotStoreAdmin):
                 recreated = provisioner.create_snapshot_bucket()  # with the platform's versioning and replication
             else:
                 primary.create_bucket()
-                recreated = [f"created s3://{primary.bucket} bare: re-apply its versioning and replication settings"]
+                recreated = [f"created s3://{primary.bucket} bare: re-apply its versioning and replication settings "
+                             f"({capability_limitation(provisioner, SnapshotStoreAdmin)})"]
         record = rebuild_store(hook.replica, hook.index_backup, primary)
         record.raise_if_failed()
         after = store_health(primary, hook.replica, hook.index_backup)
