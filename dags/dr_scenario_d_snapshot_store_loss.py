@@ -15,7 +15,9 @@ restore it.
    rebuilt from the index backup and the replica, every referenced chunk present.
 5. `volume_restore.*`: the volume-restore runbook for at least one volume, into scratch, byte for byte.
 6. `report_restore_points`: per volume, the newest restore point now available and its age.
-7. `clean_up_proof_restore`: the scratch restore goes (always).
+7. `put_snapshot_frequency_back`: the interval step 3 raised goes back to what it was (always); when it cannot,
+   the run ends `degraded`, saying so.
+8. `clean_up_proof_restore`: the scratch restore goes (always).
 
 **Params**: `mode` (required), `volume_id` (the volume(s) whose restore proves the store; default `vol-1`),
 `approve`.

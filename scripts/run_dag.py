@@ -6,8 +6,9 @@ raw log goes to a file, named at the end (``REHEARSAL_RAW_LOG=1`` or ``--raw-log
 approval is answered by ``APPROVE=yes`` (or ``no``), else on the terminal, else it waits for an answer from the
 Required Actions page of an api-server on the same metadata database (see ``run_progress.py``). A failure prints
 the failed task and its reason; a drill that skipped (drills switched off, or a late scheduled start) prints why.
-Exit codes: 0 success/passed, or a drill skipped (nothing was touched: not a failure), 1 failed, 2 bad
-``--conf``/``APPROVE``/params or DAG import errors; with several ``--conf``, the worst.
+Exit codes: 0 success/passed, a drill skipped or a scenario not applicable (nothing was touched: not a failure),
+3 degraded (service recovered, something left undone, each item printed), 1 failed, 2 bad
+``--conf``/``APPROVE``/params or DAG import errors; with several ``--conf``, the worst (2, then 1, then 3).
 
 The DAG's Deadline Alert is cleared on this in-process copy (upstream bug apache/airflow#73428 crashes
 ``dag.test()`` for DAGs with ``deadline=``; deadlines are proven on a real scheduler instead).
@@ -159,9 +160,11 @@ def run(args, confs: list[dict], automatic: str | None) -> int:
                        "with APPROVE=yes (APPROVE=no rejects)"))
     outcome = 0
     for conf in confs:  # one process: Airflow's in-process execution API is built once (about 10 s)
-        outcome = max(outcome, run_once(dag, args.dag_id, conf, approver, show_starts=not args.quiet))
+        outcome = max(outcome, run_once(dag, args.dag_id, conf, approver, show_starts=not args.quiet), key=SEVERITY.get)
     return outcome
 
+
+SEVERITY = {0: 0, 3: 1, 1: 2, 2: 3}  # exit codes, least to most severe
 
 def run_once(dag, dag_id: str, conf: dict, approver: Approver, show_starts: bool = True) -> int:
     from airflow.sdk.exceptions import ParamValidationError
@@ -194,9 +197,16 @@ def run_once(dag, dag_id: str, conf: dict, approver: Approver, show_starts: bool
         say(f"  {summary_line(report)}")
     if report.get("status") == "skipped":
         say(f"SKIPPED, nothing was touched: {one_line(report.get('failure') or 'no reason recorded')}")
+    if report.get("status") == "not_applicable":
+        say(f"NOT APPLICABLE, nothing was changed: {one_line(report.get('failure') or 'no reason recorded')}")
+    if report.get("status") == "degraded":
+        for item in report.get("degraded", []):
+            say(f"DEGRADED {item.get('item')}: {one_line(item.get('what_to_do', ''))}")
     for task, answer in watcher.approvals.items():
         say(f"  approval {task}: {answer}")
     say(f"run {dag_run.run_id}: {state} in {elapsed:.1f}s")
+    if report.get("status") == "degraded":
+        return 3  # service recovered, something left undone: not a failure, not a pass
     if state != "success":
         failed = {t for t, r in steps.items() if r.get("status") == "failed"}
         failed |= {task_id for (task_id, _), (_, ti_state) in watcher.seen.items() if ti_state == "failed"}

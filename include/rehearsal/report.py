@@ -43,6 +43,7 @@ class DrillReport:
     resources_cleaned: list[str] = field(default_factory=list)
     failure: str | None = None
     runbook: dict = field(default_factory=dict)  # the runbook run: its DAG, task group, approval, decision
+    degraded: list[dict] = field(default_factory=list)  # what a recovery left undone: {"item", "step", "what_to_do"}
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -52,25 +53,33 @@ def judge(measured: float | None, target: float) -> bool | None:
     return None if measured is None else measured <= target
 
 
+STATUSES = ("passed", "degraded", "failed", "aborted", "skipped", "not_applicable")
+
+
 def decide_status(*, started: bool, failures: list[str], measures_recovery: bool, rto_met: bool | None,
-                  rpo_met: bool | None, rejected: bool = False, called_off: bool = False) -> str:
-    """passed / failed / aborted / skipped.
+                  rpo_met: bool | None, rejected: bool = False, called_off: bool = False, degraded: bool = False,
+                  not_applicable: bool = False) -> str:
+    """passed / degraded / failed / aborted / skipped / not_applicable.
 
     - skipped: a drill that was called off before it touched anything (drills switched off, or a scheduled run
       that started late); not a failed drill;
+    - not_applicable: a scenario triggered when its scenario is not happening (a false alarm): it changed nothing;
     - aborted: the run never started changing anything (its guard refused, or a person rejected the recovery);
     - failed: a step failed, or a measured target was missed or could not be measured;
+    - degraded: service is recovered, but the run left something undone (each item named in the report);
     - passed: otherwise.
     """
     if called_off:
         return "skipped"
+    if not_applicable and not failures:
+        return "not_applicable"
     if not started or rejected:
         return "aborted"
     if failures:
         return "failed"
     if measures_recovery and not (rto_met and rpo_met):
         return "failed"
-    return "passed"
+    return "degraded" if degraded else "passed"
 
 
 def report_paths(root: str | Path, dag_id: str, run_id: str) -> tuple[Path, Path]:
@@ -118,7 +127,11 @@ def render_markdown(r: DrillReport) -> str:
         "",
     ]
     if r.failure:
-        lines += [f"**{'Skipped, nothing was touched' if r.status == 'skipped' else 'Failure'}:** {r.failure}", ""]
+        label = {"skipped": "Skipped, nothing was touched", "not_applicable": "Not applicable, nothing was changed"}
+        lines += [f"**{label.get(r.status, 'Failure')}:** {r.failure}", ""]
+    if r.degraded:
+        lines += ["**Degraded: service is back, but these were left undone:**", ""]
+        lines += [f"- {d['item']} ({d.get('step', '')}): {d.get('what_to_do', '')}" for d in r.degraded] + [""]
     if r.runbook:
         lines += [f"**Runbook:** `{r.runbook.get('dag_id')}` (task group `{r.runbook.get('group')}`), "
                   f"approved by {r.runbook.get('approved_by') or 'n/a'}; path: {r.runbook.get('decision') or 'n/a'}", ""]

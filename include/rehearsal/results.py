@@ -19,7 +19,7 @@ CREATE TABLE IF NOT EXISTS drill_results (
     dag_id text NOT NULL, run_id text NOT NULL, scenario text NOT NULL, mode text NOT NULL,
     environment text NOT NULL,
     status text NOT NULL CONSTRAINT drill_results_status_check
-        CHECK (status IN ('in_progress', 'passed', 'failed', 'aborted', 'skipped')),
+        CHECK (status IN ('in_progress', 'passed', 'degraded', 'failed', 'aborted', 'skipped', 'not_applicable')),
     component text NOT NULL, started_at timestamptz, finished_at timestamptz,
     target_rto_seconds double precision, measured_rto_seconds double precision, rto_met boolean,
     target_rpo_seconds double precision, measured_rpo_seconds double precision, rpo_met boolean,
@@ -36,12 +36,12 @@ ALTER TABLE drill_locks ADD COLUMN IF NOT EXISTS stop_conditions jsonb;
 CREATE TABLE IF NOT EXISTS drill_switch (
     environment text PRIMARY KEY, reason text NOT NULL, set_by text NOT NULL, set_at timestamptz NOT NULL DEFAULT now());
 DO $$
-BEGIN  -- a database made before 'skipped' existed: widen its status check, once
+BEGIN  -- a database made before 'degraded' and 'not_applicable' existed: widen its status check, once
     IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = 'drill_results'::regclass AND contype = 'c'
-                   AND pg_get_constraintdef(oid) LIKE '%''skipped''%') THEN
+                   AND pg_get_constraintdef(oid) LIKE '%''not_applicable''%') THEN
         ALTER TABLE drill_results DROP CONSTRAINT IF EXISTS drill_results_status_check;
         ALTER TABLE drill_results ADD CONSTRAINT drill_results_status_check
-            CHECK (status IN ('in_progress', 'passed', 'failed', 'aborted', 'skipped'));
+            CHECK (status IN ('in_progress', 'passed', 'degraded', 'failed', 'aborted', 'skipped', 'not_applicable'));
     END IF;
 END $$;
 """

@@ -165,7 +165,8 @@ def test_the_volume_drills_run_their_runbooks_own_tasks(dagbag):
     scenario = dagbag.dags["dr_scenario_d_snapshot_store_loss"]
     _in_order(scenario, ["scenario_d.confirm_blast_radius", "scenario_d.find_backups_elsewhere",
                          "scenario_d.raise_snapshot_frequency_if_healthy", "scenario_d.restore_snapshot_store",
-                         "scenario_d.volume_restore.restore_volumes", "scenario_d.report_restore_points"])
+                         "scenario_d.volume_restore.restore_volumes", "scenario_d.report_restore_points",
+                         "scenario_d.put_snapshot_frequency_back"])
     in_scenario = {t.task_id.removeprefix("scenario_d."): type(t) for t in scenario.tasks if ".volume_restore." in t.task_id}
     assert in_scenario == steps
     store_drill = dagbag.dags["dr_drill_snapshot_store_loss"]

@@ -188,3 +188,23 @@ def test_scenario_b_refuses_a_corruption_older_than_the_oldest_backup(platform):
     api().set_mode("read-write", "test: back after a refused run")
     Reconciler(services()["reconciler"]).set_rate(5)
 
+
+
+def test_scenario_a_fails_over_a_primary_that_answers_but_cannot_commit(platform):
+    """The primary answers and is not in recovery, but every new transaction is read-only (a full disk's
+    workaround, a bad setting): the health check writes, sees it cannot commit, and runs the failover runbook."""
+    sb = Sandbox(platform.dir)
+    old, standby = sb.primary.address, sb.standby.address
+    with connect(sb.endpoint(sb.primary, "admin").with_(dbname="postgres")) as conn:
+        conn.execute("ALTER SYSTEM SET default_transaction_read_only = on")
+        conn.execute("SELECT pg_reload_conf()")
+    dag_run = run_dag("dr_scenario_a_control_plane_down", {"mode": "incident", "approve": "auto"})
+    report = report_of(dag_run)
+    steps = steps_of(report)
+    health = steps["scenario_a.validate_postgres_health"]["detail"]
+    assert health == (f"primary {old} is unhealthy (cannot commit a write: cannot execute INSERT in a read-only "
+                      "transaction): running the postgres-failover runbook"), health
+    assert steps["scenario_a.postgres_failover.recover_database"]["status"] == "success"
+    assert report["evidence"]["recovered_address"] == standby and report["recovery_path"] == "promote_standby"
+    assert str(dag_run.state) == "success", report.get("failure")
+    assert Sandbox(platform.dir).primary.address == standby

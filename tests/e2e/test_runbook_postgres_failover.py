@@ -42,8 +42,13 @@ def test_an_incident_with_nothing_but_connections_promotes_the_standby_and_clien
     dag_run = run_dag(RUNBOOK, {"mode": "incident", "approve": "auto"})
     report = report_of(dag_run)
     steps = {s["name"].removeprefix(f"{GROUP}."): s for s in report["steps"]}
-    assert str(dag_run.state) == "success", report.get("failure")
-    assert (report["status"], report["mode"], report["recovery_path"]) == ("passed", "incident", "promote_standby")
+    # Service is back, but nothing could build the new primary a standby: degraded, not passed, and it says so.
+    assert str(dag_run.state) == "failed", report.get("failure")
+    assert (report["status"], report["mode"], report["recovery_path"]) == ("degraded", "incident", "promote_standby")
+    assert report["degraded"] == [{"step": f"{GROUP}.rebuild_redundancy", "item": "standby not rebuilt",
+                                   "what_to_do": f"the new primary {standby} has no standby (no provisioner (the environment "
+                                                 "names none)): build one by hand (pg_basebackup -R from it) and list it "
+                                                 "in the replica record"}]
     assert steps["assess_cluster"]["detail"].startswith(f"primary {platform.primary.address}: unreachable")
     assert steps["approve_recovery"]["detail"] == "approved automatically (approve=auto)"
     assert steps["fence_old_primary"]["detail"].startswith(f"{platform.primary.address} unreachable")

@@ -161,3 +161,33 @@ def test_the_sandbox_passwords_are_required(sandbox):
     wrong = sandbox.endpoint(sandbox.primary).with_(password="not-the-password")
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
         connect(wrong).close()
+
+
+def test_health_is_a_committed_write_so_a_primary_that_answers_but_cannot_commit_is_unhealthy(sandbox):
+    """A primary read-only by default, or holding every commit for a synchronous standby that is gone, still answers
+    ``pg_is_in_recovery()`` with false; only a real write, bounded on this side, tells."""
+    from rehearsal.postgres.connection import write_health
+
+    admin = sandbox.endpoint(sandbox.primary, "admin")
+    assert write_health(admin, timeout=5) == (True, "committed a write to rehearsal_health_probe and read it back")
+
+    def setting(name: str, value: str | None) -> None:
+        with connect(admin.with_(dbname="postgres")) as conn:
+            conn.execute(f"ALTER SYSTEM SET {name} = '{value}'" if value is not None else f"ALTER SYSTEM RESET {name}")
+            conn.execute("SELECT pg_reload_conf()")
+        time.sleep(0.3)
+
+    try:
+        setting("default_transaction_read_only", "on")
+        ok, why = write_health(admin, timeout=5)
+        assert not ok and why == "cannot commit a write: cannot execute INSERT in a read-only transaction"
+    finally:
+        setting("default_transaction_read_only", None)
+    try:
+        setting("synchronous_standby_names", "a_standby_that_is_gone")
+        ok, why = write_health(admin, timeout=2)
+        assert not ok and why == ("a write did not commit within 2s (a commit waiting on a synchronous standby, or "
+                                  "storage that does not answer)")
+    finally:
+        setting("synchronous_standby_names", None)
+    assert write_health(admin, timeout=5)[0]

@@ -120,3 +120,54 @@ def test_a_switch_to_the_workers_own_address_or_to_no_known_host_is_refused_by_n
     assert str(result).startswith(f"refusing to point service discovery at {nobody}: it is not a known database host "
                                   f"(members and provisioned hosts: {sandbox.primary.address}, ")
     assert resolve(sandbox.aws("route53"), sandbox.discovery()) == (sandbox.primary.host, port)
+
+
+def test_writes_not_captured_from_an_unreadable_audit_log_are_a_degraded_item(monkeypatch):
+    """The damaged primary cannot be read: the run goes on (the restore does not need it), and the report will say
+    that the writes since the corruption were not captured, as an item to act on."""
+    from rehearsal_airflow.operators.corruption import CaptureWritesSinceOperator
+
+    monkeypatch.setenv("AIRFLOW_CONN_CONTROLPLANE_ADMIN", json.dumps(
+        {"conn_type": "postgres", "host": "127.0.0.1", "port": free_port(), "login": "postgres", "password": "x",
+         "schema": "controlplane"}))
+    point = {"time": "2026-12-01T03:12:00.001+00:00", "recovery_target": "2026-12-01T03:12:00+00:00", "how": "given"}
+    result, step = run(CaptureWritesSinceOperator(task_id="keep_writes_since_corruption", point=point))
+    assert step["status"] == "success" and result["count"] == 0 and result["readable"] is False
+    [item] = result["degraded"]
+    assert item["item"] == "writes since the corruption not captured"
+    assert item["what_to_do"].startswith("the damaged cluster's audit log could not be read (")
+    assert "mutations acknowledged after 2026-12-01T03:12:00+00:00 are lost unless clients send them again" in item["what_to_do"]
+
+
+def test_a_snapshot_frequency_that_cannot_be_put_back_is_a_degraded_item(monkeypatch):
+    import os
+
+    from rehearsal_airflow.operators.snapshot_store import PutSnapshotFrequencyBackOperator
+
+    env = json.loads(os.environ.get("AIRFLOW_VAR_REHEARSAL_ENVIRONMENT", "{}"))
+    monkeypatch.setenv("AIRFLOW_VAR_REHEARSAL_ENVIRONMENT", json.dumps({**env, "provisioner": "none"}))
+    result, step = run(PutSnapshotFrequencyBackOperator(task_id="put_snapshot_frequency_back",
+                                                        raised={"interval_seconds": 60.0, "interval_before": 300.0}))
+    [item] = result["degraded"]
+    assert item["item"] == "snapshot frequency still raised"
+    assert item["what_to_do"].startswith("snapshots are still taken every 60s (it was 300s): set the interval back by hand")
+
+
+def test_a_health_check_that_cannot_find_the_primary_fails_naming_why_and_never_chooses_failover(monkeypatch):
+    import os
+
+    from rehearsal.errors import PreconditionFailed
+    from rehearsal_airflow.operators.control_plane import CheckPostgresHealthOperator
+
+    conn = json.loads(os.environ.get("AIRFLOW_CONN_CONTROLPLANE_ADMIN") or json.dumps(
+        {"conn_type": "postgres", "host": "db", "port": 5432, "login": "postgres", "schema": "controlplane",
+         "extra": {}}))
+    monkeypatch.setenv("AIRFLOW_CONN_CONTROLPLANE_ADMIN", json.dumps(
+        {**conn, "extra": {"discovery_zone_id": "ZNOSUCHZONE", "discovery_record": "_postgresql._tcp.nowhere.invalid."}}))
+    check = CheckPostgresHealthOperator(task_id="validate_postgres_health", healthy_task_id="postgres_healthy",
+                                        failover_group_id="postgres_failover")
+    result, step = run(check)
+    assert isinstance(result, PreconditionFailed) and (step["status"], step["kind"]) == ("failed", "refused")
+    assert str(result).startswith("cannot check Postgres health: where the primary is cannot be read (")
+    assert str(result).endswith("a check that did not run never chooses failover: fix discovery, or run the failover "
+                                "runbook by hand")

@@ -259,3 +259,24 @@ def test_the_app_runtime_promise_fails_on_a_round_with_endpoints_down_and_on_sil
     assert bad.detail.endswith("agent-03/apps/7/0")
     silent = evaluate_probes(asset, [], now)
     assert not silent.ok and "no probe round in the last 60s" in silent.detail
+
+
+def test_the_ramp_ends_at_the_rate_found_before_and_says_what_it_left_undone():
+    from rehearsal.runbooks.control_plane import RampPolicy, ramp, ramp_degraded, ramp_steps_to
+
+    assert ramp_steps_to((0.5, 1.0, 2.0, 5.0), 3.0) == (0.5, 1.0, 2.0, 3.0)
+    assert ramp_steps_to((0.5, 1.0, 2.0, 5.0), 10.0) == (0.5, 1.0, 2.0, 5.0, 10.0)
+    assert ramp_steps_to((0.5, 1.0), None) == (0.5, 1.0)
+    rates, clock = [], iter(range(0, 10_000))
+    policy = RampPolicy(steps=ramp_steps_to((0.5, 1.0), 2.0), hold_seconds=2, sample_every=1)
+    # A reconciler that reports neither error rate nor queue depth: every step is held blind.
+    blind = ramp(rates.append, lambda: {"rate": rates[-1]}, policy, sleep=lambda s: None, clock=lambda: next(clock))
+    assert rates == [0.5, 1.0, 2.0] and blind.final_rate == 2.0 and blind.unmeasured_rates() == [0.5, 1.0, 2.0]
+    assert [d["item"] for d in ramp_degraded(blind, 2.0)] == ["ramp judged without metrics"]
+    seen = ramp(rates.append, lambda: {"error_rate": 0.0, "queue_depth": 0}, policy, sleep=lambda s: None,
+                clock=lambda: next(clock))
+    assert ramp_degraded(seen, 2.0) == []
+    left = ramp_degraded(seen, 5.0)
+    assert left == [{"item": "reconciler rate not restored",
+                     "what_to_do": "it runs at 2 pushes/s, it ran at 5 before: set it back once the platform is stable"}]
+    assert ramp_degraded(seen, None)[0]["item"] == "reconciler rate before the incident unknown"

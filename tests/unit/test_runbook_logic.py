@@ -216,3 +216,16 @@ def test_discovery_is_never_pointed_at_the_workers_own_address_or_at_no_known_ho
     assert switch_limitation("127.42.1.99:5432", known, []) == (
         "refusing to point service discovery at 127.42.1.99:5432: it is not a known database host (members and "
         "provisioned hosts: 127.42.1.10:5432, 127.42.1.12:5432)")
+
+
+def test_a_recovery_that_left_something_undone_is_degraded_and_a_false_alarm_is_not_applicable():
+    from rehearsal.report import decide_status
+
+    common = {"started": True, "measures_recovery": False, "rto_met": None, "rpo_met": None}
+    assert decide_status(failures=[], **common) == "passed"
+    assert decide_status(failures=[], degraded=True, **common) == "degraded"
+    assert decide_status(failures=["x: boom"], degraded=True, **common) == "failed"
+    assert decide_status(failures=[], not_applicable=True, **common) == "not_applicable"
+    assert decide_status(failures=[], degraded=True, called_off=True, **common) == "skipped"
+    assert decide_status(failures=[], measures_recovery=True, rto_met=True, rpo_met=False, started=True,
+                         degraded=True) == "failed"

@@ -88,3 +88,66 @@ def commits_writes(endpoint: Endpoint, timeout: int = 2) -> tuple[bool, str]:
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return False, first
+
+
+HEALTH_TABLE = "rehearsal_health_probe"
+
+
+def write_health(endpoint: Endpoint, timeout: float = 5.0, prober: str = "rehearsal") -> tuple[bool, str]:
+    """Postgres health as clients need it: a write to a dedicated probe table (``rehearsal_health_probe``, one row
+    per prober; made on first use) committed, then read back, within ``timeout`` seconds overall. A primary that
+    answers but cannot commit (read-only by default, a full disk, a synchronous standby that is gone and holds every
+    commit) is unhealthy, and the reason names what happened. The commit's wait is bounded on this side: a hung
+    commit is cancelled, not waited for.
+
+    :returns: (healthy, why)"""
+    import threading
+    import uuid
+
+    import psycopg
+
+    token = uuid.uuid4().hex
+    outcome: dict = {}
+    try:
+        conn = connect(endpoint, connect_timeout=max(1, int(timeout)), statement_timeout_ms=int(timeout * 1000),
+                       application_name="rehearsal-health")
+    except psycopg.Error as exc:
+        return False, f"unreachable: {_first_line(exc)}"
+
+    def probe() -> None:
+        try:
+            if not conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"public.{HEALTH_TABLE}",)).fetchone()[0]:
+                conn.execute(f"CREATE TABLE IF NOT EXISTS {HEALTH_TABLE} (prober text PRIMARY KEY, token text NOT NULL, "
+                             "probed_at timestamptz NOT NULL)")
+            conn.execute(f"INSERT INTO {HEALTH_TABLE} (prober, token, probed_at) VALUES (%s, %s, clock_timestamp()) "
+                         "ON CONFLICT (prober) DO UPDATE SET token = EXCLUDED.token, probed_at = EXCLUDED.probed_at",
+                         (prober, token))  # autocommit: this statement's commit is the probe
+            row = conn.execute(f"SELECT token FROM {HEALTH_TABLE} WHERE prober = %s", (prober,)).fetchone()
+            outcome["read_back"] = row[0] if row else None
+        except psycopg.Error as exc:
+            outcome["error"] = _first_line(exc)
+
+    worker = threading.Thread(target=probe, name="write-health", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    try:
+        if worker.is_alive():
+            conn.cancel()
+            worker.join(2)
+            return False, (f"a write did not commit within {timeout:g}s (a commit waiting on a synchronous standby, or "
+                           "storage that does not answer)")
+        if "error" in outcome:
+            return False, f"cannot commit a write: {outcome['error']}"
+        if outcome.get("read_back") != token:
+            return False, f"a committed write read back as {outcome.get('read_back')!r}, not {token!r}"
+        return True, f"committed a write to {HEALTH_TABLE} and read it back"
+    finally:
+        try:
+            conn.close()
+        except psycopg.Error:
+            pass
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

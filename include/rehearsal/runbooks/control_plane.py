@@ -96,6 +96,7 @@ class RampStep:
     worst_queue_depth: int | None
     why: str = ""
     at: float = 0.0
+    measured: int = 0  # samples that carried an error rate or a queue depth: 0 means the step was held blind
 
 
 @dataclass
@@ -105,7 +106,12 @@ class RampResult:
     backoffs: int = 0
 
     def to_dict(self) -> dict:
-        return {"final_rate": self.final_rate, "backoffs": self.backoffs, "steps": [asdict(s) for s in self.steps]}
+        return {"final_rate": self.final_rate, "backoffs": self.backoffs, "steps": [asdict(s) for s in self.steps],
+                "unmeasured_rates": self.unmeasured_rates()}
+
+    def unmeasured_rates(self) -> list[float]:
+        """Rates held without a single sample of error rate or queue depth: judged without metrics."""
+        return [s.rate for s in self.steps if s.outcome == "held" and not s.measured]
 
     def describe(self) -> str:
         path = " -> ".join(f"{s.rate:g}/s {'ok' if s.outcome == 'held' else 'BACKED OFF'}" for s in self.steps)
@@ -119,6 +125,32 @@ def _over(metrics: dict, policy: RampPolicy) -> str | None:
     if depth is not None and depth > policy.max_queue_depth:
         return f"queue depth {depth} > {policy.max_queue_depth}"
     return None
+
+
+def ramp_steps_to(steps: tuple[float, ...], rate_before: float | None) -> tuple[float, ...]:
+    """The ramp's steps ending at the rate the reconciler ran at before the runbook paused it (the ramp's own steps
+    below it, then it): a runbook puts back what it changed. Unknown: the ramp's own steps."""
+    if rate_before is None or rate_before <= 0:
+        return tuple(steps)
+    return tuple(s for s in steps if s < rate_before) + (float(rate_before),)
+
+
+def ramp_degraded(result: RampResult, rate_before: float | None) -> list[dict]:
+    """What a ramp left undone, as a run's ``degraded`` items: the rate not put back, steps held without metrics."""
+    items = []
+    if rate_before is None:
+        items.append({"item": "reconciler rate before the incident unknown",
+                      "what_to_do": f"it was left at {result.final_rate:g} pushes/s: check it is the platform's normal rate"})
+    elif abs(result.final_rate - rate_before) > 1e-9:
+        items.append({"item": "reconciler rate not restored",
+                      "what_to_do": f"it runs at {result.final_rate:g} pushes/s, it ran at {rate_before:g} before: "
+                                    "set it back once the platform is stable"})
+    blind = result.unmeasured_rates()
+    if blind:
+        items.append({"item": "ramp judged without metrics",
+                      "what_to_do": f"the reconciler reported neither error rate nor queue depth while held at "
+                                    f"{', '.join(f'{r:g}' for r in blind)} pushes/s: watch it by hand for a retry storm"})
+    return items
 
 
 def ramp(set_rate: Callable[[float], float], read_metrics: Callable[[], dict], policy: RampPolicy,
@@ -136,24 +168,26 @@ def ramp(set_rate: Callable[[float], float], read_metrics: Callable[[], dict], p
         rate = policy.steps[index]
         set_rate(rate)
         started = clock()
-        samples, worst_err, worst_depth, crossed = 0, None, None, None
+        samples, measured, worst_err, worst_depth, crossed = 0, 0, None, None, None
         while clock() - started < policy.hold_seconds:
             sleep(policy.sample_every)
             metrics = read_metrics()
             samples += 1
             err, depth = metrics.get("error_rate"), metrics.get("queue_depth")
+            measured += err is not None or depth is not None
             worst_err = err if worst_err is None or (err is not None and err > worst_err) else worst_err
             worst_depth = depth if worst_depth is None or (depth is not None and depth > worst_depth) else worst_depth
             crossed = _over(metrics, policy)
             if crossed:
                 break
         if crossed is None:
-            result.steps.append(RampStep(rate, "held", samples, worst_err, worst_depth, at=started))
+            result.steps.append(RampStep(rate, "held", samples, worst_err, worst_depth, at=started, measured=measured))
             good = rate
             index += 1
             continue
         result.backoffs += 1
-        result.steps.append(RampStep(rate, "backed_off", samples, worst_err, worst_depth, crossed, at=started))
+        result.steps.append(RampStep(rate, "backed_off", samples, worst_err, worst_depth, crossed, at=started,
+                                     measured=measured))
         back = policy.steps[index - 1] if index else 0.0
         set_rate(back)
         if result.backoffs >= policy.max_backoffs:

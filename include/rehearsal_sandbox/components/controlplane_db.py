@@ -157,12 +157,17 @@ class ControlPlaneDb(Component):
         """The identity drills check before they harm this database (``rehearsal.drills.targets``): its system
         identifier and a marker row, written before the first backups (so its standbys and copies hold it too)."""
         from rehearsal.drills.targets import MARKER_TABLE
+        from rehearsal.postgres.connection import HEALTH_TABLE
 
         marker = secrets.token_hex(8)
         conn.execute(f"CREATE TABLE {MARKER_TABLE} (marker text PRIMARY KEY, environment text NOT NULL, "
                      "created_at timestamptz NOT NULL DEFAULT now())")
         conn.execute(f"INSERT INTO {MARKER_TABLE} (marker, environment) VALUES (%s, 'sandbox')", (marker,))
         conn.execute(f"GRANT SELECT ON {MARKER_TABLE} TO {DB}")  # its dumps hold it (only a superuser changes it)
+        # Where runbooks probe Postgres health with a real write (rehearsal.postgres.connection.write_health).
+        conn.execute(f"CREATE TABLE {HEALTH_TABLE} (prober text PRIMARY KEY, token text NOT NULL, "
+                     "probed_at timestamptz NOT NULL)")
+        conn.execute(f"GRANT SELECT ON {HEALTH_TABLE} TO {DB}")
         identifier = conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()[0]
         self.state["drill_target"] = {"system_identifier": str(identifier), "marker": marker}
         self.sandbox.save()

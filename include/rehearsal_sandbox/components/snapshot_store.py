@@ -164,10 +164,14 @@ class SnapshotStoreComponent(DaemonComponent):
     def create_primary(self) -> None:
         """The primary bucket, versioned, with its replication configuration (moto stores it, never acts on it), tagged
         with the drill environment's marker (its identity, which a drill checks before it deletes anything)."""
+        self.primary_store().create_bucket(self.region)
+        self.configure_primary()
+
+    def configure_primary(self) -> None:
+        """The primary bucket's settings as the platform keeps them: versioned, replicated, tagged (idempotent)."""
         from rehearsal.drills.targets import BUCKET_TAG
 
         s3 = self.client("s3")
-        self.primary_store().create_bucket(self.region)
         s3.put_bucket_versioning(Bucket=self.bucket, VersioningConfiguration={"Status": "Enabled"})
         if self.drill_marker:
             s3.put_bucket_tagging(Bucket=self.bucket, Tagging={"TagSet": [{"Key": BUCKET_TAG, "Value": self.drill_marker}]})

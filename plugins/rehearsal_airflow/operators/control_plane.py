@@ -17,7 +17,6 @@ from rehearsal.capabilities import ServiceControl, capability_limitation
 from rehearsal.dataplane import DataPlaneProbe, probe_data_plane
 from rehearsal.errors import PreconditionFailed, RecoveryTimedOut
 from rehearsal.platform import load_provisioner
-from rehearsal.postgres.connection import accepts_writes
 from rehearsal.runbooks.control_plane import (
     RampPolicy,
     confirm_refused,
@@ -102,12 +101,14 @@ class FreezeMutationsOperator(ServicesMixin, DrillStepOperator):
         refused = confirm_refused(answer, "frozen")
         reads = len(api.apps())
         reconciler = self.services.reconciler()
+        rate_before = None
         if reconciler.health().body:  # it answers: it must pause, or nothing damaged may be restored behind it
+            rate_before = _running_rate(reconciler)
             reconciler.set_rate(0)
-            paused = "reconciler paused"
+            paused = f"reconciler paused (it ran at {rate_before:g}/s)" if rate_before else "reconciler paused"
         else:
             paused = f"reconciler not running ({reconciler.health().detail})"
-        return {"frozen_at": now_iso(), "probe_app": app["id"], "reads": reads,
+        return {"frozen_at": now_iso(), "probe_app": app["id"], "reads": reads, "rate_before": rate_before,
                 "detail": f"mutations frozen: {refused}; reads work ({reads} apps); {paused}"}
 
 
@@ -143,8 +144,10 @@ class RestoreServiceOperator(ServicesMixin, DrillStepOperator):
                 raise PreconditionFailed(f"{self.service} does not answer ({before.detail}) and nothing on "
                                          f"{env.name!r} can start it: {why}")
             started = provisioner.start_service(self.service, mode="read-only" if self.service == "api" else None)
+        rate_before = None
         if self.service == "reconciler":
             wait_until(lambda: self._answers(), self.timeout, "reconciler answering")
+            rate_before = _running_rate(self.services.reconciler())  # what the ramp puts back at the end
             self.services.reconciler().set_rate(0)
         if self.service == "api":
             return self._confirm_api(started)
@@ -164,7 +167,10 @@ class RestoreServiceOperator(ServicesMixin, DrillStepOperator):
             raise RecoveryTimedOut(f"{self.service} not healthy {self.timeout:.0f}s after it was started: {after.detail}")
         state = "healthy" if after.ok else "running, waiting for the database"
         return {"service": self.service, "confirmed_at": now_iso(), "started": started, "health": after.to_dict(),
-                "detail": f"{self.service} {state}" + (" (paused)" if self.service == "reconciler" else "")
+                "rate_before": rate_before,
+                "detail": f"{self.service} {state}"
+                          + ((f" (paused; it ran at {rate_before:g}/s)" if rate_before else " (paused)")
+                             if self.service == "reconciler" else "")
                           + (f"; {'; '.join(started)}" if started else "; it was running")}
 
     def _answers(self) -> tuple[bool, str]:
@@ -174,7 +180,10 @@ class RestoreServiceOperator(ServicesMixin, DrillStepOperator):
     @staticmethod
     def _waits_for_database(health: Health) -> bool:
         error = str(health.body.get("error", "")).lower()
-        return health.body.get("status") == "degraded" and any(w in error for w in ("database", "connect", "postgres"))
+        # The database's own refusals count: a primary that answers but cannot commit ("read-only transaction"),
+        # or a standby it reached ("recovery"): the health check and the failover that follow are what fix them.
+        words = ("database", "connect", "postgres", "read-only transaction", "recovery is in progress")
+        return health.body.get("status") == "degraded" and any(w in error for w in words)
 
     def _confirm_api(self, started: list[str]) -> dict:
         api = self.services.api(actor="rehearsal-restore")
@@ -197,24 +206,33 @@ class RestoreServiceOperator(ServicesMixin, DrillStepOperator):
 
 
 class CheckPostgresHealthOperator(ControlPlaneMixin, DrillStepOperator, BranchMixIn):
-    """Validate Postgres health or run failover: the primary discovery points at must accept a write; if it
-    does, the failover runbook's group is skipped, else it runs."""
+    """Validate Postgres health or run failover: the primary discovery points at must commit a write to a
+    dedicated probe table and read it back within ``timeout`` (``write_health``); if it does, the failover runbook's
+    group is skipped, else it runs. When where the primary is cannot be read (discovery unreadable), the step fails
+    naming why: a check that did not run never chooses failover by itself."""
 
     inherits_from_skipmixin = True  # serialized as able to skip downstream, as BaseBranchOperator is
 
-    def __init__(self, *, healthy_task_id: str, failover_group_id: str, **kwargs) -> None:
+    def __init__(self, *, healthy_task_id: str, failover_group_id: str, timeout: float = 5.0, **kwargs) -> None:
         super().__init__(**kwargs)
         self.healthy_task_id, self.failover_group_id = healthy_task_id, failover_group_id
+        self.timeout = timeout
 
     def execute(self, context: Context) -> Any:
         started = now_iso()
         self._refuse_if_aborted(context)
         try:
-            platform = self.controlplane.platform()
-            primary = platform.primary_address()
-            ok, why = accepts_writes(platform.admin_endpoint(primary))
-        except Exception as exc:  # noqa: BLE001 - a primary nobody can find is an unhealthy one
-            primary, ok, why = "unknown", False, f"{type(exc).__name__}: {exc}"
+            primary = self.controlplane.platform().primary_address()
+        except Exception as exc:  # noqa: BLE001 - a check that cannot run chooses nothing
+            detail = (f"cannot check Postgres health: where the primary is cannot be read ({type(exc).__name__}: {exc}); "
+                      "a check that did not run never chooses failover: fix discovery, or run the failover runbook by hand")
+            push_step(context, self.task_id, started, "failed", detail, "refused")
+            raise PreconditionFailed(detail) from exc
+        from rehearsal.platform import split_address
+        from rehearsal.postgres.connection import write_health
+
+        ok, why = write_health(self.controlplane.endpoint(*split_address(primary)), timeout=self.timeout,
+                               prober=f"scenario-a:{context['run_id']}"[:200])
         branch = self.healthy_task_id if ok else self.failover_group_id
         detail = (f"primary {primary} accepts writes: failover not needed" if ok
                   else f"primary {primary} is unhealthy ({why}): running the postgres-failover runbook")
@@ -255,17 +273,44 @@ class ResumeWritesOperator(ServicesMixin, DrillStepOperator):
 
 class ResumeReconcilerGraduallyOperator(ServicesMixin, DrillStepOperator):
     """Ramp the reconciler's rate in steps, holding each while error rate and queue depth stay under their
-    thresholds; backing off when they do not (no retry storm)."""
+    thresholds; backing off when they do not (no retry storm). It ends at the rate the reconciler ran at before the
+    runbook paused it (``paused``: the record of the step that paused it); a rate not put back, or steps held
+    without metrics, are the run's ``degraded`` items.
+
+    :param paused: the record of the step that paused the reconciler (``{"rate_before": ...}``)"""
+
+    template_fields: Sequence[str] = ("paused",)
 
     def __init__(self, *, steps: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0), hold_seconds: float = 3.0,
-                 max_error_rate: float = 0.2, max_queue_depth: int = 50, max_backoffs: int = 3, **kwargs) -> None:
+                 max_error_rate: float = 0.2, max_queue_depth: int = 50, max_backoffs: int = 3, paused: Any = None,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
+        self.steps = tuple(steps)
         self.policy = RampPolicy(tuple(steps), hold_seconds, max_error_rate, max_queue_depth, max_backoffs)
+        self.paused = paused
 
     def run_step(self, context: Context) -> dict:
+        from dataclasses import replace
+
+        from rehearsal.runbooks.control_plane import ramp_degraded, ramp_steps_to
+
+        before = (self.paused or {}).get("rate_before") if isinstance(self.paused, dict) else None
+        before = float(before) if before else None
         reconciler = self.services.reconciler()
-        result = ramp(reconciler.set_rate, reconciler.metrics, self.policy)
-        return {**result.to_dict(), "resumed_at": now_iso(), "detail": result.describe()}
+        result = ramp(reconciler.set_rate, reconciler.metrics, replace(self.policy, steps=ramp_steps_to(self.steps, before)))
+        degraded = [{"step": self.task_id, **d} for d in ramp_degraded(result, before)]
+        return {**result.to_dict(), "resumed_at": now_iso(), "rate_before": before, "degraded": degraded,
+                "detail": result.describe() + (f" (its rate before the incident: {before:g}/s)" if before else "")
+                          + "".join(f"; DEGRADED: {d['item']}" for d in degraded)}
+
+
+def _running_rate(reconciler) -> float | None:
+    """The reconciler's rate now, when it runs (not paused); None when it cannot be told."""
+    try:
+        rate = reconciler.metrics().get("rate")
+    except Exception:  # noqa: BLE001 - unknown: the ramp then says so
+        return None
+    return float(rate) if rate else None
 
 
 class TimeToConvergeSensor(ServicesMixin, DrillStepOperator):

@@ -102,9 +102,13 @@ class CaptureWritesSinceOperator(ControlPlaneMixin, DrillStepOperator):
             with connect(self.controlplane.endpoint(), statement_timeout_ms=30_000) as conn:
                 entries = audit_since(conn, since, MUTATIONS)
         except Exception as exc:  # noqa: BLE001 - a dead damaged primary: say what is lost, and go on
+            lost = (f"mutations acknowledged after {point.recovery_target.isoformat()} are lost unless clients send "
+                    "them again")
             return {"writes": [], "count": 0, "readable": False,
-                    "detail": f"the damaged cluster's audit log cannot be read ({exc}): mutations acknowledged after "
-                              f"{point.recovery_target.isoformat()} are lost unless clients send them again"}
+                    "degraded": [{"step": self.task_id, "item": "writes since the corruption not captured",
+                                  "what_to_do": f"the damaged cluster's audit log could not be read ({exc}); {lost}: "
+                                                "tell its clients, and compare the hosts' reports with desired state"}],
+                    "detail": f"the damaged cluster's audit log cannot be read ({exc}): {lost}"}
         writes = [{"request_id": e.detail.get("request_id"), "app_id": e.detail.get("app_id"), "action": e.action,
                    "payload": e.detail.get("payload", {}), "actor": e.actor, "created_at": e.created_at.isoformat(),
                    "audit_id": e.id} for e in entries if e.detail.get("request_id")]

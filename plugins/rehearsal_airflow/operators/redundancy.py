@@ -34,11 +34,14 @@ class RebuildRedundancyOperator(ControlPlaneMixin, DrillStepOperator):
         address = self.recovery["address"]
         provisioner = load_provisioner(env.provisioner, environment=env)
         done: list[str] = []
-        if provisioner is None:
-            done.append("redundancy not rebuilt: no provisioner (the environment names none); build a standby by hand")
-        elif not isinstance(provisioner, DatabaseHosts):
-            done.append(f"redundancy not rebuilt: {capability_limitation(provisioner, DatabaseHosts)}; build a standby by "
-                        "hand")
+        degraded: list[dict] = []
+        if provisioner is None or not isinstance(provisioner, DatabaseHosts):
+            why = ("no provisioner (the environment names none)" if provisioner is None
+                   else capability_limitation(provisioner, DatabaseHosts))
+            done.append(f"redundancy not rebuilt: {why}; build a standby by hand")
+            degraded.append({"step": self.task_id, "item": "standby not rebuilt",
+                             "what_to_do": f"the new primary {address} has no standby ({why}): build one by hand "
+                                           "(pg_basebackup -R from it) and list it in the replica record"})
         else:
             done += provisioner.adopt_primary(address, self.recovery.get("data_dir"))
             done += provisioner.rebuild_standby(address)
@@ -48,4 +51,4 @@ class RebuildRedundancyOperator(ControlPlaneMixin, DrillStepOperator):
                                   platform.app_endpoint(address), store)
         done.append(f"base backup {backup.backup_id} of timeline {backup.timeline}")
         return {"actions": done, "base_backup": backup.backup_id, "provisioner": env.provisioner or "none",
-                "resources": [f"backup:{backup.backup_id}"], "detail": "; ".join(done)}
+                "resources": [f"backup:{backup.backup_id}"], "degraded": degraded, "detail": "; ".join(done)}

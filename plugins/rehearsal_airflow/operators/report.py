@@ -53,6 +53,7 @@ class RunReportOperator(DrillStepOperator):
         env = current_environment()
         target = load_catalog().target(self.component)
         steps, checks, created, failures, switched_off = self._steps(ti, dag, run_id)
+        degraded, not_applicable = self._degraded_and_not_applicable(ti, dag, run_id)
         # A measurement's critical check that failed (data-plane availability, say) fails the run like a step.
         failures += [f"check {c['name']}: {c.get('detail', '')}" for c in checks
                      if c.get("critical", True) and c.get("ok") is False and c["name"] not in ("rto_within_target", "rpo_within_target")]
@@ -76,8 +77,11 @@ class RunReportOperator(DrillStepOperator):
         # A drill called off before it started (drills switched off, a late scheduled start): its first step says why.
         called_off = next((s for s in steps if s.kind == DrillCalledOff.kind), None)
         status = decide_status(started=started, failures=failures, measures_recovery=self.measures_recovery,
-                               rto_met=rto_met, rpo_met=rpo_met, rejected=rejected, called_off=called_off is not None)
+                               rto_met=rto_met, rpo_met=rpo_met, rejected=rejected, called_off=called_off is not None,
+                               degraded=bool(degraded), not_applicable=not_applicable is not None)
         failure = "; ".join(failures) or None
+        if status == "not_applicable":
+            failure = not_applicable
         if rejected:
             failure = approval.get("detail")
         if called_off is not None:
@@ -109,13 +113,32 @@ class RunReportOperator(DrillStepOperator):
             target_rpo_seconds=target.rpo.total_seconds(), measured_rpo_seconds=rpo, rpo_met=rpo_met,
             recovery_path=(self.decision or {}).get("path") or recovery.get("method"), steps=steps, checks=checks,
             evidence=evidence, resources_created=created + repair.get("resources_created", []),
-            resources_cleaned=repair.get("resources_cleaned", []), failure=failure, runbook=runbook)
+            resources_cleaned=repair.get("resources_cleaned", []), failure=failure, runbook=runbook, degraded=degraded)
         json_path, _md = write_report(report, env.reports_dir)
         results.record_result(results_endpoint(), report, str(json_path))
         self.log.info("%s %s: report %s", self.scenario, status, json_path)
-        if status not in ("passed", "skipped"):
+        if status == "degraded":
+            raise DrillFailed(f"{self.scenario} degraded: service recovered, but left undone: "
+                              + "; ".join(f"{d['item']} ({d['what_to_do']})" for d in degraded) + f" (report: {json_path})")
+        if status not in ("passed", "skipped", "not_applicable"):
             raise DrillFailed(f"{self.scenario} {status}: {report.failure or 'RTO or RPO target missed'} (report: {json_path})")
         return {"status": status, "report": str(json_path), "detail": f"report {json_path}"}
+
+    def _degraded_and_not_applicable(self, ti, dag, run_id: str) -> tuple[list[dict], str | None]:
+        """What the run's steps left undone (``degraded`` items in their records), and why the scenario was not
+        happening when a step found so (``not_applicable`` in its record), in the steps' order."""
+        degraded, not_applicable = [], None
+        states = ti.get_task_states(dag_id=dag.dag_id, run_ids=[run_id]).get(run_id, {})
+        for task_id in [t.task_id for t in dag.topological_sort()] if not hasattr(dag, "topological_sort_ids") \
+                else dag.topological_sort_ids():
+            if task_id == self.task_id or states.get(task_id) != "success":
+                continue
+            value = ti.xcom_pull(task_ids=task_id) or {}
+            if not isinstance(value, dict):
+                continue
+            degraded += [{"step": task_id, **d} for d in value.get("degraded", [])]
+            not_applicable = not_applicable or value.get("not_applicable")
+        return degraded, not_applicable
 
     def _steps(self, ti, dag, run_id: str) -> tuple[list[Step], list[dict], list[str], list[str], str | None]:
         """Every other task of the run, in order, with its record; the named checks and resources they returned; what

@@ -137,8 +137,42 @@ class RaiseSnapshotFrequencyOperator(StoreMixin, DrillStepOperator):
         why = capability_limitation(provisioner, SnapshotStoreAdmin)
         if why:
             raise AirflowSkipException(f"snapshot frequency NOT raised on {env.name!r}: {why}")
+        before = provisioner.snapshot_interval()
         done = provisioner.set_snapshot_interval(float(self.interval_seconds))
-        return {"interval_seconds": float(self.interval_seconds), "detail": "; ".join(done)}
+        return {"interval_seconds": float(self.interval_seconds), "interval_before": before, "detail": "; ".join(done)}
+
+
+class PutSnapshotFrequencyBackOperator(StoreMixin, DrillStepOperator):
+    """At the end, whatever happened in between: the snapshot interval the runbook raised goes back to what it was
+    before (a runbook puts back what it changed). Skipped when it was not raised; when it cannot be put back, the
+    run is ``degraded`` with that item, naming the interval it was left at.
+
+    :param raised: the record of the step that raised it (``{"interval_seconds", "interval_before"}``)"""
+
+    template_fields: Sequence[str] = ("raised",)
+
+    def __init__(self, *, raised: Any, **kwargs) -> None:
+        kwargs.setdefault("trigger_rule", "all_done")
+        super().__init__(**kwargs)
+        self.raised = raised
+
+    def run_step(self, context: Context) -> dict:
+        raised = self.raised if isinstance(self.raised, dict) else {}
+        if not raised.get("interval_before"):
+            raise AirflowSkipException("the snapshot frequency was not raised: nothing to put back")
+        before, now = float(raised["interval_before"]), float(raised["interval_seconds"])
+        env = current_environment()
+        provisioner = load_provisioner(env.provisioner, environment=env)
+        try:
+            if not isinstance(provisioner, SnapshotStoreAdmin):
+                raise PreconditionFailed(capability_limitation(provisioner, SnapshotStoreAdmin))
+            done = provisioner.set_snapshot_interval(before)
+        except Exception as exc:  # noqa: BLE001 - the recovery stands; what is left undone is said
+            item = {"step": self.task_id, "item": "snapshot frequency still raised",
+                    "what_to_do": f"snapshots are still taken every {now:g}s (it was {before:g}s): set the interval "
+                                  f"back by hand ({exc})"}
+            return {"degraded": [item], "detail": f"DEGRADED: could not put the snapshot interval back to {before:g}s: {exc}"}
+        return {"interval_seconds": before, "detail": "; ".join(done)}
 
 
 class RestoreSnapshotStoreOperator(StoreMixin, DrillStepOperator):
@@ -162,7 +196,7 @@ class RestoreSnapshotStoreOperator(StoreMixin, DrillStepOperator):
         if hook.replica is None:
             raise PreconditionFailed(f"the snapshot store {primary.url} is unhealthy and the environment names no replica "
                                      "to restore its chunks from (snapshot_replica_bucket)")
-        recreated = []
+        recreated, degraded = [], []
         if primary.bucket in (self.health or {}).get("buckets_missing", []):
             env = current_environment()
             provisioner = load_provisioner(env.provisioner, environment=env)
@@ -172,13 +206,16 @@ class RestoreSnapshotStoreOperator(StoreMixin, DrillStepOperator):
                 primary.create_bucket()
                 recreated = [f"created s3://{primary.bucket} bare: re-apply its versioning and replication settings "
                              f"({capability_limitation(provisioner, SnapshotStoreAdmin)})"]
+                degraded = [{"step": self.task_id, "item": "snapshot bucket recreated without versioning or replication",
+                             "what_to_do": f"s3://{primary.bucket} was recreated bare: enable its versioning and "
+                                           "replication to the replica as the platform configures them"}]
         record = rebuild_store(hook.replica, hook.index_backup, primary)
         record.raise_if_failed()
         after = store_health(primary, hook.replica, hook.index_backup)
         if not after.ok:
             raise PreconditionFailed(f"the rebuilt store {primary.url} is still unhealthy: {'; '.join(after.problems)}")
         return {**record.to_dict(), "healthy_after": True,
-                "bucket": recreated,
+                "bucket": recreated, "degraded": degraded,
                 "detail": ("; ".join(recreated) + "; " if recreated else "") +
                           f"snapshot store {primary.url} rebuilt: {record.chunks_copied} chunk(s) copied "
                           f"({record.bytes_copied / 1e6:.1f} MB, every checksum verified), {record.index_entries} index "

@@ -61,7 +61,8 @@ def control_plane_down(*, mode: str, approve: str = "wait", path: str = "auto", 
         resume_writes = ResumeWritesOperator(task_id="resume_writes", trigger_rule="none_failed_min_one_success",
                                              **IDEMPOTENT)
         resume_reconciler = ResumeReconcilerGraduallyOperator(task_id="resume_reconciler_gradually", steps=ramp_steps,
-                                                              hold_seconds=ramp_hold_seconds, **IDEMPOTENT)
+                                                              hold_seconds=ramp_hold_seconds, paused=reconciler.output,
+                                                              **IDEMPOTENT)
         converge = TimeToConvergeSensor(task_id="confirm_time_to_converge", threshold_seconds=converge_threshold,
                                         **IDEMPOTENT)
         declare >> verify >> api >> scheduler >> reconciler >> check >> [postgres_healthy, failover.group]

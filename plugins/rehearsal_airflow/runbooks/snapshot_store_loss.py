@@ -2,7 +2,7 @@
 
 confirm the blast radius -> find backups elsewhere -> raise snapshot frequency (only while the store is healthy)
 -> restore the snapshot store from its own backups -> the volume-restore runbook for at least one volume ->
-report each volume's newest restore point -> clean up the proof restore
+report each volume's newest restore point -> put the snapshot frequency back -> clean up the proof restore
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from airflow.sdk import TaskGroup
 from rehearsal_airflow.operators.snapshot_store import (
     ConfirmBlastRadiusOperator,
     FindBackupsElsewhereOperator,
+    PutSnapshotFrequencyBackOperator,
     RaiseSnapshotFrequencyOperator,
     ReportRestorePointsOperator,
     RestoreSnapshotStoreOperator,
@@ -49,8 +50,11 @@ def snapshot_store_loss(*, mode: str, volume_ids: Any, approve: str = "wait", fr
         volumes = volume_restore(mode=mode, volume_ids=volume_ids, target="scratch", approve=approve,
                                  targets_critical=True)
         points = ReportRestorePointsOperator(task_id="report_restore_points", **IDEMPOTENT)
+        # What the runbook raised goes back at the end, whatever happened (all_done).
+        frequency_back = PutSnapshotFrequencyBackOperator(task_id="put_snapshot_frequency_back", raised=frequency.output,
+                                                          **IDEMPOTENT)
         # The proof restore is scratch, not for inspection: it goes whatever happened (all_done).
         clean_up = CleanUpRestoredVolumesOperator(task_id="clean_up_proof_restore", **IDEMPOTENT)
-        blast >> elsewhere >> frequency >> restore_store >> volumes.group >> points >> clean_up
+        blast >> elsewhere >> frequency >> restore_store >> volumes.group >> points >> frequency_back >> clean_up
         volumes.choose.trigger_rule = "none_failed"
     return SnapshotStoreLossTasks(group, blast, restore_store, volumes, points)
