@@ -63,14 +63,15 @@ class ServiceAddresses:
     reconciler: str
     agents_record: str = ""
     discovery_zone_id: str = ""
+    canary_app: str = ""  # the app of the platform's own that runbooks' probes write to (never a customer's)
 
     @classmethod
     def from_extra(cls, extra: dict) -> ServiceAddresses:
         missing = [k for k in SERVICES if not extra.get(k)]
         if missing:
             raise PreconditionFailed(f"the controlplane_services connection names no URL for {', '.join(missing)}")
-        return cls(**{k: str(extra[k]).rstrip("/") for k in (*SERVICES, "agents_record", "discovery_zone_id")
-                      if extra.get(k)})
+        return cls(**{k: str(extra[k]).rstrip("/") for k in (*SERVICES, "agents_record", "discovery_zone_id", "canary_app")
+                      if extra.get(k) not in (None, "")})
 
     def url(self, service: str) -> str:
         if service not in SERVICES:

@@ -461,6 +461,8 @@ class Sandbox:
         api = self.control_plane_api
         services_extra = {"api": api.url, "scheduler": self.scheduler.url, "reconciler": self.reconciler.url,
                           "agents_record": AGENTS_RECORD, "discovery_zone_id": zone_id}
+        if self.controlplane_db.state.get("canary_app_id"):
+            services_extra["canary_app"] = str(self.controlplane_db.state["canary_app_id"])
         return {
             "REHEARSAL_ENVIRONMENT": "sandbox",
             "REHEARSAL_DRILL_ENVIRONMENT": "true",

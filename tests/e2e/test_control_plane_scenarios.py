@@ -207,4 +207,10 @@ def test_scenario_a_fails_over_a_primary_that_answers_but_cannot_commit(platform
     assert steps["scenario_a.postgres_failover.recover_database"]["status"] == "success"
     assert report["evidence"]["recovered_address"] == standby and report["recovery_path"] == "promote_standby"
     assert str(dag_run.state) == "success", report.get("failure")
-    assert Sandbox(platform.dir).primary.address == standby
+    now = Sandbox(platform.dir)
+    assert now.primary.address == standby
+    # Its probes (read-only check, canary, convergence) wrote to the platform's canary app, and to no customer's.
+    canary = int(services()["canary_app"])
+    with connect(now.endpoint(now.primary)) as conn:
+        probed = [r[0] for r in conn.execute("SELECT app_id FROM deployments WHERE config ? 'rehearsal_probe'").fetchall()]
+    assert probed == [canary]

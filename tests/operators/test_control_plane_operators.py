@@ -55,9 +55,10 @@ class CarelessApi(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def services_at(monkeypatch):
-    def point(api_url: str) -> None:
+    def point(api_url: str, canary_app: str | None = "7") -> None:
+        extra = {"api": api_url, "scheduler": api_url, "reconciler": api_url}
         monkeypatch.setenv("AIRFLOW_CONN_CONTROLPLANE_SERVICES", json.dumps(
-            {"conn_type": "http", "extra": {"api": api_url, "scheduler": api_url, "reconciler": api_url}}))
+            {"conn_type": "http", "extra": {**extra, **({"canary_app": canary_app} if canary_app else {})}}))
     return point
 
 
@@ -171,3 +172,27 @@ def test_a_health_check_that_cannot_find_the_primary_fails_naming_why_and_never_
     assert str(result).startswith("cannot check Postgres health: where the primary is cannot be read (")
     assert str(result).endswith("a check that did not run never chooses failover: fix discovery, or run the failover "
                                 "runbook by hand")
+
+
+def test_a_probe_with_no_canary_app_configured_is_refused_naming_the_setting(services_at):
+    """Probes write only to the platform's own canary app: with none configured, nothing is written anywhere."""
+    from rehearsal.errors import PreconditionFailed
+    from rehearsal_airflow.operators.control_plane import NO_CANARY, FreezeMutationsOperator
+
+    class RecordingApi(CarelessApi):
+        writes: list[str] = []
+
+        def do_PATCH(self):  # noqa: N802
+            RecordingApi.writes.append(self.path)
+            return super().do_PATCH()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), RecordingApi)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        services_at(f"http://127.0.0.1:{server.server_port}", canary_app=None)
+        error, step = run(FreezeMutationsOperator(task_id="freeze_mutations"))
+    finally:
+        server.shutdown()
+    assert isinstance(error, PreconditionFailed) and str(error) == NO_CANARY
+    assert "set canary_app (an app id) in the controlplane_services connection's extra" in step["detail"]
+    assert RecordingApi.writes == []

@@ -212,9 +212,13 @@ class ControlPlaneDb(Component):
         with connect(self.endpoint(primary), statement_timeout_ms=0) as conn:
             for statement in seed.fleet_statements(apps, hosts):
                 conn.execute(statement)
+            # The platform's own canary: a deployed app no customer owns, the only one runbooks' probes write to.
+            canary = conn.execute("UPDATE apps SET name = 'rehearsal-canary' WHERE id = (SELECT min(app_id) FROM "
+                                  "deployments) RETURNING id").fetchone()[0]
             conn.execute(seed.migration(seed.VOLUMES_MIGRATION_SQL)[0])
             self.peer("volumes").attach(conn)
         self.state["fleet"] = {"apps": apps, "hosts": hosts}
+        self.state["canary_app_id"] = int(canary)
         self.sandbox.save()
 
     def fleet(self) -> dict:

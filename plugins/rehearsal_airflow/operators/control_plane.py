@@ -42,14 +42,24 @@ class ServicesMixin:
         return ControlPlaneServicesHook(self.services_conn_id, self.aws_conn_id)
 
 
-def mutation_probe(api: Api, request_id: str, maintenance: str | None = None) -> tuple[dict, Any]:
-    """A harmless mutation: one key of our own merged into an app's config (nobody's setting is touched). (app,
-    answer)"""
-    apps = api.apps()
-    if not apps:
-        raise PreconditionFailed(f"the control-plane API at {api.url} lists no app: nothing to probe a write with")
-    app = apps[0]
-    return app, api.mutate("update_config", app["id"], {"config": {"rehearsal_probe": request_id}},
+NO_CANARY = ("no canary app is configured: set canary_app (an app id) in the controlplane_services connection's extra, "
+             "an app of the platform's own that runbooks may write to; a probe never writes to a customer's app (on a "
+             "real platform that would roll out a customer's app in the middle of an incident)")
+
+
+def mutation_probe(api: Api, canary_app: str | int | None, request_id: str,
+                   maintenance: str | None = None) -> tuple[dict, Any]:
+    """A harmless mutation on the canary app only: one key of our own merged into its config. (app, answer)
+
+    :raises PreconditionFailed: no canary app configured, or the API does not know it (named)"""
+    if canary_app in (None, ""):
+        raise PreconditionFailed(NO_CANARY)
+    read = api.app(int(canary_app))
+    if read.status == 404:
+        raise PreconditionFailed(f"the canary app {canary_app} (canary_app in the controlplane_services connection) is not "
+                                 f"an app of the control-plane API at {api.url}")
+    app = read.body if read.ok and isinstance(read.body, dict) else {"id": int(canary_app)}
+    return app, api.mutate("update_config", int(canary_app), {"config": {"rehearsal_probe": request_id}},
                            request_id=request_id, maintenance=maintenance)
 
 
@@ -97,7 +107,7 @@ class FreezeMutationsOperator(ServicesMixin, DrillStepOperator):
     def run_step(self, context: Context) -> dict:
         api = self.services.api(actor="rehearsal-freeze")
         api.set_mode("frozen", f"Scenario B freeze by {context['run_id']}")
-        app, answer = mutation_probe(api, f"freeze-probe-{uuid.uuid4()}")
+        app, answer = mutation_probe(api, self.services.addresses.canary_app, f"freeze-probe-{uuid.uuid4()}")
         refused = confirm_refused(answer, "frozen")
         reads = len(api.apps())
         reconciler = self.services.reconciler()
@@ -199,7 +209,7 @@ class RestoreServiceOperator(ServicesMixin, DrillStepOperator):
                     "detail": f"API up in read-only mode, waiting for the database ({health.detail}){suffix}"}
         wait_until(lambda: (api.health().ok, api.health().detail), self.timeout, "API answering reads")
         apps = api.apps()
-        _app, answer = mutation_probe(api, f"read-only-probe-{uuid.uuid4()}")
+        _app, answer = mutation_probe(api, self.services.addresses.canary_app, f"read-only-probe-{uuid.uuid4()}")
         refused = confirm_refused(answer, "read-only")
         return {"service": "api", "mode": "read-only", "confirmed_at": now_iso(), "started": started, "reads": len(apps),
                 "detail": f"API serving read-only: {len(apps)} apps read, {refused}{suffix}"}
@@ -254,7 +264,8 @@ class ResumeWritesOperator(ServicesMixin, DrillStepOperator):
         api = self.services.api(actor="rehearsal-canary")
         previous = api.mode()
         request_id = f"canary-{uuid.uuid4()}"
-        app, answer = mutation_probe(api, request_id, maintenance=f"canary before writes resume ({context['run_id']})")
+        app, answer = mutation_probe(api, self.services.addresses.canary_app, request_id,
+                                     maintenance=f"canary before writes resume ({context['run_id']})")
         if not answer.ok:
             raise PreconditionFailed(f"canary write on app {app['id']} failed: HTTP {answer.status} {answer.body}; "
                                      f"writes stay {previous}")
@@ -332,7 +343,8 @@ class TimeToConvergeSensor(ServicesMixin, DrillStepOperator):
         since = time.time()
         # A change of our own (one key merged into an app's config) that must converge: the SLI is then measured
         # on a real change, even on a quiet platform.
-        _app, answer = mutation_probe(self.services.api(actor="rehearsal-converge"), f"converge-probe-{uuid.uuid4()}")
+        _app, answer = mutation_probe(self.services.api(actor="rehearsal-converge"), self.services.addresses.canary_app,
+                                      f"converge-probe-{uuid.uuid4()}")
         if not answer.ok:
             raise PreconditionFailed(f"the change that proves convergence was refused: HTTP {answer.status} {answer.body}")
         if self.deferrable:
