@@ -63,6 +63,7 @@ class MemberState:
     detail: str
     lineage: str | None = None
     standby: dict | None = None  # StandbyState as a dict, for standbys
+    lsn: str | None = None  # a primary's current WAL position when it was read (what a caught-up standby reaches)
 
     def standby_state(self) -> StandbyState | None:
         return StandbyState(**self.standby) if self.standby else None
@@ -167,7 +168,7 @@ class ConnectionPlatform:
         writable, why = accepts_writes(endpoint, timeout=self.probe_timeout)
         if writable:
             lineage = _lineage(endpoint)
-            return MemberState(address, True, "primary", why, lineage=lineage)
+            return MemberState(address, True, "primary", why, lineage=lineage, lsn=_current_lsn(endpoint))
         if why.startswith("unreachable"):
             return MemberState(address, False, "unreachable", why)
         try:
@@ -216,6 +217,14 @@ def _lineage(endpoint: Endpoint) -> str | None:
         with connect(endpoint, connect_timeout=2, statement_timeout_ms=2000) as conn:
             return conn.execute(LINEAGE_SQL).fetchone()[0]
     except Exception:  # noqa: BLE001 - the lineage is evidence, not a precondition
+        return None
+
+
+def _current_lsn(endpoint: Endpoint) -> str | None:
+    try:
+        with connect(endpoint, connect_timeout=2, statement_timeout_ms=2000) as conn:
+            return conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
+    except Exception:  # noqa: BLE001 - evidence, not a precondition
         return None
 
 

@@ -17,7 +17,7 @@ PRIMARY, STANDBY = "10.0.0.1:5432", "10.0.0.2:5432"
 
 
 def standby(replay_age: float | None = 0.3, status: str | None = None, heard: float | None = None,
-            received: str = "0/500100") -> MemberState:
+            received: str = "0/480000") -> MemberState:  # inside the newest archived segment: not caught up by WAL
     state = StandbyState(STANDBY, True, status, heard, replay_age, received, received)
     return MemberState(STANDBY, True, "standby", state.describe(), standby=asdict(state))
 
@@ -42,7 +42,9 @@ def test_auto_promotes_a_standby_that_replayed_until_the_loss():
 
 
 def test_auto_restores_from_backups_when_the_standby_lags_beyond_the_rpo_and_says_why():
-    decision = choose_path("auto", "production", cluster(dead_primary(), standby(replay_age=1200.0)), 900)
+    # Its WAL stops inside the newest archived segment: not caught up by position, so its lag is judged by its replay.
+    decision = choose_path("auto", "production", cluster(dead_primary(), standby(replay_age=1200.0, received="0/480000")),
+                           900)
     assert decision.path == "pitr"
     assert decision.why.startswith(f"standby unusable: standby {STANDBY} replay lag 1200.0s exceeds the RPO of 900s")
 
@@ -229,3 +231,29 @@ def test_a_recovery_that_left_something_undone_is_degraded_and_a_false_alarm_is_
     assert decide_status(failures=[], degraded=True, called_off=True, **common) == "skipped"
     assert decide_status(failures=[], measures_recovery=True, rto_met=True, rpo_met=False, started=True,
                          degraded=True) == "failed"
+
+
+def test_a_caught_up_standby_on_a_quiet_database_is_promoted_however_old_its_last_commit():
+    """No write for 20 minutes (no heartbeat writer in production): its last replayed commit is old, but it holds
+    every byte of WAL the archive holds, and more. Judged by WAL position, not by the clock."""
+    quiet = standby(replay_age=1200.0, received="0/500100")  # past the end of the newest archived segment (0/500000)
+    decision = choose_path("auto", "production", cluster(dead_primary(), quiet), 900)
+    assert (decision.path, decision.standby) == ("promote_standby", STANDBY)
+    assert decision.why == (f"standby {STANDBY} is caught up: received and replayed past the newest archived segment "
+                            "000000010000000000000004 (its last replayed commit was 1200s ago)")
+    alive = MemberState(PRIMARY, True, "primary", "accepts writes", lineage="7/1", lsn="0/500100")
+    streaming = StandbyState(STANDBY, True, "streaming", 0.5, 1200.0, "0/500100", "0/500100")
+    member = MemberState(STANDBY, True, "standby", streaming.describe(), standby=asdict(streaming))
+    planned = choose_path("auto", "production", cluster(alive, member), 900)
+    assert planned.path == "promote_standby" and "up to the primary's current WAL position 0/500100" in planned.why
+
+
+def test_forcing_a_promotion_onto_an_unusable_standby_needs_a_person_who_accepts_the_named_risk():
+    lagging = cluster(dead_primary(), standby(replay_age=1200.0, received="0/480000"))
+    with pytest.raises(PreconditionFailed, match="a person may accept that risk at the approval"):
+        choose_path("promote_standby", "production", lagging, 900)
+    forced = choose_path("promote_standby", "production", lagging, 900, person_approves=True)
+    assert (forced.path, forced.standby) == ("promote_standby", STANDBY)
+    assert forced.risk.startswith(f"promoting {STANDBY} may lose more than the RPO: standby {STANDBY} replay lag 1200.0s")
+    subject, body = approval_request(forced, lagging, "production", None)
+    assert subject.endswith("FORCED, read the risk") and f"**Risk you accept by approving:** {forced.risk}" in body

@@ -68,15 +68,40 @@ def assess(platform: Platform, newest_archived_segment: str | None = None, wal_s
                       newest_base_backup=newest_base_backup, assessed_at=time.time(), primary_last_seen=primary_last_seen)
 
 
+def wal_caught_up(state, assessment: Assessment) -> str | None:
+    """How the standby is known to hold every write there is to lose, by WAL position (not by the clock), or None.
+
+    Its received and replayed positions reach the primary's current LSN (read while it lives), or, with the primary
+    gone, lie past the end of the newest archived segment: then however long ago its last commit was (a quiet
+    database writes no commit for hours), promoting it loses nothing the archive would have given back."""
+    if not state.replayed_lsn:
+        return None
+    received, replayed = parse_lsn(state.received_lsn or state.replayed_lsn), parse_lsn(state.replayed_lsn)
+    primary_lsn = assessment.primary.lsn if assessment.primary_accepts_writes else None
+    if primary_lsn:
+        if min(received, replayed) >= parse_lsn(primary_lsn):
+            return f"received and replayed up to the primary's current WAL position {primary_lsn}"
+        return None
+    newest = parse_segment_name(assessment.newest_archived_segment or "", assessment.wal_segment_size)
+    if newest and min(received, replayed) >= (newest[1] + 1) * assessment.wal_segment_size:
+        return f"received and replayed past the newest archived segment {assessment.newest_archived_segment}"
+    return None
+
+
 def standby_usability(member: MemberState, assessment: Assessment, max_lag_seconds: float) -> str | None:
     """Why this standby must not be promoted, or None.
 
-    Besides the lag rule (``standby_limitation``): a standby that received less WAL than the archive holds stopped
-    receiving before the primary was lost; a restore from the archive would lose less.
+    A standby caught up by WAL position (``wal_caught_up``) is usable however old its last commit; otherwise the lag
+    rule (``standby_limitation``). And a standby that received less WAL than the archive holds stopped receiving
+    before the primary was lost; a restore from the archive would lose less.
     """
     if member.role != "standby" or member.standby is None:
         return f"standby {member.address} is {member.role}: {member.detail}"
     state = member.standby_state()
+    if wal_caught_up(state, assessment):
+        if assessment.primary_accepts_writes:  # it must also be following this primary now
+            return standby_limitation(state, float("inf"), primary_alive=True)
+        return None
     if not assessment.primary_accepts_writes and assessment.primary_last_seen and state.replay_age is not None:
         # The primary is gone: what a promotion loses is what it committed after the standby's last replayed commit,
         # up to when it was last seen writing. Measured from then, not from now, so a late runbook run does not
@@ -106,18 +131,21 @@ class Decision:
     why: str
     standby: str | None = None
     limitations: dict = field(default_factory=dict)  # standby address -> why it is unusable (None: usable)
+    risk: str | None = None  # a path forced onto a standby judged unusable: what the person approving accepts
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def choose_path(requested: str, target: str, assessment: Assessment, max_lag_seconds: float,
-                can_restore_into_production: bool = True) -> Decision:
+                can_restore_into_production: bool = True, person_approves: bool = False) -> Decision:
     """auto promotes a usable standby and otherwise restores from backups; a forced promotion onto an unusable
     standby, or with no standby, is refused naming why.
 
     :param can_restore_into_production: a provisioner can place a restored cluster where clients reach it (a copy
         on the worker can serve only a scratch target)
+    :param person_approves: a person approves before anything is done (incident mode, ``approve=wait``): a forced
+        ``promote_standby`` onto a standby judged unusable is then chosen, with its risk for that person to accept
     :raises PreconditionFailed: unknown inputs, ``promote_standby`` that would be unsafe, or a restore into
         production nothing can host (before anything is touched)
     """
@@ -143,7 +171,13 @@ def choose_path(requested: str, target: str, assessment: Assessment, max_lag_sec
             raise PreconditionFailed("refusing to promote: no standby is known (replica record, connection or "
                                      "pg_stat_replication)")
         if not usable:
-            raise PreconditionFailed("refusing to promote: " + "; ".join(limitations.values()))
+            reachable = [m.address for m in assessment.standbys if m.role == "standby"]
+            if person_approves and reachable:
+                risk = "; ".join(limitations.values())
+                return Decision("promote_standby", f"forced onto standby {reachable[0]}, judged unusable: {risk}",
+                                reachable[0], limitations, risk=f"promoting {reachable[0]} may lose more than the RPO: {risk}")
+            raise PreconditionFailed("refusing to promote: " + "; ".join(limitations.values())
+                                     + " (in incident mode with approve=wait, a person may accept that risk at the approval)")
         return Decision("promote_standby", "requested; " + _usable_why(usable[0], assessment), usable[0], limitations)
     if usable:
         return Decision("promote_standby", _usable_why(usable[0], assessment), usable[0], limitations)
@@ -157,6 +191,10 @@ def choose_path(requested: str, target: str, assessment: Assessment, max_lag_sec
 def _usable_why(address: str, assessment: Assessment) -> str:
     member = next(m for m in assessment.standbys if m.address == address)
     state = member.standby_state()
+    caught_up = wal_caught_up(state, assessment)
+    if caught_up:
+        age = "never" if state.replay_age is None else f"{state.replay_age:.0f}s ago"
+        return f"standby {address} is caught up: {caught_up} (its last replayed commit was {age})"
     return f"standby {address} is healthy and within RPO (last replayed commit {state.replay_age:.1f}s ago)"
 
 
@@ -191,8 +229,9 @@ def needs_approval(mode: str, approve: str) -> bool:
 def approval_request(decision: Decision, assessment: Assessment, target: str, backup: str | None) -> tuple[str, str]:
     """(subject, body) of the approval a person answers: the chosen path and its evidence."""
     primary = assessment.primary
-    subject = f"Postgres failover: {decision.path} ({target})"
+    subject = f"Postgres failover: {decision.path} ({target})" + (" - FORCED, read the risk" if decision.risk else "")
     lines = [f"**Chosen path:** `{decision.path}`: {decision.why}", "",
+             *([f"**Risk you accept by approving:** {decision.risk}", ""] if decision.risk else []),
              f"**Old primary** {primary.address}: {primary.role} ({primary.detail}). "
              + ("It will be fenced (read-only, sessions ended) before anything is promoted."
                 if primary.reachable else "It does not answer from here: if it may still serve clients on the other side "

@@ -84,18 +84,21 @@ def _last_ack_on(env, address: str) -> float | None:
 
 
 class ChooseRecoveryPathOperator(ControlPlaneMixin, DrillStepOperator):
-    """auto promotes a usable standby (streaming when the primary lives, replay within the RPO, not behind the
-    archive), else PITR from backups; a forced promotion onto an unusable standby is refused naming its lag."""
+    """auto promotes a usable standby (caught up by WAL position, or streaming when the primary lives with replay
+    within the RPO; not behind the archive), else PITR from backups. A forced promotion onto an unusable standby is
+    refused naming why, except in incident mode with ``approve=wait``: then a person accepts the named risk at the
+    approval."""
 
-    template_fields: Sequence[str] = ("path", "target", "assessment")
+    template_fields: Sequence[str] = ("path", "target", "assessment", "mode", "approve")
 
     def __init__(self, *, assessment: Any, path: str = "auto", target: str = "production",
-                 component: str = "control_plane_api", **kwargs) -> None:
+                 component: str = "control_plane_api", mode: str = "drill", approve: str = "auto", **kwargs) -> None:
         super().__init__(**kwargs)
         self.assessment = assessment
         self.path = path
         self.target = target
         self.component = component
+        self.mode, self.approve = mode, approve
 
     def run_step(self, context: Context) -> dict:
         rpo = load_catalog().target(self.component).rpo.total_seconds()
@@ -108,7 +111,8 @@ class ChooseRecoveryPathOperator(ControlPlaneMixin, DrillStepOperator):
         env = current_environment()
         placeable = isinstance(load_provisioner(env.provisioner, environment=env), RestoreHosts)
         decision = choose_path(self.path, self.target, Assessment.from_dict(_plain(self.assessment)), rpo,
-                               can_restore_into_production=placeable)
+                               can_restore_into_production=placeable,
+                               person_approves=self.mode == "incident" and self.approve == "wait")
         out = decision.to_dict()
         out["detail"] = f"{decision.path}: {decision.why}"
         return out

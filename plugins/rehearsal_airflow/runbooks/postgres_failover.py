@@ -59,7 +59,7 @@ def postgres_failover(*, mode: str, path: str = "auto", target: str = "productio
     with TaskGroup(group_id=group_id, tooltip="The postgres-failover runbook") as group:
         assess = AssessClusterOperator(task_id="assess_cluster", mode=mode, target=target, **IDEMPOTENT)
         choose = ChooseRecoveryPathOperator(task_id="choose_recovery_path", assessment=assess.output, path=path,
-                                            target=target, component=component, **IDEMPOTENT)
+                                            target=target, component=component, mode=mode, approve=approve, **IDEMPOTENT)
         approval = RecoveryApprovalOperator(task_id="approve_recovery", mode=mode, approve=approve, target=target,
                                             decision=choose.output, assessment=assess.output, base_backup=base_backup,
                                             recovery_target=recovery_target, **IDEMPOTENT)
