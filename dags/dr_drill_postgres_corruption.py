@@ -62,6 +62,7 @@ with DAG(
         rehearses=Rehearsed(SCENARIO_DAG_ID, GROUP_ID),
         measure=lambda drill: MeasureCorruptionRecoveryOperator(task_id="measure_rto_rpo", fault=drill.fault.output,
                                                                 freeze=drill.runbook.freeze.output,
+                                                                guard=drill.guard.output, repair=drill.runbook.repair.output,
                                                                 component=COMPONENT, **IDEMPOTENT),
         report_inputs=lambda drill: {"decision": drill.runbook.pick.output,
                                      "approval": drill.runbook.failover.approve.output,

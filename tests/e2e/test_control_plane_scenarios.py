@@ -101,6 +101,10 @@ def test_the_control_plane_outage_drill_keeps_the_data_plane_serving_and_measure
     report = report_of(dag_run)
     assert str(dag_run.state) == "success", report.get("failure")
     assert report["status"] == "passed" and report["rto_met"] and report["rpo_met"]
+    # The database was never touched (no kill_database): the RPO was not at risk, and is not reported as a measured 0.
+    assert report["measured_rpo_seconds"] is None
+    assert next(c for c in report["checks"] if c["name"] == "rpo_within_target")["detail"].startswith(
+        "RPO not at risk: the fault never touched the control-plane database")
     outage = report["evidence"]["outage"]
     assert outage["dataplane_availability"] == 1.0 and outage["dataplane_rounds"] >= 3
     assert outage["read_only_at"] <= outage["read_write_at"]  # the API came back read-only first

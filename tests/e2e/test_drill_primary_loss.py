@@ -95,6 +95,40 @@ def test_killing_the_primary_and_restoring_from_backups_loses_at_most_the_archiv
         assert conn.execute("SELECT pg_is_in_recovery()").fetchone()[0], "the new primary got a streaming standby"
 
 
+def missing_load_writes(sandbox, since: float) -> set[str]:
+    """The synthetic load's acknowledged writes since ``since`` that the control-plane database does not hold."""
+    from rehearsal.drills.control_plane import read_load_log
+    from rehearsal.runbooks.corruption import present_request_ids
+
+    acks = [a for a in read_load_log(Path(sandbox.synthetic_load.log), since=since) if a.get("t_ack")
+            and 200 <= int(a.get("status") or 0) < 300]
+    with connect(sandbox.endpoint(sandbox.primary)) as conn:
+        present = present_request_ids(conn, [a["request_id"] for a in acks])
+    return {a["request_id"] for a in acks} - present
+
+
+def test_a_later_drill_does_not_report_an_earlier_pitr_drills_losses_as_its_own(platform):
+    """A PITR primary-loss drill loses the load's writes of its last unarchived seconds; the corruption drill after it
+    on the same sandbox lists them as the environment's history, never as its own RPO."""
+    import time
+
+    started = time.time() - 1700
+    earlier = missing_load_writes(platform, started)
+    if not earlier:  # run alone: make the earlier loss here
+        assert str(run_dag(DRILL, {"mode": "disruptive", "path": "pitr"}).state) == "success"
+        earlier = missing_load_writes(Sandbox(platform.dir), started)
+    assert earlier, "a PITR drill lost no acknowledged write of the load: nothing to tell apart"
+    dag_run = run_dag("dr_drill_postgres_corruption", {"mode": "disruptive"})
+    report = report_of(dag_run)
+    rpo = report["evidence"]["rpo"]
+    assert {a["request_id"] for a in rpo["lost_before"]}.isdisjoint(earlier)
+    assert rpo["history_count"] >= 1 and {a["request_id"] for a in rpo["history"]} <= earlier
+    steps = {s["name"]: s for s in report["steps"]}
+    assert "were already missing (an earlier fault's: not this drill's to answer for)" in \
+        steps["guard_drill_environment"]["detail"]
+    assert str(dag_run.state) == "success", report.get("failure")
+
+
 def test_a_non_disruptive_drill_restores_into_scratch_and_leaves_production_alone(platform):
     from rehearsal.results import acquire_drill_lock
 

@@ -280,3 +280,24 @@ def test_the_ramp_ends_at_the_rate_found_before_and_says_what_it_left_undone():
     assert left == [{"item": "reconciler rate not restored",
                      "what_to_do": "it runs at 2 pushes/s, it ran at 5 before: set it back once the platform is stable"}]
     assert ramp_degraded(seen, None)[0]["item"] == "reconciler rate before the incident unknown"
+
+
+def test_a_drill_answers_only_for_its_own_fault_and_drift_repair_does_not_hide_a_restore_that_stopped_early():
+    from rehearsal.runbooks.corruption import measure_corruption_rpo, rpo_baseline
+
+    fault = 10_000.0
+    acks = [{"request_id": f"w{i}", "t_ack": fault - 60 + i * 0.5, "status": 200} for i in range(120)]
+    earlier_loss = {"w3", "w4"}  # lost by an earlier drill, 58 s before this fault
+    present_at_guard = {a["request_id"] for a in acks} - earlier_loss
+    baseline = rpo_baseline(acks, present_at_guard, fault - 1, 1800)
+    assert baseline["missing"] == ["w3", "w4"] and baseline["acks_checked"] == 118
+    # The restore stopped 30 s early: the last 60 writes were missing from the restored copy; drift repair then
+    # re-applied them all, so the database holds them now.
+    stopped_early = {f"w{i}" for i in range(60, 120)}
+    present_now = {a["request_id"] for a in acks} - earlier_loss
+    rpo = measure_corruption_rpo(acks, fault, present_now, 1800, history=set(baseline["missing"]), reapplied=stopped_early)
+    assert rpo.rpo_seconds >= 30 and rpo.lost_count == 60 and rpo.reapplied_by_drift_repair == 60
+    assert rpo.history_count == 2 and {a["request_id"] for a in rpo.history} == earlier_loss
+    assert not {a["request_id"] for a in rpo.lost_before} & earlier_loss
+    clean = measure_corruption_rpo(acks, fault, present_now, 1800, history=set(baseline["missing"]))
+    assert (clean.rpo_seconds, clean.lost_count) == (0.0, 0)  # without this drill's losses: nothing of the past counts

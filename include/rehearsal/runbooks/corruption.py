@@ -155,26 +155,58 @@ def lost_writes(captured: list[dict], present: set[str]) -> list[dict]:
 @dataclass
 class CorruptionRpo:
     rpo_seconds: float
-    lost_before: list[dict]  # acknowledged before the corruption point and missing: data loss
+    lost_before: list[dict]  # acknowledged before the fault and missing from what the recovery gave back: data loss
     after_corruption: int  # acknowledged after it: lost by the restore by design, to be repaired as drift
     acks_considered: int
+    lost_count: int = 0
+    reapplied_by_drift_repair: int = 0  # lost by the recovery, put back afterwards by drift repair: still lost by it
+    history_count: int = 0  # missing already when the drill's guard ran: an earlier fault's loss, not this drill's
+    history: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def measure_corruption_rpo(acks: list[dict], corruption_time: float, present: set[str], window: float) -> CorruptionRpo:
-    """RPO of a restore to just before the corruption: the acknowledged writes of the ``window`` seconds before the
-    corruption point that the restored cluster lacks; the RPO is the span from the oldest of them to the point (0
-    when none is missing).
+def measure_corruption_rpo(acks: list[dict], corruption_time: float, present: set[str], window: float,
+                           history: set[str] | frozenset = frozenset(),
+                           reapplied: set[str] | frozenset = frozenset()) -> CorruptionRpo:
+    """RPO of a recovery from a fault at ``corruption_time``: the acknowledged writes of the ``window`` seconds before
+    it that the recovered cluster lacked; the RPO is the span from the oldest of them to the fault (0 when none is
+    missing). A drill answers for its own fault only:
+
+    - ``history``: request ids already missing when the drill's guard ran (an earlier drill's loss): listed apart,
+      never counted;
+    - ``reapplied``: request ids drift repair re-applied after the recovery: present now, but the recovery had lost
+      them, so they count (a restore that stopped early is not hidden by the repair), and are said apart.
 
     :param acks: the load's log lines with ``t_ack`` set (acknowledged writes)
     """
     considered = [a for a in acks if a.get("t_ack") and corruption_time - window <= a["t_ack"] < corruption_time]
-    lost = [a for a in considered if a["request_id"] not in present]
+    earlier = [a for a in considered if a["request_id"] in history]
+    own = [a for a in considered if a["request_id"] not in history]
+    lost = [a for a in own if a["request_id"] not in present or a["request_id"] in reapplied]
     after = [a for a in acks if a.get("t_ack") and a["t_ack"] >= corruption_time]
     rpo = corruption_time - min(a["t_ack"] for a in lost) if lost else 0.0
-    return CorruptionRpo(rpo, lost[:20], len(after), len(considered))
+    return CorruptionRpo(rpo, lost[:20], len(after), len(own), lost_count=len(lost),
+                         reapplied_by_drift_repair=sum(1 for a in lost if a["request_id"] in reapplied),
+                         history_count=len(earlier), history=earlier[:20])
+
+
+def present_request_ids(conn, ids: list[str]) -> set[str]:
+    """Which of these acknowledged writes (by request id) the database holds: its audit log records every one."""
+    if not ids:
+        return set()
+    rows = conn.execute("SELECT detail::jsonb->>'request_id' FROM audit_log WHERE detail::jsonb->>'request_id' = ANY(%s)",
+                        (list(ids),)).fetchall()
+    return {r[0] for r in rows}
+
+
+def rpo_baseline(acks: list[dict], present: set[str], taken_at: float, window: float) -> dict:
+    """What was already lost when a drill's guard ran: acknowledged writes of the window before it the database does
+    not hold. A later measurement lists them as the environment's history, never as the drill's own loss."""
+    checked = [a for a in acks if a.get("t_ack") and taken_at - window <= a["t_ack"] < taken_at]
+    missing = [a["request_id"] for a in checked if a["request_id"] not in present]
+    return {"taken_at": taken_at, "window_seconds": window, "acks_checked": len(checked), "missing": missing[:5000]}
 
 
 def check_items(items: list[dict]) -> None:

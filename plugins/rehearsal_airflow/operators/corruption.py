@@ -253,7 +253,10 @@ class RepairDriftOperator(ServicesMixin, ControlPlaneMixin, DrillStepOperator):
         hosts = self._host_drift()
         check_items(items)
         repaired = sum(1 for i in items if i["outcome"] == "repaired")
+        reapplied = [w["request_id"] for w, item in zip(lost, items[len(items) - len(lost):], strict=True)
+                     if item["outcome"] == "repaired"]
         return {"items": items, "lost_writes": len(lost), "repaired": repaired, "host_drift": hosts,
+                "reapplied_request_ids": reapplied,
                 "detail": f"{len(writes)} write(s) since the restore target: {len(writes) - len(lost)} already in the "
                           f"restored cluster, {repaired} re-applied; {hosts['hosts_differing']} of {hosts['hosts']} host(s) "
                           "differ from the repaired desired state (left to the reconciler)"}

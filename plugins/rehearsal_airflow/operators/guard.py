@@ -107,6 +107,7 @@ class DrillGuardOperator(ControlPlaneMixin, DrillStepOperator):
         lineage = query_one(platform.admin_endpoint(primary), LINEAGE_SQL)[0]
         rpo = load_catalog().target(self.component).rpo.total_seconds()
         standbys = {a: self._standby_before_fault(platform, a, rpo) for a in members[1:]}
+        baseline = self._rpo_baseline(env, primary, rpo)
         started_at = now_iso()
         results.record_start(results_endpoint(), context["dag"].dag_id, context["run_id"], self.scenario, self.mode,
                              env.name, self.component, started_at)
@@ -117,8 +118,32 @@ class DrillGuardOperator(ControlPlaneMixin, DrillStepOperator):
         return {"mode": self.mode, "path": self.path, "environment": env.name, "run_key": key_of(context),
                 "primary": primary, "lineage": lineage, "standbys_before_fault": standbys, "started_at": started_at,
                 "lock": lock_note, "stop_conditions": self.stop_conditions, "targets_checked": self.targets_checked,
+                "rpo_baseline": baseline,
                 "detail": f"{self.mode} drill on {env.name}: primary {primary} (lineage {lineage}), standbys "
-                          f"{', '.join(standbys) or 'none'}" + (f"; {lock_note}" if lock_note else "")}
+                          f"{', '.join(standbys) or 'none'}" + (f"; {lock_note}" if lock_note else "")
+                          + (f"; {len(baseline['missing'])} acknowledged write(s) of the last {baseline['window_seconds']:.0f}s "
+                             "were already missing (an earlier fault's: not this drill's to answer for)"
+                             if baseline and baseline["missing"] else "")}
+
+    def _rpo_baseline(self, env: Environment, primary: str, rpo: float) -> dict | None:
+        """The synthetic load's acknowledged writes already missing now, before any fault (``rpo_baseline``): a later
+        RPO answers only for writes present now or acknowledged after."""
+        import time
+        from pathlib import Path
+
+        from rehearsal.drills.control_plane import read_load_log
+        from rehearsal.platform import split_address
+        from rehearsal.postgres.connection import connect
+        from rehearsal.runbooks.corruption import present_request_ids, rpo_baseline
+
+        if not env.load_log or not Path(env.load_log).exists():
+            return None
+        now, window = time.time(), max(2 * rpo, 60)
+        acks = [a for a in read_load_log(Path(env.load_log), since=now - window) if a.get("t_ack")
+                and 200 <= int(a.get("status") or 0) < 300]
+        with connect(self.controlplane.endpoint(*split_address(primary)), statement_timeout_ms=30_000) as conn:
+            present = present_request_ids(conn, [a["request_id"] for a in acks if a["t_ack"] < now])
+        return rpo_baseline(acks, present, now, window)
 
     @staticmethod
     def _standby_before_fault(platform, address: str, rpo: float) -> dict:

@@ -66,12 +66,16 @@ class RunReportOperator(DrillStepOperator):
         rto_met, rpo_met = judge(rto, target.rto.total_seconds()), judge(rpo, target.rpo.total_seconds())
         if measure.get("rpo_is_lower_bound"):
             rpo_met = False  # nothing in the evidence window survived: the loss is at least the window
+        not_at_risk = measure.get("rpo_not_at_risk")
+        if not_at_risk and rpo is None:
+            rpo_met = True  # the fault could lose no write: nothing to measure, and not reported as a measured 0
         if self.measures_recovery:
             bound = "at least " if measure.get("rpo_is_lower_bound") else ""
             checks.append({"name": "rto_within_target", "ok": bool(rto_met), "critical": True,
                            "detail": f"measured {rto} s, target {target.rto.total_seconds():.0f} s"})
             checks.append({"name": "rpo_within_target", "ok": bool(rpo_met), "critical": True,
-                           "detail": f"measured {bound}{rpo} s, target {target.rpo.total_seconds():.0f} s"})
+                           "detail": f"RPO {not_at_risk}" if not_at_risk and rpo is None else
+                                     f"measured {bound}{rpo} s, target {target.rpo.total_seconds():.0f} s"})
         rejected = approval.get("approved") is False
         started = bool(gate) or not self.requires_gate
         # A drill called off before it started (drills switched off, a late scheduled start): its first step says why.
