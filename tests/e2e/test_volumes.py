@@ -65,7 +65,9 @@ def test_an_ebs_restore_yields_an_available_tagged_volume_of_the_right_size_in_t
     dag_run = run_dag("dr_runbook_volume_restore", {"mode": "drill", "volume_id": "vol-1", "backend": "ebs",
                                                     "region": "us-west-2", "approve": "auto"})
     report = report_of(dag_run)
-    assert str(dag_run.state) == "success", report.get("failure")
+    # The volume is there, but its bytes were never read: unverified, so the run is degraded, never passed.
+    assert str(dag_run.state) == "failed" and report["status"] == "degraded", report.get("failure")
+    assert [d["item"] for d in report["degraded"]] == ["content of vol-1 unverified"]
     restored = steps_of(report)["volume_restore.restore_volumes"]["detail"]
     assert restored.startswith("vol-1: EBS volume vol-") and " in us-west-2 from snap-" in restored
     assert "content NOT checked on this backend" in restored
@@ -80,7 +82,8 @@ def test_an_ebs_restore_yields_an_available_tagged_volume_of_the_right_size_in_t
     assert volume["Size"] == source[0]["Size"]
     checks = {c["name"]: c for c in report["checks"]}
     assert checks["size:vol-1"]["ok"] and checks["tags:vol-1"]["ok"] and checks["state:vol-1"]["ok"]
-    assert checks["content:vol-1"]["detail"].startswith("not checked:")
+    assert checks["content:vol-1"]["ok"] is False and checks["content:vol-1"]["verdict"] == "unverified"
+    assert checks["content:vol-1"]["detail"].startswith("UNVERIFIED, not read:")
     from rehearsal.snapshots.ebs import delete_drill_volumes
 
     run_tag = {t["Key"]: t["Value"] for t in volume["Tags"]}["rehearsal:run"]
@@ -90,7 +93,7 @@ def test_an_ebs_restore_yields_an_available_tagged_volume_of_the_right_size_in_t
 def test_the_volume_drill_on_ebs_cleans_up_what_it_created(platform):
     dag_run = run_dag("dr_drill_volume_restore", {"mode": "non_disruptive", "backend": "ebs", "volume_id": "vol-2"})
     report = report_of(dag_run)
-    assert str(dag_run.state) == "success", report.get("failure")
+    assert report["status"] == "degraded" and [d["item"] for d in report["degraded"]] == ["content of vol-2 unverified"]
     steps = steps_of(report)
     created = [r for r in report["resources_created"] if r.startswith("ebs:us-east-1/vol-")]
     assert len(created) == 1
