@@ -65,6 +65,6 @@ with DAG(
                                                                 guard=drill.guard.output, repair=drill.runbook.repair.output,
                                                                 component=COMPONENT, **IDEMPOTENT),
         report_inputs=lambda drill: {"decision": drill.runbook.pick.output,
-                                     "approval": drill.runbook.failover.approve.output,
+                                     "approval": drill.runbook.approve.output,
                                      "recovery": drill.runbook.failover.recover.output},
     )

@@ -69,6 +69,6 @@ with DAG(
     report = RunReportOperator(
         task_id="write_scenario_report", scenario=SCENARIO, component=COMPONENT, gate=scenario.declare.output,
         mode="{{ params.mode }}", runbook={"dag_id": SCENARIO_DAG_ID, "group": GROUP_ID},
-        decision=scenario.pick.output, approval=scenario.failover.approve.output,
+        decision=scenario.pick.output, approval=scenario.approve.output,
         recovery=scenario.failover.recover.output, **IDEMPOTENT)
     scenario.group >> report

@@ -16,11 +16,12 @@ EXPECTED = {"dr_drill_postgres_primary_loss", "dr_runbook_postgres_failover", "d
             "dr_backup_postgres", "dr_scenario_a_control_plane_down", "dr_scenario_b_postgres_corruption",
             "dr_drill_control_plane_outage", "dr_drill_postgres_corruption", "dr_runbook_volume_restore",
             "dr_drill_volume_restore", "dr_scenario_d_snapshot_store_loss", "dr_drill_snapshot_store_loss"}
-SCENARIO_A_STEPS = ["declare_incident", "verify_hosts_running_workloads", "restore_api_read_only", "restore_scheduler",
+SCENARIO_A_STEPS = ["declare_incident", "approve_degrading_steps", "verify_hosts_running_workloads", "restore_api_read_only", "restore_scheduler",
                     "restore_reconciler_paused", "validate_postgres_health", "resume_writes", "resume_reconciler_gradually",
                     "confirm_time_to_converge"]
-SCENARIO_B_STEPS = ["declare_incident", "establish_corruption_time", "freeze_mutations", "keep_writes_since_corruption",
-                    "archive_wal_past_corruption", "pick_last_good_backup", "postgres_failover.assess_cluster",
+SCENARIO_B_STEPS = ["declare_incident", "establish_corruption_time", "pick_last_good_backup", "approve_freeze_and_restore",
+                    "freeze_mutations", "keep_writes_since_corruption", "archive_wal_past_corruption",
+                    "postgres_failover.assess_cluster",
                     "postgres_failover.recover_database", "postgres_failover.validate_damage_gone",
                     "postgres_failover.switch_service_discovery", "postgres_failover.rebuild_redundancy", "repair_drift",
                     "resume_writes", "resume_reconciler_gradually", "confirm_time_to_converge"]

@@ -187,10 +187,9 @@ def test_scenario_b_refuses_a_corruption_older_than_the_oldest_backup(platform):
     assert pick["kind"] == "refused"
     assert "is older than the oldest base backup, base-" in pick["detail"]
     assert steps["scenario_b.postgres_failover.recover_database"]["status"] == "upstream_failed"
-    # Nothing was restored; writes were frozen by the run and stay frozen for a person to decide.
-    assert api().mode() == "frozen"
-    api().set_mode("read-write", "test: back after a refused run")
-    Reconciler(services()["reconciler"]).set_rate(5)
+    # The backup is picked before anything is frozen: a refusal there leaves the platform as it was found.
+    assert steps["scenario_b.freeze_mutations"]["status"] == "upstream_failed"
+    assert api().mode() == "read-write" and not Reconciler(services()["reconciler"]).metrics().get("paused")
 
 
 
@@ -218,3 +217,57 @@ def test_scenario_a_fails_over_a_primary_that_answers_but_cannot_commit(platform
     with connect(now.endpoint(now.primary)) as conn:
         probed = [r[0] for r in conn.execute("SELECT app_id FROM deployments WHERE config ? 'rehearsal_probe'").fetchall()]
     assert probed == [canary]
+
+
+def run_refusing_every_approval(dag_id: str, conf: dict) -> tuple[object, dict]:
+    """``make run`` with ``APPROVE=no``: every approval a person would be asked is rejected."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[2] / "scripts" / "run_dag.py"), "--sandbox",
+                          dag_id, "--conf", json.dumps(conf)], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "APPROVE": "no"})
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("[rehearsal] report: ")), None)
+    assert line, out.stdout[-3000:] + out.stderr[-2000:]
+    return out, json.loads(Path(line.split("report: ", 1)[1]).read_text())
+
+
+def test_scenario_a_on_a_healthy_platform_is_a_false_alarm_and_changes_nothing(platform):
+    """Every service up, the data plane serving, Postgres committing: declared in incident mode anyway (with every
+    approval refused). Nothing is put read-only or paused; the run ends not_applicable, saying why."""
+    sb = Sandbox(platform.dir)
+    rate_before = Reconciler(services()["reconciler"]).metrics()["rate"]
+    started = time.time()
+    out, report = run_refusing_every_approval("dr_scenario_a_control_plane_down",
+                                              {"mode": "incident", "approve": "wait"})
+    assert out.returncode == 0, out.stdout[-3000:]
+    assert report["status"] == "not_applicable"
+    assert report["failure"].startswith("Scenario A: control plane down, data plane still running is not happening: "
+                                        "no impact measured")
+    steps = steps_of(report)
+    assert steps["scenario_a.declare_incident"]["status"] == "skipped"
+    assert {steps[s]["status"] for s in ("scenario_a.approve_degrading_steps", "scenario_a.restore_api_read_only",
+                                         "scenario_a.restore_reconciler_paused")} == {"skipped"}
+    rounds = [json.loads(line) for line in sb.prober.log.read_text().splitlines() if line.strip()]
+    during = [r for r in rounds if r["t"] >= started]
+    assert during and {r.get("api_mode") for r in during} == {"read-write"}  # the prober never saw it read-only
+    metrics = Reconciler(services()["reconciler"]).metrics()
+    assert not metrics.get("paused") and metrics["rate"] == rate_before
+    assert "declared Sev" not in json.dumps(report)  # no severity for a healthy platform
+
+
+def test_scenario_b_rejected_leaves_the_api_and_the_reconciler_as_found_and_says_so(platform):
+    from datetime import UTC, datetime, timedelta
+
+    rate_before = Reconciler(services()["reconciler"]).metrics()["rate"]
+    when = (datetime.now(UTC) - timedelta(seconds=5)).isoformat()
+    out, report = run_refusing_every_approval("dr_scenario_b_postgres_corruption",
+                                              {"mode": "incident", "approve": "wait", "corruption_time": when})
+    assert out.returncode == 1 and report["status"] == "aborted"
+    assert report["failure"].endswith(f"nothing was changed: as found, the API is read-write and the reconciler at "
+                                      f"{rate_before:g}/s"), report["failure"]
+    steps = steps_of(report)
+    assert steps["scenario_b.freeze_mutations"]["status"] == "skipped"
+    assert api().mode() == "read-write"
+    metrics = Reconciler(services()["reconciler"]).metrics()
+    assert not metrics.get("paused") and metrics["rate"] == rate_before

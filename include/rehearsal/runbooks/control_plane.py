@@ -35,10 +35,36 @@ class Severity:
     why: str
 
 
-def severity(dataplane: DataPlaneProbe, api: Health, sev0_below: float = 0.99) -> Severity:
+def control_plane_down_evidence(services: dict[str, Health], postgres: tuple[bool, str]) -> list[str]:
+    """Scenario A is happening when a control-plane service is down or failing, or its database cannot commit:
+    what is wrong, in words (empty: nothing is, a false alarm)."""
+    wrong = [f"{name} {'down' if not h.body else 'failing'} ({h.detail})" for name, h in services.items() if not h.ok]
+    if not postgres[0]:
+        wrong.append(f"Postgres primary unhealthy ({postgres[1]})")
+    return wrong
+
+
+def degrading_steps(services: dict[str, Health]) -> list[str]:
+    """What Scenario A's next steps would degrade because it still runs: an API answering in read-write is put
+    read-only, a reconciler that runs is paused. A person approves these first, in an incident."""
+    out = []
+    api = services.get("api")
+    if api is not None and api.body and api.body.get("mode", "read-write") == "read-write":
+        out.append("the running API goes read-only (every write refused until writes resume)")
+    reconciler = services.get("reconciler")
+    if reconciler is not None and reconciler.body and not reconciler.body.get("paused"):
+        out.append("the running reconciler is paused (nothing is pushed to hosts until it is resumed gradually)")
+    return out
+
+
+def severity(dataplane: DataPlaneProbe, api: Health, sev0_below: float = 0.99, happening: bool = True) -> Severity:
     """Sev0 when customers are hit (data-plane availability under ``sev0_below``, or nothing to probe), else Sev1:
-    the control plane is degraded while apps keep running."""
+    the control plane is degraded while apps keep running; ``none`` when nothing is wrong (measured impact only: a
+    healthy platform is no incident)."""
     ratio = dataplane.availability
+    if not happening and ratio is not None and ratio >= sev0_below:
+        return Severity("none", f"no impact measured: data plane serving ({ratio:.2%} of {dataplane.endpoints} "
+                                "endpoints), every control-plane service healthy, Postgres commits")
     api_text = "API up" if api.ok else "API down"
     if ratio is None:
         return Severity("Sev0", f"no data-plane endpoint could be probed ({dataplane.describe()}); {api_text}")
@@ -236,3 +262,30 @@ def wait_until(check: Callable[[], tuple[bool, str]], timeout: float, what: str,
         if clock() >= deadline:
             raise RecoveryTimedOut(f"{what} not reached within {timeout:.0f}s; last: {detail}")
         sleep(interval)
+
+
+def scenario_approval(scenario: str, records: dict) -> tuple[str, str, str | None]:
+    """(subject, body, why no person is needed or None) of a scenario's approval before it degrades anything.
+
+    ``scenario_a``: ``records`` is the declaration (``evidence``, ``degrades``, ``severity``); nothing running would
+    be degraded (the API and the reconciler are down): no person is needed. ``scenario_b``: ``records`` holds the
+    corruption ``point`` and the backup ``pick``ed: the freeze and the restore always need one."""
+    if scenario == "scenario_a":
+        degrades = records.get("degrades") or []
+        evidence = records.get("evidence") or []
+        lines = [f"**Declared:** {records.get('severity')}: {records.get('why')}", "",
+                 "**What is wrong:**", *[f"- {e}" for e in evidence], "",
+                 "**Approving lets the runbook degrade what still runs:**", *[f"- {d}" for d in degrades], "",
+                 "Approve to restore the control plane one service at a time; Reject to end the run with nothing "
+                 "changed (the API's mode and the reconciler as found)."]
+        return ("Scenario A: degrade running control-plane services to recover", "\n".join(lines),
+                None if degrades else "nothing that still runs would be degraded")
+    point, pick = records.get("point") or {}, records.get("pick") or {}
+    lines = [f"**Corruption:** at {point.get('time')} ({point.get('how')})",
+             f"**Restore target:** {pick.get('recovery_target') or point.get('recovery_target')}",
+             f"**Last good backup:** {pick.get('backup_id')} ({pick.get('why', '')})", "",
+             "**Approving will:** freeze mutations (the API frozen: writes refused, reads kept; the reconciler paused), "
+             "keep the writes made since the corruption, restore the control-plane database from that backup onto a "
+             "new host, switch clients to it, repair the drift, then resume writes.", "",
+             "Reject to end the run with nothing changed (the API's mode and the reconciler as found)."]
+    return "Scenario B: freeze and restore to before the corruption", "\n".join(lines), None

@@ -20,39 +20,34 @@ from rehearsal_airflow.operators.base import now_iso, push_step
 APPROVAL_KEY = "approval"
 
 
-class RecoveryApprovalOperator(ApprovalOperator):
-    template_fields: Sequence[str] = (*ApprovalOperator.template_fields, "mode", "approve", "target", "decision",
-                                      "assessment", "base_backup", "recovery_target")
+class RunbookApprovalOperator(ApprovalOperator):
+    """A runbook's one question to a person: ``request()`` says what is asked. Incident mode with ``approve=wait``
+    waits; drills and ``approve=auto`` never do; ``nothing_to_ask()`` may say no person is needed. A rejection skips
+    the runbook's next steps and says what was found as it was (``as_found()``)."""
 
-    def __init__(self, *, mode: str, approve: str, decision: Any, assessment: Any, target: str = "production",
-                 base_backup: Any = "", recovery_target: Any = "latest",
-                 response_timeout: timedelta = timedelta(hours=1), **kwargs) -> None:
-        kwargs.setdefault("subject", "Postgres failover: approve the recovery")
+    template_fields: Sequence[str] = (*ApprovalOperator.template_fields, "mode", "approve")
+
+    def __init__(self, *, mode: str, approve: str, response_timeout: timedelta = timedelta(hours=1), **kwargs) -> None:
         super().__init__(response_timeout=response_timeout, ignore_downstream_trigger_rules=False, **kwargs)
         self.mode = mode
         self.approve = approve
-        self.target = target
-        self.decision = decision
-        self.assessment = assessment
-        self.base_backup = base_backup
-        self.recovery_target = recovery_target
-
-    def needed(self) -> str | None:
-        """None when a person must answer; else what approved (drills, approve=auto)."""
-        if needs_approval(self.mode, self.approve):
-            return None
-        return "mode drill: drills never wait" if self.mode == "drill" else "approve=auto"
 
     def request(self) -> tuple[str, str]:
-        """(subject, body) a person answers."""
-        decision = Decision(**{k: v for k, v in self.decision.items() if k != "detail"})
-        assessment = Assessment.from_dict({k: v for k, v in self.assessment.items() if k != "detail"})
-        backup = self.base_backup if self.base_backup not in ("", "None", None) else assessment.newest_base_backup
-        subject, body = approval_request(decision, assessment, self.target, backup)
-        if self.recovery_target not in ("", "None", None, "latest"):
-            body = body.replace("**Backup a restore would use:**", f"**Restore target:** {self.recovery_target}\n\n"
-                                                                       "**Backup a restore would use:**")
-        return subject, body
+        raise NotImplementedError
+
+    def nothing_to_ask(self) -> str | None:
+        """Why no person needs to answer although one could (nothing running would be degraded), or None."""
+        return None
+
+    def as_found(self) -> str:
+        """After a rejection: what is as it was found, in words."""
+        return "nothing was changed"
+
+    def needed(self) -> str | None:
+        """None when a person must answer; else what approved (drills, approve=auto, nothing to ask)."""
+        if needs_approval(self.mode, self.approve):
+            return self.nothing_to_ask()
+        return "mode drill: drills never wait" if self.mode == "drill" else "approve=auto"
 
     def execute(self, context: Context):
         started = now_iso()
@@ -73,7 +68,7 @@ class RecoveryApprovalOperator(ApprovalOperator):
         who = by.get("name") or by.get("id") or "unknown"
         approved = chosen == self.APPROVE
         detail = (f"approved by {who}" if approved else
-                  f"rejected by {who}: the recovery was not started and nothing was changed")
+                  f"rejected by {who}: the recovery was not started and {self.as_found()}")
         record = {"approved": approved, "approved_by" if approved else "rejected_by": who, "at": str(result["responded_at"]),
                   "detail": detail}
         push_step(context, self.task_id, started, "success", detail)
@@ -88,3 +83,73 @@ class RecoveryApprovalOperator(ApprovalOperator):
                      if not t.is_teardown and (not group or t.task_id.startswith(group + "."))]
             self.skip(ti=context["ti"], tasks=steps)
         return record
+
+
+class RecoveryApprovalOperator(RunbookApprovalOperator):
+    """The postgres-failover runbook's approval: the chosen path and its evidence, before the first irreversible
+    step."""
+
+    template_fields: Sequence[str] = (*RunbookApprovalOperator.template_fields, "target", "decision", "assessment",
+                                      "base_backup", "recovery_target")
+
+    def __init__(self, *, decision: Any, assessment: Any, target: str = "production", base_backup: Any = "",
+                 recovery_target: Any = "latest", **kwargs) -> None:
+        kwargs.setdefault("subject", "Postgres failover: approve the recovery")
+        super().__init__(**kwargs)
+        self.target = target
+        self.decision = decision
+        self.assessment = assessment
+        self.base_backup = base_backup
+        self.recovery_target = recovery_target
+
+    def request(self) -> tuple[str, str]:
+        """(subject, body) a person answers."""
+        decision = Decision(**{k: v for k, v in self.decision.items() if k != "detail"})
+        assessment = Assessment.from_dict({k: v for k, v in self.assessment.items() if k != "detail"})
+        backup = self.base_backup if self.base_backup not in ("", "None", None) else assessment.newest_base_backup
+        subject, body = approval_request(decision, assessment, self.target, backup)
+        if self.recovery_target not in ("", "None", None, "latest"):
+            body = body.replace("**Backup a restore would use:**", f"**Restore target:** {self.recovery_target}\n\n"
+                                                                       "**Backup a restore would use:**")
+        return subject, body
+
+
+class ScenarioApprovalOperator(RunbookApprovalOperator):
+    """A scenario's approval before it degrades anything that still works (Scenario A: a running API put read-only,
+    a running reconciler paused; Scenario B: the freeze and the restore to before the damage). The question comes
+    from the scenario's own records (``rehearsal.runbooks.control_plane.scenario_approval``). A rejection leaves the
+    platform as found, and the record says so, read from the services after the answer."""
+
+    template_fields: Sequence[str] = (*RunbookApprovalOperator.template_fields, "records")
+    services_conn_id = "controlplane_services"
+    aws_conn_id = "aws_default"
+
+    def __init__(self, *, scenario: str, records: Any, **kwargs) -> None:
+        kwargs.setdefault("subject", f"{scenario}: approve")
+        super().__init__(**kwargs)
+        self.scenario, self.records = scenario, records
+
+    def request(self) -> tuple[str, str]:
+        from rehearsal.runbooks.control_plane import scenario_approval
+
+        return scenario_approval(self.scenario, self.records if isinstance(self.records, dict) else {})[:2]
+
+    def nothing_to_ask(self) -> str | None:
+        from rehearsal.runbooks.control_plane import scenario_approval
+
+        return scenario_approval(self.scenario, self.records if isinstance(self.records, dict) else {})[2]
+
+    def as_found(self) -> str:
+        from rehearsal_airflow.hooks.controlplane_services import ControlPlaneServicesHook
+
+        hook = ControlPlaneServicesHook(self.services_conn_id, self.aws_conn_id)
+        try:
+            mode = hook.api().mode()
+        except Exception as exc:  # noqa: BLE001 - said as it is
+            mode = f"unknown ({exc})"
+        try:
+            metrics = hook.reconciler().metrics()
+            reconciler = "paused" if metrics.get("paused") or not metrics.get("rate") else f"at {metrics.get('rate'):g}/s"
+        except Exception as exc:  # noqa: BLE001
+            reconciler = f"unknown ({exc})"
+        return f"nothing was changed: as found, the API is {mode} and the reconciler {reconciler}"

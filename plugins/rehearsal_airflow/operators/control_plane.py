@@ -12,6 +12,7 @@ from typing import Any
 
 from airflow.providers.standard.operators.branch import BranchMixIn
 from airflow.sdk import Context
+from airflow.sdk.exceptions import AirflowSkipException
 
 from rehearsal.capabilities import ServiceControl, capability_limitation
 from rehearsal.dataplane import DataPlaneProbe, probe_data_plane
@@ -20,7 +21,9 @@ from rehearsal.platform import load_provisioner
 from rehearsal.runbooks.control_plane import (
     RampPolicy,
     confirm_refused,
+    control_plane_down_evidence,
     convergence,
+    degrading_steps,
     ramp,
     require_data_plane,
     severity,
@@ -63,15 +66,20 @@ def mutation_probe(api: Api, canary_app: str | int | None, request_id: str,
                            request_id=request_id, maintenance=maintenance)
 
 
-class DeclareIncidentOperator(ServicesMixin, DrillStepOperator):
-    """Declare the incident: Sev0 when customers are hit (data-plane availability, probed here), Sev1 when only
-    the control plane is; drill or real, with the time, for the report and the status page."""
+class DeclareIncidentOperator(ControlPlaneMixin, ServicesMixin, DrillStepOperator):
+    """Declare the incident from measured impact: Sev0 when customers are hit (data-plane availability, probed
+    here), Sev1 when only the control plane is; drill or real, with the time, for the report and the status page.
+
+    With ``confirms="control_plane"`` (Scenario A) it first confirms the scenario is happening: a control-plane
+    service down or failing, or its database unable to commit. When none is, it is a false alarm: the run ends
+    ``not_applicable`` here, every later step skipped and nothing changed. Its record also names what the next
+    steps would degrade because it still runs (``degrades``), for the approval that comes before them."""
 
     template_fields: Sequence[str] = ("mode", "scenario")
 
-    def __init__(self, *, mode: str, scenario: str, **kwargs) -> None:
+    def __init__(self, *, mode: str, scenario: str, confirms: str = "", **kwargs) -> None:
         super().__init__(**kwargs)
-        self.mode, self.scenario = mode, scenario
+        self.mode, self.scenario, self.confirms = mode, scenario, confirms
 
     def run_step(self, context: Context) -> dict:
         declared_at = now_iso()
@@ -82,11 +90,39 @@ class DeclareIncidentOperator(ServicesMixin, DrillStepOperator):
         except Exception as exc:  # noqa: BLE001 - an unknown data plane is declared the worst case, and we go on
             probe = DataPlaneProbe(hosts=0, hosts_unreachable=[f"inventory unreadable: {exc}"], endpoints=0, endpoints_ok=0)
         api = self.services.api().health()
-        sev = severity(probe, api)
+        record: dict = {"declared_at": declared_at, "mode": self.mode, "scenario": self.scenario,
+                        "dataplane": probe.to_dict(), "api": api.to_dict()}
+        happening = True
+        if self.confirms == "control_plane":
+            wrong, services = self._control_plane_evidence(api)
+            happening = bool(wrong)
+            record.update({"evidence": wrong, "degrades": degrading_steps(services),
+                           "services": {n: h.to_dict() for n, h in services.items()}})
+        sev = severity(probe, api, happening=happening)
+        record.update({"severity": sev.level, "why": sev.why})
+        if not happening:
+            why = (f"{self.scenario} is not happening: {sev.why}. Nothing was changed (no mode set, nothing paused). "
+                   "To rehearse it, run its drill, which injects the fault in a drill environment")
+            record.update({"not_applicable": why, "detail": f"NOT APPLICABLE: {why}"})
+            context["ti"].xcom_push(key="return_value", value=record)
+            raise AirflowSkipException(record["detail"])
         kind = "DRILL" if self.mode == "drill" else "REAL INCIDENT"
-        return {"severity": sev.level, "why": sev.why, "declared_at": declared_at, "mode": self.mode,
-                "scenario": self.scenario, "dataplane": probe.to_dict(), "api": api.to_dict(),
-                "detail": f"{kind} declared {sev.level} at {declared_at}: {self.scenario}; {sev.why}"}
+        record["detail"] = (f"{kind} declared {sev.level} at {declared_at}: {self.scenario}; {sev.why}"
+                            + (f"; happening: {'; '.join(record['evidence'])}" if record.get("evidence") else ""))
+        return record
+
+    def _control_plane_evidence(self, api: Health) -> tuple[list[str], dict[str, Health]]:
+        from rehearsal.platform import split_address
+        from rehearsal.postgres.connection import write_health
+        from rehearsal.services import health
+
+        services = {"api": api, **{s: health(s, self.services.addresses.url(s)) for s in SERVICES if s != "api"}}
+        try:
+            primary = self.controlplane.platform().primary_address()
+            postgres = write_health(self.controlplane.endpoint(*split_address(primary)), timeout=5)
+        except Exception as exc:  # noqa: BLE001 - evidence that something is wrong, not a decision
+            postgres = (False, f"the primary cannot be found: {type(exc).__name__}: {exc}")
+        return control_plane_down_evidence(services, postgres), services
 
 
 class VerifyDataPlaneOperator(ServicesMixin, DrillStepOperator):

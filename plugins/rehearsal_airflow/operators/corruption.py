@@ -78,6 +78,14 @@ class EstablishCorruptionPointOperator(ControlPlaneMixin, DrillStepOperator):
                     f"the audit log records {len(earlier)} damaging statement(s) BEFORE the corruption_time given "
                     f"({self.corruption_time}): " + "; ".join(e.describe() for e in earlier[:5])
                     + ". A restore to the time given would bring them back: give the time of the earliest damage")
+        if not given and not [e for e in audit if e.action in DAMAGING_ACTIONS]:
+            # Nothing says there is damage: a false alarm. Nothing is frozen or restored.
+            why = (f"Scenario B is not happening: no corruption_time was given and the audit log records no damaging "
+                   f"statement ({', '.join(DAMAGING_ACTIONS)}) in the last {self.lookback}; nothing was changed. If "
+                   "the damage is of another kind, give corruption_time")
+            record = {"not_applicable": why, "detail": f"NOT APPLICABLE: {why}"}
+            context["ti"].xcom_push(key="return_value", value=record)
+            raise AirflowSkipException(record["detail"])
         point = corruption_point(self.corruption_time, audit, now)
         return {**point.to_dict(), "detail": f"corruption at {point.time.isoformat()} ({point.how}); restore target "
                                              f"{point.recovery_target.isoformat()}"}

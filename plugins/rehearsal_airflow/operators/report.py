@@ -53,7 +53,7 @@ class RunReportOperator(DrillStepOperator):
         env = current_environment()
         target = load_catalog().target(self.component)
         steps, checks, created, failures, switched_off = self._steps(ti, dag, run_id)
-        degraded, not_applicable = self._degraded_and_not_applicable(ti, dag, run_id)
+        degraded, not_applicable, rejection = self._degraded_and_not_applicable(ti, dag, run_id)
         # A measurement's critical check that failed (data-plane availability, say) fails the run like a step.
         failures += [f"check {c['name']}: {c.get('detail', '')}" for c in checks
                      if c.get("critical", True) and c.get("ok") is False and c["name"] not in ("rto_within_target", "rpo_within_target")]
@@ -76,6 +76,8 @@ class RunReportOperator(DrillStepOperator):
             checks.append({"name": "rpo_within_target", "ok": bool(rpo_met), "critical": True,
                            "detail": f"RPO {not_at_risk}" if not_at_risk and rpo is None else
                                      f"measured {bound}{rpo} s, target {target.rpo.total_seconds():.0f} s"})
+        if rejection and approval.get("approved") is not False:  # another of the run's approvals was rejected
+            approval = rejection
         rejected = approval.get("approved") is False
         started = bool(gate) or not self.requires_gate
         # A drill called off before it started (drills switched off, a late scheduled start): its first step says why.
@@ -128,21 +130,25 @@ class RunReportOperator(DrillStepOperator):
             raise DrillFailed(f"{self.scenario} {status}: {report.failure or 'RTO or RPO target missed'} (report: {json_path})")
         return {"status": status, "report": str(json_path), "detail": f"report {json_path}"}
 
-    def _degraded_and_not_applicable(self, ti, dag, run_id: str) -> tuple[list[dict], str | None]:
-        """What the run's steps left undone (``degraded`` items in their records), and why the scenario was not
-        happening when a step found so (``not_applicable`` in its record), in the steps' order."""
-        degraded, not_applicable = [], None
+    def _degraded_and_not_applicable(self, ti, dag, run_id: str) -> tuple[list[dict], str | None, dict | None]:
+        """What the run's steps left undone (``degraded`` items in their records), why the scenario was not happening
+        when a step found so (``not_applicable`` in its record), and the first approval a person rejected."""
+        degraded, not_applicable, rejection = [], None, None
         states = ti.get_task_states(dag_id=dag.dag_id, run_ids=[run_id]).get(run_id, {})
         for task_id in [t.task_id for t in dag.topological_sort()] if not hasattr(dag, "topological_sort_ids") \
                 else dag.topological_sort_ids():
-            if task_id == self.task_id or states.get(task_id) != "success":
+            if task_id == self.task_id or states.get(task_id) not in ("success", "skipped"):
                 continue
             value = ti.xcom_pull(task_ids=task_id) or {}
             if not isinstance(value, dict):
                 continue
-            degraded += [{"step": task_id, **d} for d in value.get("degraded", [])]
+            if states.get(task_id) == "success":
+                degraded += [{"step": task_id, **d} for d in value.get("degraded", [])]
+            # A step that found its scenario not happening skips the rest; its record says why.
             not_applicable = not_applicable or value.get("not_applicable")
-        return degraded, not_applicable
+            if value.get("approved") is False and rejection is None:
+                rejection = value
+        return degraded, not_applicable, rejection
 
     def _steps(self, ti, dag, run_id: str) -> tuple[list[Step], list[dict], list[str], list[str], str | None]:
         """Every other task of the run, in order, with its record; the named checks and resources they returned; what

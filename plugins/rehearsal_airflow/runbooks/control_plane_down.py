@@ -1,7 +1,9 @@
 """Scenario A (control plane down, data plane still running) as one task group, built by one function for the
 scenario DAG and its drill:
 
-declare incident -> verify hosts still run workloads -> restore the API read-only -> the scheduler -> the
+declare incident (confirming it is happening: a false alarm ends ``not_applicable``, nothing changed) -> approve
+(incidents: only when a running service would be degraded) -> verify hosts still run workloads -> restore the API
+read-only -> the scheduler -> the
 reconciler (paused) -> validate Postgres health, or run the postgres-failover runbook -> resume writes (canary
 first) -> resume the reconciler gradually -> confirm time-to-converge is back to normal
 """
@@ -13,6 +15,7 @@ from datetime import timedelta
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import TaskGroup
 
+from rehearsal_airflow.operators.approval import ScenarioApprovalOperator
 from rehearsal_airflow.operators.control_plane import (
     CheckPostgresHealthOperator,
     DeclareIncidentOperator,
@@ -35,6 +38,7 @@ IDEMPOTENT = {"retries": 1, "retry_delay": timedelta(seconds=5)}
 class ControlPlaneDownTasks:
     group: TaskGroup
     declare: DeclareIncidentOperator
+    approve: ScenarioApprovalOperator
     verify: VerifyDataPlaneOperator
     restore_api: RestoreServiceOperator
     resume_writes: ResumeWritesOperator
@@ -48,7 +52,11 @@ def control_plane_down(*, mode: str, approve: str = "wait", path: str = "auto", 
                        component: str = "control_plane_api", group_id: str = GROUP_ID) -> ControlPlaneDownTasks:
     """Build Scenario A's tasks in the current DAG (arguments may be templates; none changes which tasks exist)."""
     with TaskGroup(group_id=group_id, tooltip=SCENARIO) as group:
-        declare = DeclareIncidentOperator(task_id="declare_incident", mode=mode, scenario=SCENARIO, **IDEMPOTENT)
+        declare = DeclareIncidentOperator(task_id="declare_incident", mode=mode, scenario=SCENARIO,
+                                          confirms="control_plane", **IDEMPOTENT)
+        # Before anything that still runs is degraded (a running API put read-only, a running reconciler paused).
+        approval = ScenarioApprovalOperator(task_id="approve_degrading_steps", mode=mode, approve=approve,
+                                            scenario=GROUP_ID, records=declare.output, **IDEMPOTENT)
         verify = VerifyDataPlaneOperator(task_id="verify_hosts_running_workloads", **IDEMPOTENT)
         api = RestoreServiceOperator(task_id="restore_api_read_only", service="api", **IDEMPOTENT)
         scheduler = RestoreServiceOperator(task_id="restore_scheduler", service="scheduler", **IDEMPOTENT)
@@ -65,6 +73,7 @@ def control_plane_down(*, mode: str, approve: str = "wait", path: str = "auto", 
                                                               **IDEMPOTENT)
         converge = TimeToConvergeSensor(task_id="confirm_time_to_converge", threshold_seconds=converge_threshold,
                                         **IDEMPOTENT)
-        declare >> verify >> api >> scheduler >> reconciler >> check >> [postgres_healthy, failover.group]
+        declare >> approval >> verify >> api >> scheduler >> reconciler >> check >> [postgres_healthy, failover.group]
         [postgres_healthy, failover.group] >> resume_writes >> resume_reconciler >> converge
-    return ControlPlaneDownTasks(group, declare, verify, api, resume_writes, resume_reconciler, converge, failover)
+    return ControlPlaneDownTasks(group, declare, approval, verify, api, resume_writes, resume_reconciler, converge,
+                                 failover)

@@ -1,8 +1,10 @@
 """Scenario B (Postgres unrecoverable corruption) as one task group, built by one function for the scenario
 DAG and its drill:
 
-declare incident -> establish when the damage happened -> freeze mutations -> keep the writes since then ->
-archive WAL past the damage -> pick the last good backup -> the postgres-failover runbook (PITR into a new
+declare incident -> establish when the damage happened (none found and no time given: ``not_applicable``, nothing
+changed) -> pick the last good backup -> approve (incidents: the freeze and the restore, before anything is
+degraded; a rejection leaves everything as found) -> freeze mutations -> keep the writes since then -> archive WAL
+past the damage -> the postgres-failover runbook (its own approval covered by the scenario's; PITR into a new
 cluster to just before the damage; validate, and validate the damage is gone, before anything is switched;
 re-archive; switch discovery; confirm clients; rebuild redundancy) -> repair drift (still frozen) -> resume
 writes (canary first) -> resume the reconciler gradually -> confirm time-to-converge
@@ -14,6 +16,7 @@ from datetime import timedelta
 
 from airflow.sdk import TaskGroup
 
+from rehearsal_airflow.operators.approval import ScenarioApprovalOperator
 from rehearsal_airflow.operators.control_plane import (
     DeclareIncidentOperator,
     FreezeMutationsOperator,
@@ -42,6 +45,7 @@ class PostgresCorruptionTasks:
     group: TaskGroup
     declare: DeclareIncidentOperator
     point: EstablishCorruptionPointOperator
+    approve: ScenarioApprovalOperator
     freeze: FreezeMutationsOperator
     capture: CaptureWritesSinceOperator
     pick: PickLastGoodBackupOperator
@@ -61,11 +65,14 @@ def postgres_corruption(*, mode: str, approve: str = "wait", corruption_time: st
         declare = DeclareIncidentOperator(task_id="declare_incident", mode=mode, scenario=SCENARIO, **IDEMPOTENT)
         point = EstablishCorruptionPointOperator(task_id="establish_corruption_time", corruption_time=corruption_time,
                                                  **IDEMPOTENT)
+        pick = PickLastGoodBackupOperator(task_id="pick_last_good_backup", point=point.output, **IDEMPOTENT)
+        # One question, before anything still working is degraded: the freeze, and the restore from that backup.
+        approval = ScenarioApprovalOperator(task_id="approve_freeze_and_restore", mode=mode, approve=approve,
+                                            scenario=group_id, records={"point": point.output, "pick": pick.output},
+                                            **IDEMPOTENT)
         freeze = FreezeMutationsOperator(task_id="freeze_mutations", **IDEMPOTENT)
         capture = CaptureWritesSinceOperator(task_id="keep_writes_since_corruption", point=point.output, **IDEMPOTENT)
         archive = ArchiveWalPastCorruptionOperator(task_id="archive_wal_past_corruption", **IDEMPOTENT)
-        pick = PickLastGoodBackupOperator(task_id="pick_last_good_backup", point=point.output,
-                                          trigger_rule="none_failed", **IDEMPOTENT)
         damage: list[ValidateDamageGoneOperator] = []
 
         def damage_gone(recovery) -> ValidateDamageGoneOperator:
@@ -74,7 +81,8 @@ def postgres_corruption(*, mode: str, approve: str = "wait", corruption_time: st
                                                      recovery=recovery, **IDEMPOTENT))
             return damage[0]
 
-        failover = postgres_failover(mode=mode, path="pitr", approve=approve,
+        # The person approved the restore above (backup and target shown): the runbook does not ask again.
+        failover = postgres_failover(mode=mode, path="pitr", approve="auto",
                                      recovery_target=pick.output["recovery_target"],
                                      base_backup=pick.output["backup_id"], component=component,
                                      also_validate=damage_gone)
@@ -86,7 +94,7 @@ def postgres_corruption(*, mode: str, approve: str = "wait", corruption_time: st
                                                               **IDEMPOTENT)
         converge = TimeToConvergeSensor(task_id="confirm_time_to_converge", threshold_seconds=converge_threshold,
                                         **IDEMPOTENT)
-        declare >> point >> freeze >> capture >> archive >> pick >> failover.group
+        declare >> point >> pick >> approval >> freeze >> capture >> archive >> failover.group
         failover.group >> repair >> resume_writes >> resume_reconciler >> converge
-    return PostgresCorruptionTasks(group, declare, point, freeze, capture, pick, failover, damage[0], resume_writes,
-                                   repair, converge)
+    return PostgresCorruptionTasks(group, declare, point, approval, freeze, capture, pick, failover, damage[0],
+                                   resume_writes, repair, converge)
