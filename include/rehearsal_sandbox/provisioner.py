@@ -6,7 +6,10 @@ against a real platform.
 """
 from __future__ import annotations
 
+import fcntl
+import functools
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -20,6 +23,36 @@ API_MODES = ("read-write", "read-only", "frozen")
 STORE_SCOPES = ("bucket", "prefix")
 
 
+_HELD = threading.local()
+
+
+def _state_locked(method):
+    """Runs holding the sandbox's state lock (``<state dir>/state.lock``): ``state.json`` is read, changed and written
+    whole, and two drills at once (two tasks, two processes) must not lose each other's hosts and copies. Reentrant
+    within a thread."""
+
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        depth = getattr(_HELD, "depth", 0)
+        if depth:
+            _HELD.depth = depth + 1
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                _HELD.depth -= 1
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.state_dir / "state.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            _HELD.depth = 1
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                _HELD.depth = 0
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    return locked
+
+
 class SandboxProvisioner:
     def __init__(self, environment: Environment) -> None:
         if not environment.sandbox_state:
@@ -30,6 +63,7 @@ class SandboxProvisioner:
         return Sandbox(self.state_dir)  # re-read every time: runbooks and drills change the topology
 
     # ------------------------------------------------------------------ database hosts
+    @_state_locked
     def adopt_primary(self, address: str, data_dir: str | None = None) -> list[str]:
         """Record the recovered primary in the inventory: a promoted standby, or a copy restored on a host this
         provisioner placed (``restore_database``). Any other address is refused, naming it: nothing else is a host
@@ -49,6 +83,7 @@ class SandboxProvisioner:
         sb.adopt_primary(known)
         return [f"recorded {known} at {address} as the primary; the old primary {old} is gone"]
 
+    @_state_locked
     def rebuild_standby(self, primary_address: str) -> list[str]:
         sb = self._sandbox()
         if sb.primary.address != primary_address:
@@ -57,6 +92,7 @@ class SandboxProvisioner:
         return [f"new streaming standby {standby.name} on host {sb.controlplane_db.clusters()[standby.name].get('host_name')} "
                 f"at {standby.address}"]
 
+    @_state_locked
     def restore_database(self, request: dict) -> dict:
         """A point-in-time restore on a new database host (``db-<n>``, its own address): the base backup and WAL
         fetched from the backup store by the host itself, neutralized, started in recovery. A retry of the same run
@@ -98,6 +134,7 @@ class SandboxProvisioner:
         sb = self._sandbox()
         return [sb.controlplane_db.cluster(name).address for name in sb.controlplane_db.clusters()]
 
+    @_state_locked
     def release_run(self, run_key: str) -> list[str]:
         """Destroy the copies a run asked for that production did not adopt, and give their hosts back."""
         sb = self._sandbox()
@@ -116,6 +153,7 @@ class SandboxProvisioner:
         return {str(i["data_dir"]) for i in self._sandbox().clusters.values()}
 
     # ------------------------------------------------------------------ services (docs/control-plane-services.md)
+    @_state_locked
     def start_service(self, name: str, mode: str | None = None) -> list[str]:
         """Start ``api``, ``scheduler``, ``reconciler`` (or ``agents``, ``prober``, ``load``) unless it runs, at its
         address; ``mode`` is the API's (``read-write``, ``read-only``, ``frozen``), set on a running API too."""
@@ -127,6 +165,7 @@ class SandboxProvisioner:
         service = sb.service(name)
         return service.start(mode) if name == "api" else service.start()
 
+    @_state_locked
     def stop_service(self, name: str) -> list[str]:
         """Stop a service (TERM, KILL after 10 s); a stopped service is left as is."""
         service = self._sandbox().service(name)
@@ -145,6 +184,7 @@ class SandboxProvisioner:
         """Where the volume ``vol-<id>`` lives on its host."""
         return str(self._sandbox().volumes.path(volume_id))
 
+    @_state_locked
     def restore_volume_in_place(self, volume_id: str, snapshot_key: str, run_key: str) -> dict:
         """On the volume's host: the snapshot restored into a folder of this run's beside the volume (every chunk's
         checksum checked), verified byte for byte against the snapshot, then swapped in with one rename each way,
@@ -193,6 +233,7 @@ class SandboxProvisioner:
         return self._sandbox().snapshot_store.interval()
 
     # ------------------------------------------------------------------ drills only
+    @_state_locked
     def kill_primary(self, address: str, lose_disks: bool = True) -> dict:
         """The fault: SIGKILL the primary at ``address`` and lose its disks (data directory and WAL spool)."""
         sb = self._sandbox()
@@ -200,12 +241,14 @@ class SandboxProvisioner:
             raise ValueError(f"the sandbox's primary is {sb.primary.address}, not {address}; not injecting")
         return sb.kill_primary(lose_data=lose_disks)
 
+    @_state_locked
     def create_snapshot_bucket(self) -> list[str]:
         """The snapshot store's primary bucket recreated as the platform configures it (versioned, replicated)."""
         component = self._sandbox().snapshot_store
         component.create_primary()
         return [f"created s3://{component.bucket}, versioned, with its replication configuration"]
 
+    @_state_locked
     def kill_services(self, names: list[str]) -> dict:
         """The fault: SIGKILL these services at once. ``{"killed": {name: pid}, "killed_at": unix time}``, the time
         when every one was really dead (a service that was not running is not in ``killed``)."""
@@ -241,6 +284,7 @@ class SandboxProvisioner:
                         raise
         return {"deleted_at": time.time(), "scope": scope, "objects_deleted": deleted, "bucket": bucket}
 
+    @_state_locked
     def restore_environment(self) -> list[str]:
         """Make the sandbox whole after a drill, whatever the runbook got to: lost disks deleted, the inventory
         following what runs, a streaming standby and a base backup of the current timeline; every service

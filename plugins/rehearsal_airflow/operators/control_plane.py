@@ -11,7 +11,7 @@ from functools import cached_property
 from typing import Any
 
 from airflow.providers.standard.operators.branch import BranchMixIn
-from airflow.sdk import Context
+from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowSkipException
 
 from rehearsal.capabilities import ServiceControl, capability_limitation
@@ -324,24 +324,25 @@ class ResumeReconcilerGraduallyOperator(ServicesMixin, DrillStepOperator):
     runbook paused it (``paused``: the record of the step that paused it); a rate not put back, or steps held
     without metrics, are the run's ``degraded`` items.
 
-    :param paused: the record of the step that paused the reconciler (``{"rate_before": ...}``)"""
-
-    template_fields: Sequence[str] = ("paused",)
+    :param paused_by: the step that paused the reconciler, whose record says its rate before
+        (``{"rate_before": ...}``); the builder hands in that task (not an XComArg: the ramp already runs after it,
+        and an extra edge changed how a called-off run's skips reach the steps before the ramp)"""
 
     def __init__(self, *, steps: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0), hold_seconds: float = 3.0,
-                 max_error_rate: float = 0.2, max_queue_depth: int = 50, max_backoffs: int = 3, paused: Any = None,
-                 **kwargs) -> None:
+                 max_error_rate: float = 0.2, max_queue_depth: int = 50, max_backoffs: int = 3,
+                 paused_by: BaseOperator | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.steps = tuple(steps)
         self.policy = RampPolicy(tuple(steps), hold_seconds, max_error_rate, max_queue_depth, max_backoffs)
-        self.paused = paused
+        self.paused_by = paused_by.task_id if paused_by is not None else None
 
     def run_step(self, context: Context) -> dict:
         from dataclasses import replace
 
         from rehearsal.runbooks.control_plane import ramp_degraded, ramp_steps_to
 
-        before = (self.paused or {}).get("rate_before") if isinstance(self.paused, dict) else None
+        paused = context["ti"].xcom_pull(task_ids=self.paused_by) if self.paused_by else None
+        before = paused.get("rate_before") if isinstance(paused, dict) else None
         before = float(before) if before else None
         reconciler = self.services.reconciler()
         result = ramp(reconciler.set_rate, reconciler.metrics, replace(self.policy, steps=ramp_steps_to(self.steps, before)))

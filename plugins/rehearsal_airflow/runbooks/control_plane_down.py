@@ -69,7 +69,7 @@ def control_plane_down(*, mode: str, approve: str = "wait", path: str = "auto", 
         resume_writes = ResumeWritesOperator(task_id="resume_writes", trigger_rule="none_failed_min_one_success",
                                              **IDEMPOTENT)
         resume_reconciler = ResumeReconcilerGraduallyOperator(task_id="resume_reconciler_gradually", steps=ramp_steps,
-                                                              hold_seconds=ramp_hold_seconds, paused=reconciler.output,
+                                                              hold_seconds=ramp_hold_seconds, paused_by=reconciler,
                                                               **IDEMPOTENT)
         converge = TimeToConvergeSensor(task_id="confirm_time_to_converge", threshold_seconds=converge_threshold,
                                         **IDEMPOTENT)

@@ -90,7 +90,7 @@ def postgres_corruption(*, mode: str, approve: str = "wait", corruption_time: st
         repair = RepairDriftOperator(task_id="repair_drift", captured=capture.output, **IDEMPOTENT)
         resume_writes = ResumeWritesOperator(task_id="resume_writes", **IDEMPOTENT)
         resume_reconciler = ResumeReconcilerGraduallyOperator(task_id="resume_reconciler_gradually", steps=ramp_steps,
-                                                              hold_seconds=ramp_hold_seconds, paused=freeze.output,
+                                                              hold_seconds=ramp_hold_seconds, paused_by=freeze,
                                                               **IDEMPOTENT)
         converge = TimeToConvergeSensor(task_id="confirm_time_to_converge", threshold_seconds=converge_threshold,
                                         **IDEMPOTENT)
