@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import DAG, Param
 
 from rehearsal.capabilities import PrimaryLossFaults
+from rehearsal.drills.stop_conditions import StopConditions
 from rehearsal_airflow.deadlines import rto_deadline
 from rehearsal_airflow.drills.frame import DrillGuard, Rehearsed, drill_frame
 from rehearsal_airflow.faults.primary_loss import InjectPrimaryLossOperator
@@ -62,7 +63,7 @@ with DAG(
     drill_frame(
         scenario=SCENARIO, component=COMPONENT,
         guard=DrillGuard(mode="{{ params.mode }}", path="{{ params.path }}", fault=PrimaryLossFaults,
-                         harm="it kills the primary and loses its data"),
+                         harm="it kills the primary and loses its data", stop_conditions=StopConditions().to_dict()),
         fault=lambda drill: InjectPrimaryLossOperator(task_id="inject_primary_loss", guard=drill.guard.output),
         runbook=lambda drill: postgres_failover(mode="drill", path="{{ params.path }}", target=TARGET, approve="auto",
                                                 archived_before=drill.fault.output["archived_before"],

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import DAG, Param
 
 from rehearsal.capabilities import SnapshotStoreFaults
+from rehearsal.drills.stop_conditions import StopConditions
 from rehearsal_airflow.deadlines import rto_deadline
 from rehearsal_airflow.drills.frame import DrillGuard, Rehearsed, drill_frame
 from rehearsal_airflow.faults.snapshot_store import InjectSnapshotStoreLossOperator
@@ -54,7 +55,8 @@ with DAG(
         scenario=SCENARIO, component=COMPONENT,
         guard=DrillGuard(operator=VolumeDrillGuardOperator, mode="{{ params.mode }}", fault=SnapshotStoreFaults,
                          harm="it deletes the snapshot store", refuse_non_disruptive=NO_NON_DISRUPTIVE,
-                         harms=("snapshot_store",), options={"volume_ids": "{{ params.volume_id }}"}),
+                         harms=("snapshot_store",), stop_conditions=StopConditions().to_dict(),
+                         options={"volume_ids": "{{ params.volume_id }}"}),
         fault=lambda drill: InjectSnapshotStoreLossOperator(task_id="inject_snapshot_store_loss", guard=drill.guard.output,
                                                             scope="{{ params.scope }}"),
         runbook=lambda drill: snapshot_store_loss(mode="drill", volume_ids=drill.guard.output["volume_ids"], approve="auto"),

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import DAG, Param
 
 from rehearsal.capabilities import VolumeHosts
+from rehearsal.drills.stop_conditions import StopConditions
 from rehearsal_airflow.deadlines import rto_deadline
 from rehearsal_airflow.drills.frame import DrillGuard, Rehearsed, drill_frame
 from rehearsal_airflow.operators.volumes import CleanUpRestoredVolumesOperator, VolumeDrillGuardOperator
@@ -52,6 +53,7 @@ with DAG(
         # No fault: the restore is the rehearsal. Disruptive means in place, on the volumes' own hosts.
         guard=DrillGuard(operator=VolumeDrillGuardOperator, mode="{{ params.mode }}", fault=VolumeHosts,
                          harm="it restores over the volumes in place", harms=(),
+                         stop_conditions=StopConditions().to_dict(),
                          options={"volume_ids": "{{ params.volume_id }}"}),
         runbook=lambda drill: volume_restore(mode="drill", volume_ids=drill.guard.output["volume_ids"], target=TARGET,
                                              backend="{{ params.backend }}", approve="auto", targets_critical=True),

@@ -196,3 +196,39 @@ def test_a_probe_with_no_canary_app_configured_is_refused_naming_the_setting(ser
     assert isinstance(error, PreconditionFailed) and str(error) == NO_CANARY
     assert "set canary_app (an app id) in the controlplane_services connection's extra" in step["detail"]
     assert RecordingApi.writes == []
+
+
+def test_a_drill_step_whose_stop_flag_cannot_be_read_refuses_to_run(monkeypatch):
+    """The results database is unreachable mid-drill: the drill cannot be told to stop, so its next step does not run
+    (fail closed); a step that puts the environment back still does."""
+    from types import SimpleNamespace
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from rehearsal_airflow.operators.base import DrillStepOperator
+    from tests.operators.test_postgres_restore_rds import RecordingTaskInstance
+
+    ran = []
+
+    class Step(DrillStepOperator):
+        def run_step(self, context):
+            ran.append(self.task_id)
+            return {"detail": "ran"}
+
+    class Teardown(Step):
+        runs_after_abort = True
+
+    monkeypatch.setenv("AIRFLOW_CONN_REHEARSAL_RESULTS", json.dumps(
+        {"conn_type": "postgres", "host": "127.0.0.1", "port": free_port(), "login": "postgres", "password": "x",
+         "schema": "rehearsal"}))
+    context = {"run_id": "manual__test", "dag": SimpleNamespace(dag_id="dr_drill_postgres_primary_loss"),
+               "params": {"mode": "disruptive"}}
+    ti = RecordingTaskInstance()
+    step, teardown = Step(task_id="postgres_failover.recover_database"), Teardown(task_id="restore_drill_environment")
+    for later in (step, teardown):  # later steps of the run (the guard, its first, already ran)
+        later.upstream_task_ids.add("guard_drill_environment")
+    with pytest.raises(AirflowFailException, match="the drill's stop flag and stop conditions cannot be read"):
+        step.execute({**context, "ti": ti})
+    assert ti.xcom["step"]["kind"] == "aborted" and ran == []
+    teardown.execute({**context, "ti": RecordingTaskInstance()})
+    assert ran == ["restore_drill_environment"]

@@ -71,3 +71,34 @@ def test_a_target_is_harmed_only_when_it_is_the_one_the_drill_environment_record
         "refusing to harm the snapshot store at s3://b: drill environment 'staging' records no identity for it "
         "(drill_targets.snapshot_store in the rehearsal_environment Variable)")
     assert target_limitation("control_plane_api", "http://api", {"identity": None}, {"identity": None}, "x") is not None
+
+
+def test_a_prober_that_falls_silent_during_a_long_wait_stops_the_wait(tmp_path):
+    """A PITR catch-up wait polls the drill's stop conditions: the prober's last round is older than the window (it
+    stopped), so production's health is unknown and the wait ends, saying why, long before its timeout."""
+    import json
+    import time
+
+    from rehearsal.drills.stop_conditions import StopConditions, stop_check
+    from rehearsal.postgres.connection import Endpoint
+    from rehearsal.postgres.restore import wait_recovered
+
+    log = tmp_path / "probe-log.jsonl"
+    log.write_text(json.dumps({"t": time.time() - 60, "endpoints": 10, "ok": 10, "failed": [], "api": "ok",
+                               "api_mode": "read-write"}) + "\n")
+
+    class Stopped(Exception):
+        pass
+
+    def on_trip(why: str) -> None:
+        raise Stopped(why)
+
+    check = stop_check(StopConditions(), log, on_trip)
+    never = Endpoint("127.0.0.1", 9, "postgres", "postgres")  # nothing answers: the copy is still "starting"
+    started = time.monotonic()
+    with pytest.raises(Stopped, match=r"no probe round in the last 5s in .*production health unknown"):
+        wait_recovered(never, timeout=60, interval=0.1, check=check)
+    assert time.monotonic() - started < 5
+    with pytest.raises(Stopped, match="no prober log is named"):
+        stop_check(StopConditions(), None, on_trip)()
+    stop_check(None, None, on_trip)()  # no conditions (not a drill): nothing to check

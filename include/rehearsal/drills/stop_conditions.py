@@ -28,6 +28,34 @@ class StopConditions:
         return f"data-plane probe success at least {self.min_dataplane_success:.0%}{api} over {self.window_seconds:.0f}s"
 
 
+def stop_check(conditions: StopConditions | None, probe_log: Path | None, on_trip) -> callable:
+    """A check for long waits: each call reads production's health and, when a stop condition is crossed (or the
+    evidence is missing), calls ``on_trip(why)``, which raises. Without conditions it does nothing."""
+    import time
+
+    def check() -> None:
+        if conditions is None:
+            return
+        why = ("stop conditions are set but no prober log is named (probe_log): production health unknown"
+               if probe_log is None else tripped(conditions, probe_log, time.time()))
+        if why:
+            on_trip(why)
+
+    return check
+
+
+def tripped_now(conditions: dict | None, probe_log: str | None) -> str | None:
+    """For a trigger (serialized inputs): why a drill waiting in the triggerer must stop now, or None."""
+    import time
+
+    parsed = StopConditions.from_dict(conditions)
+    if parsed is None:
+        return None
+    if not probe_log:
+        return "stop conditions are set but no prober log is named (probe_log): production health unknown"
+    return tripped(parsed, Path(probe_log), time.time())
+
+
 def tripped(conditions: StopConditions, probe_log: Path, now: float) -> str | None:
     """Why the drill must stop now, or None. Silence trips it too: a drill that cannot see production's health
     must not go on (the prober died, or its log moved)."""

@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -375,14 +376,18 @@ def _position_over_sql(admin: Endpoint) -> tuple[str, int, str]:
     return lsn, int(tli), replayed
 
 
-def wait_recovered(admin: Endpoint, timeout: float, interval: float = 0.5, name: str = "") -> None:
+def wait_recovered(admin: Endpoint, timeout: float, interval: float = 0.5, name: str = "",
+                   check: Callable[[], None] | None = None) -> None:
     """Until the copy at ``admin``'s address has left recovery, over SQL only.
 
+    :param check: called on every poll (a drill's stop conditions: it raises to end the wait)
     :raises RestoreError: it stopped answering after it had answered (it stopped during recovery)
     :raises RecoveryTimedOut: still in recovery (or never answering) after ``timeout``"""
     deadline = time.monotonic() + timeout
     seen, why = False, ""
     while time.monotonic() < deadline:
+        if check is not None:
+            check()
         state, why = recovery_progress(admin)
         if state == "done":
             return

@@ -134,9 +134,13 @@ class DrillStepOperator(BaseOperator):
 
         try:
             control = results.drill_run_control(results_endpoint(), context["dag"].dag_id, context["run_id"])
-        except Exception as exc:  # noqa: BLE001 - the results database down must not stop a drill step
-            log.warning("could not read the drill's stop flag: %s", exc)
-            return None
+        except Exception as exc:  # noqa: BLE001 - fail closed: a drill that cannot be told to stop does not go on
+            if self.runs_after_abort:  # what puts the environment back and reports still runs
+                log.warning("could not read the drill's stop flag: %s", exc)
+                return None
+            raise DrillAborted(f"step not run: the drill's stop flag and stop conditions cannot be read (results "
+                               f"database: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); "
+                               "a drill that cannot be told to stop does not go on") from exc
         if control.called_off:
             raise AirflowSkipException(f"not run: the drill was called off before it started ({control.called_off})")
         if self.runs_after_abort:
@@ -148,23 +152,47 @@ class DrillStepOperator(BaseOperator):
         return None
 
     def _check_stop_conditions(self, context: Context, conditions: dict) -> None:
-        import time
+        self.stop_check(context, conditions, moment="before")()
+
+    def stop_check(self, context: Context, conditions: dict | None = None, moment: str = "during"):
+        """A callable that checks the drill's stop conditions now (before a step, and on every poll of a long wait)
+        and stops the drill when they are crossed: recorded, rolled back, ``DrillAborted``. Fails closed: stop
+        conditions with no prober log to read trip it. A no-op for runs that are not drills, or hold none."""
         from pathlib import Path
 
+        from rehearsal.drills.stop_conditions import StopConditions, stop_check
+        from rehearsal_airflow.environment import current_environment
+
+        if conditions is None:
+            if not is_drill_run(context.get("params")):
+                return lambda: None
+            from rehearsal import results
+            from rehearsal_airflow.hooks.results_db import results_endpoint
+
+            conditions = results.drill_run_control(results_endpoint(), context["dag"].dag_id,
+                                                   context["run_id"]).stop_conditions
+        env = current_environment()
+        probe_log = Path(env.probe_log) if env.probe_log else None
+        return stop_check(StopConditions.from_dict(conditions), probe_log, lambda why: self._stop(context, why, moment))
+
+    def stop_conditions_now(self, context: Context) -> dict | None:
+        """The drill's stop conditions, to hand to a trigger that waits for it (None for runs that are not drills)."""
+        if not is_drill_run(context.get("params")):
+            return None
+        from rehearsal import results
+        from rehearsal_airflow.hooks.results_db import results_endpoint
+
+        return results.drill_run_control(results_endpoint(), context["dag"].dag_id, context["run_id"]).stop_conditions
+
+    def _stop(self, context: Context, why: str, moment: str = "during") -> None:
         from rehearsal import results
         from rehearsal.capabilities import EnvironmentRestorer
-        from rehearsal.drills.stop_conditions import StopConditions, tripped
         from rehearsal.platform import load_provisioner
         from rehearsal_airflow.environment import current_environment
         from rehearsal_airflow.hooks.results_db import results_endpoint
 
         env = current_environment()
-        if not env.probe_log:
-            return
-        why = tripped(StopConditions.from_dict(conditions), Path(env.probe_log), time.time())
-        if why is None:
-            return
-        why = f"stop condition tripped before {self.task_id} at {now_iso()}: {why}"
+        why = f"stop condition tripped {moment} {self.task_id} at {now_iso()}: {why}"
         results.abort_drill(results_endpoint(), env.name, context["dag"].dag_id, context["run_id"], why)
         provisioner = load_provisioner(env.provisioner, environment=env)
         restorer = isinstance(provisioner, EnvironmentRestorer) and env.drill_environment

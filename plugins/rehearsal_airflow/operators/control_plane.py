@@ -387,16 +387,26 @@ class TimeToConvergeSensor(ServicesMixin, DrillStepOperator):
         if self.deferrable:
             from rehearsal_airflow.triggers.control_plane import ConvergenceTrigger
 
-            self.defer(trigger=ConvergenceTrigger(url, self.threshold_seconds, self.timeout, self.poll_interval, since),
+            self.defer(trigger=ConvergenceTrigger(url, self.threshold_seconds, self.timeout, self.poll_interval, since,
+                                                  stop_conditions=self.stop_conditions_now(context),
+                                                  probe_log=current_environment().probe_log),
                        method_name="resume_converged", timeout=timedelta(seconds=self.timeout + 60))
         started = time.monotonic()
         reconciler = self.services.reconciler()
-        detail = wait_until(lambda: convergence(reconciler.metrics(since), self.threshold_seconds, True), self.timeout,
+        check = self.stop_check(context)
+
+        def converged() -> tuple[bool, str]:
+            check()  # a drill's stop conditions, on every poll of the wait
+            return convergence(reconciler.metrics(since), self.threshold_seconds, True)
+
+        detail = wait_until(converged, self.timeout,
                             f"time-to-converge under {self.threshold_seconds:.0f}s", interval=self.poll_interval)
         return self._done(detail, time.monotonic() - started, reconciler.metrics(since))
 
     def resume_converged(self, context: Context, event: dict) -> dict:
         def finish() -> dict:
+            if event.get("status") == "stopped":  # a stop condition tripped while the triggerer waited
+                self._stop(context, event["message"])
             if event.get("status") != "done":
                 raise RecoveryTimedOut(event.get("message", str(event)))
             return self._done(event["detail"], event["waited"], event["metrics"])

@@ -220,11 +220,14 @@ class RecoverPostgresOperator(ControlPlaneMixin, DrillStepOperator):
                 from rehearsal_airflow.triggers.postgres import RecoveryCatchUpTrigger
 
                 self.defer(trigger=RecoveryCatchUpTrigger(placed["address"], self.controlplane_conn_id, self.aws_conn_id,
-                                                          self.wait_timeout, name=placed["cluster"]),
+                                                          self.wait_timeout, name=placed["cluster"],
+                                                          stop_conditions=self.stop_conditions_now(context),
+                                                          probe_log=current_environment().probe_log),
                            method_name="resume_after_catch_up", timeout=timedelta(seconds=self.wait_timeout + 60))
             from rehearsal.postgres.restore import wait_recovered
 
-            wait_recovered(self._admin_at(placed["address"]), self.wait_timeout, name=placed["cluster"])
+            wait_recovered(self._admin_at(placed["address"]), self.wait_timeout, name=placed["cluster"],
+                           check=self.stop_check(context))
             return self._finish(placed)
         if request.purpose == "production":
             raise PreconditionFailed(f"refusing to restore into production: {NO_RESTORE_HOST.format(env=env.name)}")
@@ -267,6 +270,8 @@ class RecoverPostgresOperator(ControlPlaneMixin, DrillStepOperator):
         return self.execute_resumed(context, lambda: self._complete(context, event))
 
     def _complete(self, context: Context, event: dict) -> dict:
+        if event.get("status") == "stopped":  # a stop condition tripped while the triggerer waited
+            self._stop(context, event["message"])
         if event.get("status") == "timeout":
             raise RecoveryTimedOut(event["message"])
         if event.get("status") != "done":

@@ -413,6 +413,9 @@ class VolumeDrillGuardOperator(StoreMixin, DrillGuardOperator):
         results.record_start(results_endpoint(), context["dag"].dag_id, context["run_id"], self.scenario, self.mode,
                              env.name, self.component, started_at)
         lock_note = self._take_lock(context, env)
+        if self.mode == "disruptive" and self.stop_conditions:
+            results.set_stop_conditions(results_endpoint(), env.name, context["dag"].dag_id, context["run_id"],
+                                        self.stop_conditions)
         ids = [p["volume_id"] for p in picked]
         context["ti"].xcom_push(key="volume_ids", value=",".join(ids))
         return {"mode": self.mode, "environment": env.name, "run_key": key_of(context), "started_at": started_at,

@@ -14,15 +14,17 @@ class ConvergenceTrigger(BaseTrigger):
     last value)."""
 
     def __init__(self, reconciler_url: str, threshold: float, timeout: float, poll_interval: float = 1.0,
-                 since: float | None = None) -> None:
+                 since: float | None = None, stop_conditions: dict | None = None, probe_log: str | None = None) -> None:
         super().__init__()
         self.reconciler_url, self.threshold = reconciler_url, float(threshold)
         self.timeout, self.poll_interval, self.since = float(timeout), float(poll_interval), since
+        self.stop_conditions, self.probe_log = stop_conditions, probe_log  # a drill's: checked on every poll
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (f"{type(self).__module__}.{type(self).__qualname__}",
                 {"reconciler_url": self.reconciler_url, "threshold": self.threshold, "timeout": self.timeout,
-                 "poll_interval": self.poll_interval, "since": self.since})
+                 "poll_interval": self.poll_interval, "since": self.since, "stop_conditions": self.stop_conditions,
+                 "probe_log": self.probe_log})
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from rehearsal.runbooks.control_plane import convergence
@@ -31,7 +33,13 @@ class ConvergenceTrigger(BaseTrigger):
         reconciler = Reconciler(self.reconciler_url)
         started = time.monotonic()
         last = "no answer yet"
+        from rehearsal.drills.stop_conditions import tripped_now
+
         while True:
+            why = await asyncio.to_thread(tripped_now, self.stop_conditions, self.probe_log)
+            if why:
+                yield TriggerEvent({"status": "stopped", "message": why})
+                return
             try:
                 metrics = await asyncio.to_thread(reconciler.metrics, self.since)
                 done, last = convergence(metrics, self.threshold, require_converged=self.since is not None)

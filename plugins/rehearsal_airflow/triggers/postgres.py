@@ -15,28 +15,42 @@ class RecoveryCatchUpTrigger(BaseTrigger):
     its own, and this trigger may run in a triggerer on any machine that reaches it."""
 
     def __init__(self, address: str, admin_conn_id: str, aws_conn_id: str, timeout: float, name: str = "",
-                 poll_interval: float = 0.5) -> None:
+                 poll_interval: float = 0.5, stop_conditions: dict | None = None, probe_log: str | None = None) -> None:
         super().__init__()
         self.address, self.admin_conn_id, self.aws_conn_id, self.name = address, admin_conn_id, aws_conn_id, name
         self.timeout, self.poll_interval = float(timeout), float(poll_interval)
+        self.stop_conditions, self.probe_log = stop_conditions, probe_log  # a drill's: checked on every poll
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (f"{type(self).__module__}.{type(self).__qualname__}",
                 {"address": self.address, "admin_conn_id": self.admin_conn_id, "aws_conn_id": self.aws_conn_id,
-                 "timeout": self.timeout, "name": self.name, "poll_interval": self.poll_interval})
+                 "timeout": self.timeout, "name": self.name, "poll_interval": self.poll_interval,
+                 "stop_conditions": self.stop_conditions, "probe_log": self.probe_log})
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        from rehearsal.drills.stop_conditions import tripped_now
         from rehearsal.errors import RecoveryTimedOut
         from rehearsal.postgres.restore import wait_recovered
+
+        class Stopped(Exception):
+            pass
+
+        def check() -> None:
+            why = tripped_now(self.stop_conditions, self.probe_log)
+            if why:
+                raise Stopped(why)
 
         def wait() -> None:
             from rehearsal_airflow.hooks.controlplane_db import ControlPlaneDbHook
 
             admin = ControlPlaneDbHook(self.admin_conn_id, self.aws_conn_id).platform().admin_endpoint(self.address)
-            wait_recovered(admin, self.timeout, self.poll_interval, self.name)
+            wait_recovered(admin, self.timeout, self.poll_interval, self.name, check=check)
 
         try:
             await asyncio.to_thread(wait)
+        except Stopped as exc:
+            yield TriggerEvent({"status": "stopped", "message": str(exc)})
+            return
         except RecoveryTimedOut as exc:
             yield TriggerEvent({"status": "timeout", "message": str(exc)})
             return
