@@ -141,3 +141,17 @@ def test_scenario_d_recovers_a_deleted_primary_store_from_its_replica_and_proves
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     assert {k: v for k, v in store_fingerprint(replica).items() if k in replica_before} == replica_before
+
+
+def test_scenario_d_on_a_healthy_store_is_not_applicable_and_changes_nothing(platform):
+    sb = Sandbox(platform.dir)
+    interval = sb.snapshot_store.interval()
+    dag_run = run_dag("dr_scenario_d_snapshot_store_loss", {"mode": "incident", "approve": "auto", "volume_id": "vol-1"})
+    report = report_of(dag_run)
+    assert str(dag_run.state) == "success" and report["status"] == "not_applicable"
+    assert report["failure"].startswith("Scenario D is not happening: the snapshot store s3://rehearsal-snapshots/volumes/ "
+                                        "is healthy")
+    steps = steps_of(report)
+    assert {steps[s]["status"] for s in ("scenario_d.raise_snapshot_frequency_if_healthy",
+                                         "scenario_d.restore_snapshot_store")} == {"skipped"}
+    assert Sandbox(platform.dir).snapshot_store.interval() == interval  # frequency not raised

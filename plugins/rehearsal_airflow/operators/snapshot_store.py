@@ -62,8 +62,15 @@ class ConfirmBlastRadiusOperator(StoreMixin, DrillStepOperator):
         what = ("healthy: " if health.ok else "UNHEALTHY: ") + ("; ".join(health.problems) or
                                                                  f"{health.primary_entries} index entries, "
                                                                  f"{health.primary_chunks} chunks, nothing missing")
-        return {**record, "healthy": health.ok,
-                "detail": f"snapshot store {hook.primary.url} {what}; {len(health.volumes_affected)} volume(s) affected"}
+        out = {**record, "healthy": health.ok,
+               "detail": f"snapshot store {hook.primary.url} {what}; {len(health.volumes_affected)} volume(s) affected"}
+        if health.ok:  # nothing is lost: a false alarm; nothing is raised, rebuilt or restored
+            why = (f"Scenario D is not happening: the snapshot store {hook.primary.url} is healthy ({what}); nothing was "
+                   "changed. To rehearse it, run dr_drill_snapshot_store_loss in a drill environment")
+            out.update({"not_applicable": why, "detail": f"NOT APPLICABLE: {why}"})
+            context["ti"].xcom_push(key="return_value", value=out)
+            raise AirflowSkipException(out["detail"])
+        return out
 
 
 class FindBackupsElsewhereOperator(StoreMixin, DrillStepOperator):
