@@ -761,6 +761,129 @@ def bench_scheduler(sb: Sandbox, before_measuring: threading.Thread | None = Non
     return out
 
 
+# ----------------------------------------------------------------------------- 8 the incident runbook
+RUNBOOK_DAG = "dr_runbook_postgres_failover"
+INCIDENT_PATHS = ("promote_standby", "pitr")
+INCIDENT_TARGET = "promote: kill-to-first-ack < 30 s; pitr: < 1.5x tool time + 30 s (real scheduler, median of 3)"
+
+
+def made_whole(sb: Sandbox) -> Sandbox:
+    """Setup between runs, not measured: every component up, a streaming standby, and the heartbeat committing."""
+    from rehearsal.environment import Environment
+    from rehearsal.heartbeat import read_acks
+    from rehearsal_sandbox.provisioner import SandboxProvisioner
+
+    now = Sandbox(sb.dir)
+    if not (now.is_up() and now.standby is not None):
+        env = Environment.from_mapping(json.loads(now.env_vars()["AIRFLOW_VAR_REHEARSAL_ENVIRONMENT"]))
+        SandboxProvisioner(env).restore_environment()
+        now = Sandbox(sb.dir)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        recent = [a for a in read_acks(now.heartbeat.log, since=time.time() - 2) if a.endpoint == now.primary.address]
+        if recent:
+            return now
+        time.sleep(0.5)
+    raise RuntimeError(f"the heartbeat does not commit on the primary {now.primary.address}")
+
+
+def first_ack_on(sb: Sandbox, address: str, since: float, timeout: float = 120) -> float:
+    """When the heartbeat's first write after ``since`` was acknowledged at ``address`` (the new primary)."""
+    from rehearsal.heartbeat import read_acks
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        acks = [a.acked_at for a in read_acks(sb.heartbeat.log, since=since) if a.endpoint == address]
+        if acks:
+            return min(acks)
+        time.sleep(0.2)
+    raise RuntimeError(f"no heartbeat acknowledged at {address} within {timeout:.0f}s of the kill")
+
+
+def raw_tool_seconds(report: dict) -> float:
+    """The tool's own time inside the run: pg_promote (the recover step, which is little else) or the PITR restore
+    and replay (the restore's own timings)."""
+    if report["recovery_path"] == "pitr":
+        return float((report["evidence"].get("restore_timings") or {}).get("total") or 0)
+    step = next(s for s in report["steps"] if s["name"].endswith(".recover_database"))
+    return (datetime.fromisoformat(step["finished_at"]) - datetime.fromisoformat(step["started_at"])).total_seconds()
+
+
+def incident_sample(sb: Sandbox, path: str, run) -> dict:
+    """Kill the primary (SIGKILL, nothing else), run the runbook (``run(conf) -> report``), and measure from the kill
+    to the first write the new primary acknowledged."""
+    sb = made_whole(sb)
+    killed_at = time.time()
+    sb.primary.kill()
+    report = run({"mode": "incident", "approve": "auto", "path": path})
+    if report.get("status") not in ("passed", "degraded") or report.get("recovery_path") != path:
+        raise RuntimeError(f"incident runbook ({path}) ended {report.get('status')}: {report.get('failure')}")
+    address = report["evidence"]["recovered_address"]
+    acked = first_ack_on(Sandbox(sb.dir), address, killed_at)
+    return {"kill_to_first_ack_seconds": round(acked - killed_at, 3), "raw_tool_seconds": round(raw_tool_seconds(report), 3),
+            "run_id": report["run_id"], "status": report["status"], "new_primary": address}
+
+
+def bench_incident(sb: Sandbox) -> list[dict]:
+    """The postgres-failover runbook as the on-call engineer runs it after a primary is SIGKILLed (``approve=auto``),
+    both paths, 3 runs each on the real scheduler (``make airflow``'s deployment, deferrable waits in the triggerer)
+    and 3 under ``dag.test()`` (``make run``: its figure includes the process start-up)."""
+    from rehearsal import results
+    from rehearsal.report import report_paths
+    from rehearsal_sandbox.airflow_deployment import USERNAME, LocalAirflow
+    from tests.airflow_api import AirflowApi
+
+    reports_dir = json.loads(sb.env_vars()["AIRFLOW_VAR_REHEARSAL_ENVIRONMENT"])["reports_dir"]
+    samples: dict[str, dict[str, list[dict]]] = {p: {"real_scheduler": [], "dag_test": []} for p in INCIDENT_PATHS}
+
+    def in_process(conf: dict) -> dict:
+        env = {**os.environ, **read_env_file(sb.dir / "env"), "AIRFLOW_HOME": str(sb.dir / "airflow"),
+               "REHEARSAL_SANDBOX_DIR": str(sb.dir)}
+        out = subprocess.run([sys.executable, str(REPO / "scripts" / "run_dag.py"), RUNBOOK_DAG, "--quiet", "--conf",
+                              json.dumps(conf)], env=env, capture_output=True, text=True)
+        line = next((ln for ln in out.stdout.splitlines() if ln.startswith("[rehearsal] report:")), None)
+        if line is None:
+            raise RuntimeError(f"runbook under dag.test() wrote no report: {out.stdout[-2000:]} {out.stderr[-2000:]}")
+        return json.loads(Path(line.split("report:", 1)[1].strip()).read_text())
+
+    for path in INCIDENT_PATHS:
+        for _ in range(RUNS):
+            samples[path]["dag_test"].append(incident_sample(sb, path, in_process))
+    airflow = LocalAirflow(Sandbox(sb.dir), port=free_port())
+    airflow.up()
+    try:
+        api = AirflowApi(airflow.url, USERNAME, airflow.password)
+        api.wait_for_dag(RUNBOOK_DAG)
+
+        def on_scheduler(conf: dict) -> dict:
+            run_id = api.trigger(RUNBOOK_DAG, conf)
+            api.wait_for_run(RUNBOOK_DAG, run_id)
+            return json.loads(report_paths(reports_dir, RUNBOOK_DAG, run_id)[0].read_text())
+
+        for path in INCIDENT_PATHS:
+            for _ in range(RUNS):
+                samples[path]["real_scheduler"].append(incident_sample(sb, path, on_scheduler))
+    finally:
+        airflow.down()
+        made_whole(sb)
+        results.drills_on(Sandbox(sb.dir).results_endpoint(), "sandbox")  # incidents switched drills off
+    out = []
+    for path in INCIDENT_PATHS:
+        real, test = samples[path]["real_scheduler"], samples[path]["dag_test"]
+        project = median([r["kill_to_first_ack_seconds"] for r in real])
+        raw = median([r["raw_tool_seconds"] for r in real + test])
+        met = project < 30 if path == "promote_standby" else project < 1.5 * raw + 30
+        out.append(save(f"incident_runbook_{path}", project, raw, INCIDENT_TARGET, met,
+                        measurement=("from the SIGKILL of the primary to the first heartbeat write acknowledged by the new "
+                                     "primary, the runbook triggered right after the kill with approve=auto; the baseline is "
+                                     "the tool's own time inside those runs: pg_promote's step (promote) or the restore's "
+                                     "fetch, stage, replay and promote (pitr)"),
+                        dag_test_median_seconds=median([r["kill_to_first_ack_seconds"] for r in test]),
+                        dag_test_includes="the make run process's start-up (Airflow import, DAG parse, in-process API)",
+                        real_scheduler_runs=real, dag_test_runs=test, scale=sb.scale))
+    return out
+
+
 def markdown_table(rows: list[dict]) -> list[str]:
     """The table for README.md. A threshold row has no baseline and no ratio ("—"); its limit is in the target."""
 
@@ -801,6 +924,8 @@ def measure(want, phase, big: Sandbox | None, small: Sandbox | None, keep: bool,
     if want("scheduler"):
         dag_test = next((r for r in results if r["name"] == "drill_non_disruptive_default_scale"), None)
         results += phase("scheduler", bench_scheduler, Sandbox(small.dir), downing[0] if downing else None, dag_test)
+    if want("incident"):
+        results += phase("incident", bench_incident, Sandbox(small.dir))
     return results
 
 
@@ -827,7 +952,7 @@ def main() -> int:
     if want("parsing"):
         results += phase("parsing", bench_dag_parsing)  # first, on a quiet machine
     need_big = any(want(n) for n in ("logical", "pitr", "verification", "wal", "drill"))
-    need_small = any(want(n) for n in ("drill", "scheduler", "volumes", "volume_restore", "volume_freshness"))
+    need_small = any(want(n) for n in ("drill", "scheduler", "volumes", "volume_restore", "volume_freshness", "incident"))
     big_scale = float(os.environ.get("BENCH_SCALE", "5"))
     small_scale = float(os.environ.get("BENCH_DEFAULT_SCALE", "1"))
 
