@@ -11,7 +11,8 @@ object the platform provides; each capability below is a small ``typing.Protocol
 - ``VolumeHosts``: in-place volume restores and their verification, on the volume's own host
 - ``SnapshotStoreAdmin``: the snapshotter's interval, the snapshot bucket as the platform configures it (Scenario D)
 - ``EnvironmentRestorer``: make a drill environment whole after a drill, and list the data directories it owns
-- drill-only faults: ``PrimaryLossFaults``, ``ServiceFaults``, ``SnapshotStoreFaults``
+- ``FleetHosts``: a minimal host fleet in a region (Scenario C's single-region rebuild)
+- drill-only faults: ``PrimaryLossFaults``, ``ServiceFaults``, ``SnapshotStoreFaults``, ``RegionFaults``
 
 ``runtime_checkable`` protocols check that the methods exist, not their signatures; each method's contract is in
 its docstring here. Nothing imports Airflow or the sandbox.
@@ -127,6 +128,27 @@ class SnapshotStoreFaults(Protocol):
         ...
 
 
+@runtime_checkable
+class FleetHosts(Protocol):
+    """Hosts for the data plane in a region (Scenario C's single-region rebuild: a minimal fleet)."""
+
+    def bring_up_fleet(self, region: str, minimum: int) -> dict:
+        """At least ``minimum`` host agents (and the region's edge) serving in ``region``; returns ``{"hosts":
+        [names], "edge": url or None, "detail": words}``. Idempotent: hosts already serving count."""
+        ...
+
+
+@runtime_checkable
+class RegionFaults(Protocol):
+    """Drill-only: a whole region lost (every process of its hosts killed), and its hosts back afterwards."""
+
+    def region_down(self, region: str) -> dict:
+        ...
+
+    def region_up(self, region: str) -> dict:
+        ...
+
+
 # What each capability is for, in the words a refusal uses ("... cannot <this>").
 PURPOSE: dict[type, str] = {
     DatabaseHosts: "record a recovered primary and build a new standby",
@@ -138,6 +160,8 @@ PURPOSE: dict[type, str] = {
     PrimaryLossFaults: "kill the database primary (the primary-loss fault)",
     ServiceFaults: "kill the control plane's services (the outage fault)",
     SnapshotStoreFaults: "delete the snapshot store (the store-loss fault)",
+    FleetHosts: "bring up a host fleet in a region",
+    RegionFaults: "take a whole region down (the region-outage fault)",
 }
 
 CAPABILITIES: tuple[type, ...] = tuple(PURPOSE)

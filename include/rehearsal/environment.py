@@ -30,6 +30,14 @@ class Environment:
     snapshot_replica_region: str = ""
     snapshot_index_backup_bucket: str = ""  # a backup of the index objects
     drill_targets: dict | None = None  # identity of every target a drill may harm (rehearsal.drills.targets)
+    # The platform's regions and their networks (``{"us-east-1": {"networks": ["10.0.0.0/16"]}}``): which region a
+    # database host is in, by its address (Scenario C)
+    regions: dict | None = None
+    customers_log: str | None = None  # customer traffic through DNS and the edges, JSON lines (Scenario C's drill)
+    pgbench_log: str | None = None  # a pgbench client through the database's DNS name, JSON lines
+
+    def region_networks(self) -> dict[str, list[str]]:
+        return {name: list((spec or {}).get("networks") or []) for name, spec in (self.regions or {}).items()}
 
     @classmethod
     def from_mapping(cls, data: dict | None) -> Environment:

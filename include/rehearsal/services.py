@@ -64,14 +64,37 @@ class ServiceAddresses:
     agents_record: str = ""
     discovery_zone_id: str = ""
     canary_app: str = ""  # the app of the platform's own that runbooks' probes write to (never a customer's)
+    # Where each service runs in each region (``{"us-west-2": {"api": url, ...}}``): a region's standby control plane
+    regions: dict | None = None
+    # SRV records naming where each service runs now (``{"api": "_controlplane-api._tcp.<zone>"}``): a control plane
+    # that moved to another region is found through them; the URLs above are used while a record is missing
+    service_records: dict | None = None
 
     @classmethod
     def from_extra(cls, extra: dict) -> ServiceAddresses:
         missing = [k for k in SERVICES if not extra.get(k)]
         if missing:
             raise PreconditionFailed(f"the controlplane_services connection names no URL for {', '.join(missing)}")
-        return cls(**{k: str(extra[k]).rstrip("/") for k in (*SERVICES, "agents_record", "discovery_zone_id", "canary_app")
-                      if extra.get(k) not in (None, "")})
+        known = {k: str(extra[k]).rstrip("/") for k in (*SERVICES, "agents_record", "discovery_zone_id", "canary_app")
+                 if extra.get(k) not in (None, "")}
+        for key in ("regions", "service_records"):
+            if isinstance(extra.get(key), dict) and extra[key]:
+                known[key] = extra[key]
+        return cls(**known)
+
+    def region_url(self, region: str, service: str) -> str:
+        """Where ``service`` runs in ``region``; the refusal names the setting to add."""
+        url = ((self.regions or {}).get(region) or {}).get(service)
+        if not url:
+            raise PreconditionFailed(f"the controlplane_services connection names no {service} URL for region {region!r} "
+                                     f"(its extra's regions.{region}.{service}): the standby control plane there "
+                                     "cannot be reached")
+        return str(url).rstrip("/")
+
+    def with_urls(self, urls: dict[str, str]) -> ServiceAddresses:
+        from dataclasses import replace
+
+        return replace(self, **{k: v.rstrip("/") for k, v in urls.items() if k in SERVICES})
 
     def url(self, service: str) -> str:
         if service not in SERVICES:

@@ -163,14 +163,17 @@ class RestoreServiceOperator(ServicesMixin, DrillStepOperator):
     mutation is refused), the scheduler, the reconciler paused (rate 0, resumed gradually later). A service that
     does not answer is started through the environment's provisioner."""
 
-    template_fields: Sequence[str] = ("service",)
+    template_fields: Sequence[str] = ("service", "region")
 
-    def __init__(self, *, service: str, timeout: float = 60, **kwargs) -> None:
+    def __init__(self, *, service: str, timeout: float = 60, region: Any = None, **kwargs) -> None:
+        """:param region: restore the service in this region (Scenario C: the standby control plane's), started
+            there through the provisioner and its SRV record pointed at it; None: wherever its record names"""
         super().__init__(**kwargs)
         if service not in SERVICES:
             raise ValueError(f"unknown service {service!r}: use one of {', '.join(SERVICES)}")
         self.service = service
         self.timeout = timeout
+        self.region = region
 
     def _health(self) -> Health:
         if self.service == "api":
@@ -180,16 +183,42 @@ class RestoreServiceOperator(ServicesMixin, DrillStepOperator):
         return health(self.service, self.services.addresses.url(self.service))
 
     def run_step(self, context: Context) -> dict:
+        region = self.region if isinstance(self.region, str) and self.region else None
+        if isinstance(self.region, dict):  # a decision record (Scenario C): its target region
+            region = self.region.get("target_region") or None
+        if region:
+            return self._restore_in_region(region)
         before = self._health()
         started = []
         if not before.body:  # no answer at all: the process is gone
-            env = current_environment()
-            provisioner = load_provisioner(env.provisioner, environment=env)
-            why = capability_limitation(provisioner, ServiceControl)
-            if why:
-                raise PreconditionFailed(f"{self.service} does not answer ({before.detail}) and nothing on "
-                                         f"{env.name!r} can start it: {why}")
-            started = provisioner.start_service(self.service, mode="read-only" if self.service == "api" else None)
+            started = self._start(before.detail)
+        return self._confirm(started)
+
+    def _start(self, why_down: str, region: str | None = None) -> list[str]:
+        env = current_environment()
+        provisioner = load_provisioner(env.provisioner, environment=env)
+        why = capability_limitation(provisioner, ServiceControl)
+        if why:
+            raise PreconditionFailed(f"{self.service} does not answer ({why_down}) and nothing on {env.name!r} can "
+                                     f"start it: {why}")
+        mode = "read-only" if self.service == "api" else None
+        return provisioner.start_service(self.service, mode=mode, **({"region": region} if region else {}))
+
+    def _restore_in_region(self, region: str) -> dict:
+        """Start the service in ``region`` unless it answers there, then point its record at it: from here on every
+        client (and every later step) finds it there."""
+        from rehearsal.services import health
+
+        url = self.services.configured.region_url(region, self.service)
+        there = health(self.service, url)
+        started = [] if there.body else self._start(there.detail, region)
+        moved = self.services.point_service(self.service, url)
+        started.append(f"{self.service} record {'pointed at' if moved else 'already named'} {url} ({region})")
+        record = self._confirm(started)
+        record.update({"region": region, "url": url})
+        return record
+
+    def _confirm(self, started: list[str]) -> dict:
         rate_before = None
         if self.service == "reconciler":
             wait_until(lambda: self._answers(), self.timeout, "reconciler answering")

@@ -1,0 +1,53 @@
+"""Drill-only: a whole region lost. Every process of the region's hosts killed at once through the provisioner's
+``RegionFaults``, after the control plane it holds was checked, by identity, to be the one the drill environment
+recorded. Runbook operators never import this module."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk import Context
+
+from rehearsal.capabilities import RegionFaults, capability_limitation
+from rehearsal.errors import PreconditionFailed
+from rehearsal.platform import load_provisioner
+from rehearsal.runbooks.region_outage import region_of
+from rehearsal_airflow.environment import current_environment
+from rehearsal_airflow.operators.base import ControlPlaneMixin, DrillStepOperator
+from rehearsal_airflow.operators.control_plane import ServicesMixin
+
+
+class InjectRegionOutageOperator(ServicesMixin, ControlPlaneMixin, DrillStepOperator):
+    """Take ``region`` down whole (databases, services, agents, its edge): the fault of ``dr_drill_region_outage``.
+    Refuses outside a drill environment, when the region is not one of the environment's, and when the database or
+    API it is about to kill is not the recorded drill target."""
+
+    template_fields: Sequence[str] = ("guard", "region")
+
+    def __init__(self, *, guard: Any, region: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.guard, self.region = guard, region
+
+    def run_step(self, context: Context) -> dict:
+        env = current_environment()
+        env.require_drill_environment(f"take region {self.region} down")
+        networks = env.region_networks()
+        if self.region not in networks:
+            raise PreconditionFailed(f"region {self.region!r} is not a region of {env.name!r} (its regions: "
+                                     f"{', '.join(sorted(networks)) or 'none named'})")
+        provisioner = load_provisioner(env.provisioner, environment=env)
+        why = capability_limitation(provisioner, RegionFaults)
+        if why:
+            raise PreconditionFailed(f"cannot take {self.region} down on {env.name!r}: {why}")
+        from rehearsal_airflow.faults.targets import check_api, check_database
+
+        primary = self.controlplane.platform().primary_address()
+        if region_of(primary, networks) == self.region:
+            check_database(env, self.controlplane, primary)  # the recorded database, by identity, or nothing
+        check_api(env, self.services)
+        down = provisioner.region_down(self.region)
+        return {"fault_at": down["at"], "region": self.region, "killed": down.get("killed", []),
+                "primary_before": primary,
+                "detail": f"region {self.region} taken down at {down['at']}: killed {len(down.get('killed', []))} "
+                          f"process(es) ({', '.join(map(str, down.get('killed', [])[:8]))}"
+                          f"{', ...' if len(down.get('killed', [])) > 8 else ''})"}

@@ -1,0 +1,87 @@
+"""What the region-outage drill measures, from evidence only: customers' traffic through DNS and the edges, the
+synthetic load's acknowledged writes, the pgbench client's commits; never from the runbook's own claims."""
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import Context
+
+from rehearsal.catalog import load_catalog
+from rehearsal.drills.control_plane import first_ack_after, read_load_log
+from rehearsal.drills.region import first_success_after, measure_customers, read_jsonl
+from rehearsal.errors import EvidenceError
+from rehearsal.postgres.connection import connect
+from rehearsal.runbooks.corruption import measure_corruption_rpo, parse_time
+from rehearsal_airflow.environment import current_environment
+from rehearsal_airflow.operators.base import ControlPlaneMixin, DrillStepOperator
+from rehearsal_airflow.operators.control_plane_drills import _history, _log, _present_request_ids
+
+
+class MeasureRegionOutageOperator(ControlPlaneMixin, DrillStepOperator):
+    """RTO (the fault to the first customer request answered through the surviving region), customer-visible
+    availability before, during and after, the first acknowledged write and the pgbench client's first commit after
+    the fault, and RPO (the load's acknowledged writes before the fault missing from the recovered database)."""
+
+    template_fields: Sequence[str] = ("fault", "declaration", "guard")
+    runs_after_abort = True
+
+    def __init__(self, *, fault: Any, declaration: Any, component: str = "full_region", guard: Any = None,
+                 **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.fault, self.declaration, self.component, self.guard = fault, declaration, component, guard
+
+    def run_step(self, context: Context) -> dict:
+        env = current_environment()
+        if not self.fault:
+            raise EvidenceError("the region was never taken down: nothing to measure")
+        fault_at = parse_time(self.fault["fault_at"], "fault_at").timestamp()
+        declaration = self.declaration or {}
+        surviving = declaration.get("target_region") or None
+        now = time.time()
+        customers = measure_customers(read_jsonl(_log(env.customers_log, "customers_log"), "customers",
+                                                 since=fault_at - 120), fault_at, now, surviving)
+        window = max(2 * load_catalog().target("control_plane_api").rpo.total_seconds(), 60)
+        attempts = read_load_log(_log(env.load_log, "load_log"), since=fault_at - window)
+        first_write = first_ack_after(attempts, fault_at)
+        acks = [a for a in attempts if a.get("t_ack") and 200 <= int(a.get("status") or 0) < 300]
+        with connect(self.controlplane.endpoint(), statement_timeout_ms=30_000) as conn:
+            present = _present_request_ids(conn, [a for a in acks if a["t_ack"] < fault_at])
+        rpo = measure_corruption_rpo(acks, fault_at, present, window, history=_history(self.guard))
+        pgbench = None
+        if getattr(env, "pgbench_log", None):
+            lines = read_jsonl(Path(env.pgbench_log), "pgbench", since=fault_at)
+            first = first_success_after(lines, fault_at)
+            pgbench = None if first is None else round(float(first["at"]) - fault_at, 3)
+        checks = [
+            {"name": "customers_answered_again", "ok": customers.recovered_at is not None, "critical": True,
+             "detail": (f"customers answered through {surviving or 'an edge'} {customers.rto_seconds:.1f}s after the "
+                        "fault" if customers.recovered_at else f"no customer request was answered through "
+                        f"{surviving or 'any edge'} since the fault ({customers.requests['during']} tried)")},
+            {"name": "customers_served_after_recovery", "ok": (customers.availability_after or 0) >= 0.99,
+             "critical": True,
+             "detail": f"{(customers.availability_after or 0):.2%} of {customers.requests['after']} customer requests "
+                       f"answered after recovery (by region: {customers.served_by_after})"},
+            {"name": "writes_acknowledged_again", "ok": first_write is not None, "critical": True,
+             "detail": ("no write of the synthetic load acknowledged since the fault" if first_write is None else
+                        f"first write acknowledged {first_write['t_ack'] - fault_at:.1f}s after the fault")},
+        ]
+        rto = customers.rto_seconds
+        if first_write is not None and rto is not None:
+            rto = round(max(rto, first_write["t_ack"] - fault_at), 3)  # back means customers served and writes taken
+        return {"rto_seconds": rto if customers.recovered_at and first_write else None,
+                "rpo_seconds": round(rpo.rpo_seconds, 3), "checks": checks,
+                "evidence": {"customers": customers.to_dict(), "rpo": rpo.to_dict(),
+                             "first_write_after_fault": first_write, "pgbench_first_commit_seconds": pgbench,
+                             "surviving_region": surviving, "path": declaration.get("path"),
+                             "measurement_includes": "from the region taken down to the later of: the first customer "
+                                                     "request answered through the surviving region (names resolved "
+                                                     "through DNS, as customers do) and the synthetic load's first "
+                                                     "acknowledged write; RPO over acknowledged writes before the fault"},
+                "detail": f"RTO {rto}s (customers answered again after {customers.rto_seconds}s, writes after "
+                          f"{None if first_write is None else round(first_write['t_ack'] - fault_at, 1)}s, pgbench "
+                          f"after {pgbench}s); availability before {customers.availability_before}, during "
+                          f"{customers.availability_during}, after {customers.availability_after}; RPO "
+                          f"{rpo.rpo_seconds:.1f}s ({rpo.lost_count} write(s) lost)"}
