@@ -10,7 +10,8 @@ evidence.
 - `mode`: `disruptive` only (a region outage cannot be rehearsed without one; the guard refuses `non_disruptive`).
 - `path`: `multi_region` (fail over to the other region) or `single_region` (rebuild from backups); `auto` lets the
   runbook decide from what it finds.
-- `region`: the region taken down (default `us-east-1`, where the control plane runs).
+- `region`: the region taken down (default `auto`: the one holding the control plane; after a drill the
+  environment is whole the other way round, the standby control plane where the control plane was).
 
 **Steps**: guard, take the region down, Scenario C, measure, put the environment back (always), report. Stop
 conditions: before every step, production health is read from the prober's log.
@@ -54,7 +55,8 @@ with DAG(
                       description="disruptive: really take the region down (drill environments only)"),
         "path": Param("multi_region", enum=["auto", "multi_region", "single_region"],
                       description="multi_region: fail over; single_region: rebuild from backups"),
-        "region": Param("us-east-1", enum=["us-east-1", "us-west-2"], description="the region taken down"),
+        "region": Param("auto", enum=["auto", "us-east-1", "us-west-2"],
+                        description="the region taken down; auto: the one holding the control plane"),
     },
     default_args={"owner": "sre", "retries": 0, "queue": "recovery"},
     deadline=rto_deadline(COMPONENT, DAG_ID),
@@ -68,8 +70,8 @@ with DAG(
                          harms=("control_plane_api", "controlplane_db")),
         fault=lambda drill: InjectRegionOutageOperator(task_id="take_region_down", guard=drill.guard.output,
                                                        region="{{ params.region }}"),
-        runbook=lambda drill: region_outage(mode="drill", failed_region="{{ params.region }}", path="{{ params.path }}",
-                                            approve="auto"),
+        runbook=lambda drill: region_outage(mode="drill", failed_region=drill.fault.output["region"],
+                                            path="{{ params.path }}", approve="auto"),
         rehearses=Rehearsed(SCENARIO_DAG_ID, GROUP_ID),
         measure=lambda drill: MeasureRegionOutageOperator(task_id="measure_region_outage", fault=drill.fault.output,
                                                           declaration=drill.runbook.declare.output,

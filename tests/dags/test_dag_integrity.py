@@ -15,7 +15,8 @@ REPO = Path(__file__).resolve().parents[2]
 EXPECTED = {"dr_drill_postgres_primary_loss", "dr_runbook_postgres_failover", "dr_backup_freshness", "dr_backup_verify",
             "dr_backup_postgres", "dr_scenario_a_control_plane_down", "dr_scenario_b_postgres_corruption",
             "dr_drill_control_plane_outage", "dr_drill_postgres_corruption", "dr_runbook_volume_restore",
-            "dr_drill_volume_restore", "dr_scenario_d_snapshot_store_loss", "dr_drill_snapshot_store_loss"}
+            "dr_drill_volume_restore", "dr_scenario_d_snapshot_store_loss", "dr_drill_snapshot_store_loss",
+            "dr_scenario_c_region_outage", "dr_drill_region_outage"}
 SCENARIO_A_STEPS = ["declare_incident", "approve_degrading_steps", "verify_hosts_running_workloads", "restore_api_read_only", "restore_scheduler",
                     "restore_reconciler_paused", "validate_postgres_health", "resume_writes", "resume_reconciler_gradually",
                     "confirm_time_to_converge"]
@@ -152,6 +153,34 @@ def test_the_control_plane_drills_run_their_scenarios_own_tasks(dagbag, drill_id
     assert drill.get_task("guard_drill_environment").stop_conditions["min_dataplane_success"] == 0.95
     assert drill.get_task("restore_drill_environment").trigger_rule == "all_done"
     assert drill.schedule and drill.params["mode"] == "disruptive"
+
+
+SCENARIO_C_MULTI = ["approve_region_failover", "shift_edge_traffic", "promote_standby_control_plane.choose_recovery_path",
+                    "promote_standby_control_plane.recover_database",
+                    "promote_standby_control_plane.switch_service_discovery", "start_api_read_only", "start_scheduler",
+                    "start_reconciler_paused", "resume_writes", "reconcile_into_available_hosts",
+                    "confirm_time_to_converge", "verify_endpoint_availability", "verify_keys_and_secrets",
+                    "verify_edge_configuration"]
+SCENARIO_C_SINGLE = ["approve_rebuild", "restore_control_plane_database.recover_database", "start_api_read_only",
+                     "start_scheduler", "start_reconciler_paused", "resume_writes", "bring_up_minimal_fleet",
+                     "choose_critical_volumes", "restore_critical_volumes.restore_volumes", "restore_edge_configuration",
+                     "report_what_is_back"]
+
+
+def test_scenario_c_reads_like_the_plan_on_both_paths_and_its_drill_runs_its_own_tasks(dagbag):
+    scenario = dagbag.dags["dr_scenario_c_region_outage"]
+    head = ["scenario_c.declare_region_outage", "scenario_c.choose_region_path"]
+    _in_order(scenario, head + [f"scenario_c.multi_region.{s}" for s in SCENARIO_C_MULTI] + ["write_scenario_report"])
+    _in_order(scenario, head + [f"scenario_c.single_region.{s}" for s in SCENARIO_C_SINGLE] + ["write_scenario_report"])
+    assert scenario.schedule is None and not scenario.params.get_param("mode").has_value
+    assert not scenario.params.get_param("failed_region").has_value and scenario.params["approve"] == "wait"
+    assert {t.queue for t in scenario.tasks} == {"recovery"}  # the runbooks' workers in every region serve it
+    drill = dagbag.dags["dr_drill_region_outage"]
+    steps = {t.task_id: type(t) for t in scenario.tasks if t.task_id.startswith("scenario_c.")}
+    assert {t.task_id: type(t) for t in drill.tasks if t.task_id.startswith("scenario_c.")} == steps
+    _in_order(drill, ["guard_drill_environment", "take_region_down", "scenario_c.declare_region_outage",
+                      "measure_region_outage", "restore_drill_environment", "write_drill_report"])
+    assert drill.params["mode"] == "disruptive" and drill.params["path"] == "multi_region"
 
 
 def test_the_volume_drills_run_their_runbooks_own_tasks(dagbag):

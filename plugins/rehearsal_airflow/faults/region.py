@@ -18,7 +18,7 @@ from rehearsal_airflow.operators.control_plane import ServicesMixin
 
 
 class InjectRegionOutageOperator(ServicesMixin, ControlPlaneMixin, DrillStepOperator):
-    """Take ``region`` down whole (databases, services, agents, its edge): the fault of ``dr_drill_region_outage``.
+    """Take ``region`` down whole (``auto``: the region holding the control plane) (databases, services, agents, its edge): the fault of ``dr_drill_region_outage``.
     Refuses outside a drill environment, when the region is not one of the environment's, and when the database or
     API it is about to kill is not the recorded drill target."""
 
@@ -32,6 +32,14 @@ class InjectRegionOutageOperator(ServicesMixin, ControlPlaneMixin, DrillStepOper
         env = current_environment()
         env.require_drill_environment(f"take region {self.region} down")
         networks = env.region_networks()
+        primary = self.controlplane.platform().primary_address()
+        if self.region in ("", "auto", None):
+            # The region holding the control plane: after a drill the environment is whole the other way round
+            # (the control plane where it failed over to, a new standby control plane where it was).
+            self.region = region_of(primary, networks)
+            if self.region is None:
+                raise PreconditionFailed(f"the control-plane primary {primary} is in none of {env.name!r}'s regions "
+                                         f"({networks}): name the region to take down")
         if self.region not in networks:
             raise PreconditionFailed(f"region {self.region!r} is not a region of {env.name!r} (its regions: "
                                      f"{', '.join(sorted(networks)) or 'none named'})")
@@ -41,11 +49,11 @@ class InjectRegionOutageOperator(ServicesMixin, ControlPlaneMixin, DrillStepOper
             raise PreconditionFailed(f"cannot take {self.region} down on {env.name!r}: {why}")
         from rehearsal_airflow.faults.targets import check_api, check_database
 
-        primary = self.controlplane.platform().primary_address()
         if region_of(primary, networks) == self.region:
             check_database(env, self.controlplane, primary)  # the recorded database, by identity, or nothing
         check_api(env, self.services)
         down = provisioner.region_down(self.region)
+        context["ti"].xcom_push(key="region", value=self.region)
         return {"fault_at": down["at"], "region": self.region, "killed": down.get("killed", []),
                 "primary_before": primary,
                 "detail": f"region {self.region} taken down at {down['at']}: killed {len(down.get('killed', []))} "

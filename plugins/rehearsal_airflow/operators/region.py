@@ -158,6 +158,7 @@ class DeclareRegionOutageOperator(RegionMixin, DrillStepOperator):
         declared_at = now_iso()
         if self.mode == "drill":
             current_environment().require_drill_environment(f"rehearse {self.scenario} in drill mode")
+        context["ti"].xcom_push(key="failed_region", value=self.failed_region)
         probes = self.probe_regions()
         confirmation = confirm_region_outage(self.failed_region, probes)
         record: dict = {"declared_at": declared_at, "mode": self.mode, "scenario": self.scenario,

@@ -75,10 +75,11 @@ def region_outage(*, mode: str, failed_region: str, path: str = "auto", approve:
                                             multi_region_task_id=f"{group_id}.{MULTI}.approve_region_failover",
                                             single_region_task_id=f"{group_id}.{SINGLE}.approve_rebuild", **IDEMPOTENT)
         target = declare.output["target_region"]
+        failed = declare.output["failed_region"]  # as declared (a drill's fault names it at run time)
         with TaskGroup(group_id=MULTI, tooltip="fail over to the healthy region") as multi:
             approval = RegionApprovalOperator(task_id="approve_region_failover", mode=mode, approve=approve,
                                               declaration=declare.output, **IDEMPOTENT)
-            shift = TrafficShiftOperator(task_id="shift_edge_traffic", failed_region=failed_region,
+            shift = TrafficShiftOperator(task_id="shift_edge_traffic", failed_region=failed,
                                          target_region=target, steps=shift_steps, **IDEMPOTENT)
             promote = postgres_failover(mode=mode, path="promote_standby", approve=approve, component="control_plane_api",
                                         group_id="promote_standby_control_plane")
@@ -102,11 +103,11 @@ def region_outage(*, mode: str, failed_region: str, path: str = "auto", approve:
                                                       declaration=declare.output, **IDEMPOTENT)
             rebuild = postgres_failover(mode=mode, path="pitr", approve=approve, component="control_plane_api",
                                         group_id="restore_control_plane_database")
-            services = [RestoreServiceOperator(task_id=task_id, service=service, region=failed_region, **IDEMPOTENT)
+            services = [RestoreServiceOperator(task_id=task_id, service=service, region=failed, **IDEMPOTENT)
                         for task_id, service in (("start_api_read_only", "api"), ("start_scheduler", "scheduler"),
                                                  ("start_reconciler_paused", "reconciler"))]
             rebuilt_writes = ResumeWritesOperator(task_id="resume_writes", **IDEMPOTENT)
-            fleet = BringUpFleetOperator(task_id="bring_up_minimal_fleet", region=failed_region, **IDEMPOTENT)
+            fleet = BringUpFleetOperator(task_id="bring_up_minimal_fleet", region=failed, **IDEMPOTENT)
             critical = ChooseCriticalVolumesOperator(task_id="choose_critical_volumes", **IDEMPOTENT)
             volumes = volume_restore(mode=mode, volume_ids=critical.output["volume_ids"], target="in_place",
                                      approve="auto", targets_critical=True, group_id="restore_critical_volumes")
