@@ -884,6 +884,80 @@ def bench_incident(sb: Sandbox) -> list[dict]:
     return out
 
 
+REGION_DRILL = "dr_drill_region_outage"
+REGION_TARGET = "fault to customers answered and writes taken < TTL + promotion + 30 s (multi-region path, median of 3)"
+
+
+def step_seconds(report: dict, suffixes: tuple[str, ...]) -> float:
+    """The summed durations of the report's steps whose names end with one of ``suffixes``."""
+    total = 0.0
+    for s in report["steps"]:
+        if s["name"].endswith(suffixes) and s.get("started_at") and s.get("finished_at"):
+            total += (datetime.fromisoformat(s["finished_at"]) - datetime.fromisoformat(s["started_at"])).total_seconds()
+    return total
+
+
+def region_split(report: dict) -> dict:
+    """How a region failover's RTO splits: detection (the fault to the declaration), the traffic shift (with the
+    INSYNC wait and the record's TTL), the promotion (the failover runbook's tasks) and the services and
+    reconciliation (API, scheduler, reconciler in the other region, writes back, ramp, convergence)."""
+    steps = {s["name"]: s for s in report["steps"]}
+    fault, declared = steps.get("take_region_down", {}), steps.get("scenario_c.declare_region_outage", {})
+    detection = ((datetime.fromisoformat(declared["finished_at"]) - datetime.fromisoformat(fault["finished_at"]))
+                 .total_seconds() if fault.get("finished_at") and declared.get("finished_at") else 0.0)
+    shift = report["evidence"].get("shift") or {}
+    return {"detection_seconds": round(detection, 3),
+            "shift_seconds": round(step_seconds(report, (".shift_edge_traffic",)), 3),
+            "shift_ttl_seconds": shift.get("ttl_seconds"),
+            "promotion_seconds": round(step_seconds(report, tuple(f"promote_standby_control_plane.{t}" for t in (
+                "assess_cluster", "choose_recovery_path", "approve_recovery", "fence_old_primary", "recover_database",
+                "validate_recovered_database", "reenable_wal_archiving", "switch_service_discovery",
+                "confirm_clients_followed"))), 3),
+            "pg_promote_seconds": round(step_seconds(report, ("promote_standby_control_plane.recover_database",)), 3),
+            "services_and_reconciliation_seconds": round(step_seconds(report, (
+                "multi_region.start_api_read_only", "multi_region.start_scheduler", "multi_region.start_reconciler_paused",
+                "multi_region.resume_writes", "multi_region.reconcile_into_available_hosts",
+                "multi_region.confirm_time_to_converge")), 3)}
+
+
+def bench_region(sb: Sandbox) -> list[dict]:
+    """The region drill on the multi-region path, 3 runs (each takes down the region holding the control plane, so
+    the runs alternate regions): RTO from the fault to customers answered through the surviving region and writes
+    taken, and how it splits; the floor is the record's TTL plus the promotion alone."""
+    confs = [{"mode": "disruptive", "path": "multi_region"}] * RUNS
+    env = {**os.environ, **read_env_file(sb.dir / "env"), "AIRFLOW_HOME": str(sb.dir / "airflow"),
+           "REHEARSAL_SANDBOX_DIR": str(sb.dir)}
+    runs = []
+    for conf in confs:
+        made_whole(sb)
+        out = subprocess.run([sys.executable, str(REPO / "scripts" / "run_dag.py"), REGION_DRILL, "--quiet", "--conf",
+                              json.dumps(conf)], env=env, capture_output=True, text=True)
+        line = next((ln for ln in out.stdout.splitlines() if ln.startswith("[rehearsal] report:")), None)
+        if line is None:
+            raise RuntimeError(f"region drill wrote no report: {out.stdout[-2000:]} {out.stderr[-2000:]}")
+        report = json.loads(Path(line.split("report:", 1)[1].strip()).read_text())
+        if report["status"] not in ("passed", "degraded"):
+            raise RuntimeError(f"region drill {report['run_id']} ended {report['status']}: {report.get('failure')}")
+        customers = report["evidence"].get("customers") or {}
+        runs.append({"run_id": report["run_id"], "status": report["status"], "rto_seconds": report["measured_rto_seconds"],
+                     "rpo_seconds": report["measured_rpo_seconds"],
+                     "customers_rto_seconds": customers.get("rto_seconds"),
+                     "availability": {k: customers.get(f"availability_{k}") for k in ("before", "during", "after")},
+                     "pgbench_first_commit_seconds": report["evidence"].get("pgbench_first_commit_seconds"),
+                     "failed_region": report["evidence"].get("failed_region"), **region_split(report)})
+    project = median([r["rto_seconds"] for r in runs])
+    ttl = next((r["shift_ttl_seconds"] for r in runs if r.get("shift_ttl_seconds")), 5)
+    floor = ttl + median([r["pg_promote_seconds"] for r in runs])
+    return [save("region_failover_multi_region", project, floor, REGION_TARGET, project < floor + 30,
+                 measurement=("from the region taken down (every process of its hosts SIGKILLed) to the later of the first "
+                              "customer request answered through the surviving region (names resolved through the "
+                              "sandbox's DNS server) and the synthetic load's first acknowledged write; the baseline "
+                              "(floor) is the record's TTL plus pg_promote's step alone"),
+                 split_medians={k: median([r[k] for r in runs]) for k in (
+                     "detection_seconds", "shift_seconds", "promotion_seconds", "services_and_reconciliation_seconds")},
+                 runs=runs, scale=sb.scale)]
+
+
 def markdown_table(rows: list[dict]) -> list[str]:
     """The table for README.md. A threshold row has no baseline and no ratio ("—"); its limit is in the target."""
 
@@ -926,6 +1000,8 @@ def measure(want, phase, big: Sandbox | None, small: Sandbox | None, keep: bool,
         results += phase("scheduler", bench_scheduler, Sandbox(small.dir), downing[0] if downing else None, dag_test)
     if want("incident"):
         results += phase("incident", bench_incident, Sandbox(small.dir))
+    if want("region"):
+        results += phase("region", bench_region, Sandbox(small.dir))
     return results
 
 
@@ -952,7 +1028,8 @@ def main() -> int:
     if want("parsing"):
         results += phase("parsing", bench_dag_parsing)  # first, on a quiet machine
     need_big = any(want(n) for n in ("logical", "pitr", "verification", "wal", "drill"))
-    need_small = any(want(n) for n in ("drill", "scheduler", "volumes", "volume_restore", "volume_freshness", "incident"))
+    need_small = any(want(n) for n in ("drill", "scheduler", "volumes", "volume_restore", "volume_freshness", "incident",
+                                        "region"))
     big_scale = float(os.environ.get("BENCH_SCALE", "5"))
     small_scale = float(os.environ.get("BENCH_DEFAULT_SCALE", "1"))
 

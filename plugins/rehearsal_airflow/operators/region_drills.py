@@ -76,6 +76,7 @@ class MeasureRegionOutageOperator(ControlPlaneMixin, DrillStepOperator):
                 "evidence": {"customers": customers.to_dict(), "rpo": rpo.to_dict(),
                              "first_write_after_fault": first_write, "pgbench_first_commit_seconds": pgbench,
                              "surviving_region": surviving, "path": declaration.get("path"),
+                             "failed_region": self.fault.get("region"),
                              "measurement_includes": "from the region taken down to the later of: the first customer "
                                                      "request answered through the surviving region (names resolved "
                                                      "through DNS, as customers do) and the synthetic load's first "
