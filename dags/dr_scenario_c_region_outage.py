@@ -24,6 +24,10 @@ scheduler and reconciler started in the target region, each confirmed, their rec
 `restore_critical_volumes.*` (the volume-restore runbook's tasks) -> `restore_edge_configuration` ->
 `report_what_is_back` (what is and is not back, by the time it came back: what customers are told).
 
+Both end with `measure_customer_impact`: from customers' own traffic where the environment records it, when the
+outage began (their first failed request), when they were answered again, availability before, during and after,
+and the RPO (acknowledged writes before the outage missing after it).
+
 **Params**: `mode` (`incident` or `drill`, required), `failed_region` (required), `path` (`auto`, `multi_region`,
 `single_region`: checked against what is found), `approve`, `shift_steps` (`at_once` or percentages, e.g. `50,100`).
 Held to the catalog's `full_region` targets (RTO 24 h, RPO 1 h) by a Deadline Alert.
@@ -71,5 +75,5 @@ with DAG(
         task_id="write_scenario_report", scenario=SCENARIO, component=COMPONENT, gate=scenario.declare.output,
         mode="{{ params.mode }}", runbook={"dag_id": SCENARIO_DAG_ID, "group": GROUP_ID},
         decision=scenario.promote.choose.output, approval=scenario.approve.output,
-        recovery=scenario.promote.recover.output, **IDEMPOTENT)
+        recovery=scenario.promote.recover.output, measurement=scenario.measure.output, **IDEMPOTENT)
     scenario.group >> report

@@ -133,3 +133,11 @@ def test_an_answer_from_the_failed_region_is_not_recovery_through_the_surviving_
     lines = [_line(95, True)] + [_line(101, True, "us-east-1")]
     assert measure_customers(lines, 100.0, 102.0, "us-west-2").rto_seconds is None
     assert first_success_after([{"at": 3, "ok": True}, {"at": 1, "ok": True}], 2) == {"at": 3, "ok": True}
+
+
+def test_an_incidents_outage_start_is_the_first_failure_still_going_on_when_declared():
+    from rehearsal.drills.region import outage_start
+
+    lines = [_line(1, True), _line(2, False), _line(3, True), _line(4, False), _line(5, False), _line(7, True)]
+    assert outage_start(lines, declared_at=6.0) == 4.0
+    assert outage_start(lines, declared_at=3.5) is None  # customers were served when it was declared

@@ -81,3 +81,16 @@ def first_success_after(lines: list[dict], moment: float) -> dict | None:
     """The first successful line (``ok``) at or after ``moment`` (the pgbench client's first commit, say)."""
     ok = [x for x in lines if x.get("ok") and float(x["at"]) >= moment]
     return min(ok, key=lambda x: float(x["at"])) if ok else None
+
+
+def outage_start(lines: list[dict], declared_at: float) -> float | None:
+    """When customers started failing, for an incident with no injected fault: the first failed request of the run
+    of failures that was still going on when the outage was declared (None: customers were not failing then)."""
+    before = sorted((x for x in lines if float(x["at"]) <= declared_at), key=lambda x: float(x["at"]))
+    start = None
+    for x in before:
+        if x.get("ok"):
+            start = None
+        elif start is None:
+            start = float(x["at"])
+    return start

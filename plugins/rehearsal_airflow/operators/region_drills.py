@@ -11,7 +11,7 @@ from airflow.sdk import Context
 
 from rehearsal.catalog import load_catalog
 from rehearsal.drills.control_plane import first_ack_after, read_load_log
-from rehearsal.drills.region import first_success_after, measure_customers, read_jsonl
+from rehearsal.drills.region import first_success_after, measure_customers, outage_start, read_jsonl
 from rehearsal.errors import EvidenceError
 from rehearsal.postgres.connection import connect
 from rehearsal.runbooks.corruption import measure_corruption_rpo, parse_time
@@ -35,10 +35,19 @@ class MeasureRegionOutageOperator(ControlPlaneMixin, DrillStepOperator):
 
     def run_step(self, context: Context) -> dict:
         env = current_environment()
-        if not self.fault:
-            raise EvidenceError("the region was never taken down: nothing to measure")
-        fault_at = parse_time(self.fault["fault_at"], "fault_at").timestamp()
         declaration = self.declaration or {}
+        if self.fault:
+            fault_at = parse_time(self.fault["fault_at"], "fault_at").timestamp()
+        elif self.fault is None and declaration.get("declared_at"):
+            # An incident: no injected fault; the outage began when customers' requests started failing.
+            declared = parse_time(declaration["declared_at"], "declared_at").timestamp()
+            lines = read_jsonl(_log(env.customers_log, "customers_log"), "customers", since=declared - 3600)
+            fault_at = outage_start(lines, declared)
+            if fault_at is None:
+                raise EvidenceError("customers' requests were not failing when the outage was declared: no outage "
+                                    "start to measure from")
+        else:
+            raise EvidenceError("the region was never taken down: nothing to measure")
         surviving = declaration.get("target_region") or None
         now = time.time()
         customers = measure_customers(read_jsonl(_log(env.customers_log, "customers_log"), "customers",
@@ -76,7 +85,8 @@ class MeasureRegionOutageOperator(ControlPlaneMixin, DrillStepOperator):
                 "evidence": {"customers": customers.to_dict(), "rpo": rpo.to_dict(),
                              "first_write_after_fault": first_write, "pgbench_first_commit_seconds": pgbench,
                              "surviving_region": surviving, "path": declaration.get("path"),
-                             "failed_region": self.fault.get("region"),
+                             "failed_region": (self.fault or {}).get("region") or declaration.get("failed_region"),
+                             "outage_start": "the fault" if self.fault else "customers' first failed request",
                              "measurement_includes": "from the region taken down to the later of: the first customer "
                                                      "request answered through the surviving region (names resolved "
                                                      "through DNS, as customers do) and the synthetic load's first "

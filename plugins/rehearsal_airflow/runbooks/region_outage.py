@@ -34,6 +34,7 @@ from rehearsal_airflow.operators.region import (
     SummarizeRebuildOperator,
     VerifyEndpointsThroughEdgeOperator,
 )
+from rehearsal_airflow.operators.region_drills import MeasureRegionOutageOperator
 from rehearsal_airflow.runbooks.postgres_failover import PostgresFailoverTasks, postgres_failover
 from rehearsal_airflow.runbooks.volume_restore import volume_restore
 
@@ -59,6 +60,7 @@ class RegionOutageTasks:
     edge_config: object
     rebuild: PostgresFailoverTasks | None = None
     summary: object = None
+    measure: object = None
 
 
 def region_outage(*, mode: str, failed_region: str, path: str = "auto", approve: str = "wait",
@@ -120,6 +122,10 @@ def region_outage(*, mode: str, failed_region: str, path: str = "auto", approve:
                 **IDEMPOTENT)
             (rebuild_approval >> rebuild.group >> services[0] >> services[1] >> services[2] >> rebuilt_writes >> fleet
              >> critical >> volumes.group >> edge_restore >> summary)
-        declare >> branch >> [multi, single]
+        # Customers' experience, from their own traffic where the environment records it (a sandbox, a synthetic
+        # monitor): the outage start, when they were answered again, availability before, during and after, RPO.
+        measure = MeasureRegionOutageOperator(task_id="measure_customer_impact", fault=None, declaration=declare.output,
+                                              trigger_rule="none_failed_min_one_success", **IDEMPOTENT)
+        declare >> branch >> [multi, single] >> measure
     return RegionOutageTasks(group, declare, branch, approval, shift, promote, verify, converge, keys, edge_config,
-                             rebuild, summary)
+                             rebuild, summary, measure)
