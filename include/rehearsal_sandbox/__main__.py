@@ -4,6 +4,7 @@ of its daemons (``run-heartbeat``, ``run-wal-shipper``, ``run-api``, ``run-sched
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -16,7 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rehearsal_sandbox")
     parser.add_argument("command", choices=["up", "down", "status", "backup", "run-heartbeat", "run-wal-shipper",
                                             *(f"run-{service}" for service in SERVICES), "run-snapshot-store",
-                                            "airflow-up", "airflow-down", "airflow-status"])
+                                            "run-edge", "run-dns", "run-customers",
+                                            "airflow-up", "airflow-down", "airflow-status", "region-down", "region-up"])
+    parser.add_argument("target_region", nargs="?", default=None, help="region-down / region-up: which region")
     parser.add_argument("--state-dir", type=Path, default=None)
     parser.add_argument("--region", default=REGION, help="the region a daemon belongs to (run-*)")
     parser.add_argument("--scale", type=float, default=None)
@@ -53,11 +56,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run-snapshot-store":
         sandbox.snapshot_store.run()
         return 0
-    if args.command == "run-api":
-        sandbox.control_plane_api.run(args.mode)
+    if args.command in ("region-down", "region-up"):
+        if not args.target_region:
+            parser.error(f"{args.command} needs a region (us-east-1 or us-west-2)")
+        done = (sandbox.region_down if args.command == "region-down" else sandbox.region_up)(args.target_region)
+        print(json.dumps(done, indent=2))
         return 0
-    if args.command.startswith("run-") and args.command[4:] in SERVICES:
-        sandbox.service(args.command[4:]).run()
+    if args.command == "run-api":
+        sandbox.components(args.region)["api"].run(args.mode)
+        return 0
+    if args.command.startswith("run-"):
+        daemon = args.command[4:]
+        component = next((c for c in sandbox.components(args.region).values() if getattr(c, "daemon", None) == daemon),
+                         None)
+        if component is None:
+            print(f"no daemon {daemon!r} in {args.region}", file=sys.stderr)
+            return 2
+        component.run()
         return 0
     return 2
 

@@ -4,9 +4,11 @@ Linux routes the whole block to the loopback interface, so a process binds ``127
 configuration, and a client reaches it there. Each sandbox takes a block of its own (``127.<n>``; the test suite's
 differs from a developer's), and each region a third octet of it:
 
-    127.<n>.0.<h>   global: the local AWS endpoint and Rehearsal's results database (they outlive any region)
+    127.<n>.0.<h>   global: the local AWS endpoint, Rehearsal's results database, the DNS server, and the clients
+                    that measure drills (customers, the heartbeat, the prober, the load): they outlive any region
     127.<n>.1.<h>   us-east-1: database hosts, the control-plane services, the fleet's hosts, the evidence makers
-    127.<n>.2.<h>   us-west-2 (the second region, later)
+    127.<n>.2.<h>   us-west-2: the standby control plane (a standby database, the services installed but stopped),
+                    the other half of the fleet, its edge
 
 127.0.0.1 belongs to the Airflow worker and triggerer (and what they make for themselves: scratch copies of a
 restore test). A recovery that production will use lands on a host the provisioner gives it, never there.
@@ -33,6 +35,11 @@ if TYPE_CHECKING:
 
 GLOBAL = "global"
 REGION_OCTETS = {GLOBAL: 0, "us-east-1": 1, "us-west-2": 2}
+REGIONS = ("us-east-1", "us-west-2")  # the platform's regions (GLOBAL is what outlives them: not a region)
+
+
+def other_region(region: str) -> str:
+    return next(r for r in REGIONS if r != region)
 FIRST_HOST, LAST_HOST = 10, 250  # .1-.9 left alone (.1 of each region is nobody's)
 WORKER_ADDRESSES = ("127.0.0.1", "localhost", "::1")
 DEFAULT_POSTGRES_PORT = 5432

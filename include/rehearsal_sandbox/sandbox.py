@@ -26,6 +26,7 @@ from rehearsal.postgres.cluster import LocalCluster
 from rehearsal.postgres.connection import Endpoint
 from rehearsal_sandbox.components import (
     COMPONENTS,
+    SECOND_REGION_COMPONENTS,
     AirflowMetadataDb,
     AwsEndpoint,
     Component,
@@ -47,10 +48,17 @@ from rehearsal_sandbox.components import (
 )
 from rehearsal_sandbox.components.aws_endpoint import BUCKET
 from rehearsal_sandbox.components.base import cluster_of, progress
-from rehearsal_sandbox.components.control_plane import AGENTS_RECORD, SERVICES
+from rehearsal_sandbox.components.control_plane import (
+    AGENTS_RECORD,
+    CONTROL_PLANE_SERVICES,
+    SERVICE_RECORDS,
+    SERVICES,
+    kill_all,
+)
 from rehearsal_sandbox.components.controlplane_db import DB
 from rehearsal_sandbox.components.discovery import RECORD, REPLICA_RECORD, ZONE
-from rehearsal_sandbox.hosts import GLOBAL, REGION_OCTETS, HostRegistry, choose_block, choose_postgres_port
+from rehearsal_sandbox.components.edge import APPS_RECORD, FAILOVER_RECORD
+from rehearsal_sandbox.hosts import GLOBAL, REGION_OCTETS, REGIONS, HostRegistry, choose_block, choose_postgres_port
 from rehearsal_sandbox.state import SandboxState
 
 STATE_DIR = Path(os.environ.get("REHEARSAL_SANDBOX_DIR", REPO_ROOT / ".sandbox"))
@@ -80,10 +88,12 @@ class Sandbox:
 
     # ---------------------------------------------------------------- components
     def components(self, region: str | None = None) -> dict[str, Component]:
-        """A region's components by name, in start order."""
+        """A region's components by name, in start order (us-east-1: the whole platform; us-west-2: its standby
+        control plane's services, its half of the fleet, its edge)."""
         region = region or self.region
         if region not in self._components:
-            self._components[region] = {cls.name: cls(self, region) for cls in COMPONENTS}
+            classes = COMPONENTS if region == REGION else SECOND_REGION_COMPONENTS
+            self._components[region] = {cls.name: cls(self, region) for cls in classes}
         return self._components[region]
 
     def component(self, name: str, region: str | None = None) -> Component:
@@ -124,15 +134,15 @@ class Sandbox:
 
     @property
     def control_plane_api(self) -> ControlPlaneApi:
-        return self.components()["api"]  # type: ignore[return-value]
+        return self.components(self.control_plane_region)["api"]  # type: ignore[return-value]
 
     @property
     def scheduler(self) -> Scheduler:
-        return self.components()["scheduler"]  # type: ignore[return-value]
+        return self.components(self.control_plane_region)["scheduler"]  # type: ignore[return-value]
 
     @property
     def reconciler(self) -> Reconciler:
-        return self.components()["reconciler"]  # type: ignore[return-value]
+        return self.components(self.control_plane_region)["reconciler"]  # type: ignore[return-value]
 
     @property
     def host_agents(self) -> HostAgents:
@@ -159,10 +169,126 @@ class Sandbox:
         ``prober``, ``load``."""
         if name not in SERVICES:
             raise ValueError(f"no service {name!r} (services: {', '.join(SERVICES)})")
-        return self.components()[name]  # type: ignore[return-value]
+        region = self.control_plane_region if name in CONTROL_PLANE_SERVICES else self.region
+        return self.components(region)[name]  # type: ignore[return-value]
 
     def _regions(self) -> list[str]:
-        return list(dict.fromkeys([self.region, *self.sandbox_state.regions()]))
+        return list(dict.fromkeys([self.region, *REGIONS, *self.sandbox_state.regions()]))
+
+    # ---------------------------------------------------------------- regions
+    @property
+    def control_plane_region(self) -> str:
+        """Where the control plane's services run now (us-east-1 until a region failover moves them)."""
+        return self.sandbox_state.data.get("control_plane_region", REGION) if self.exists else REGION
+
+    def set_control_plane_region(self, region: str) -> None:
+        self.sandbox_state.data["control_plane_region"] = region
+        self.save()
+
+    def regions_down(self) -> list[str]:
+        return list(self.sandbox_state.data.get("regions_down", [])) if self.exists else []
+
+    def region_of(self, address: str) -> str | None:
+        host = self.hosts.at(address)
+        return host.region if host is not None else None
+
+    def region_down(self, region: str) -> dict:
+        """A whole region lost: every process of its hosts SIGKILLed at once (database clusters, control-plane
+        services, agents, its edge); its database hosts' disks are kept (a region that comes back does not bring
+        its old primary back: ``region_up`` fences it). Returns what was killed and when."""
+        from datetime import UTC, datetime
+
+        if region not in REGION_OCTETS or region == GLOBAL:
+            raise ValueError(f"no region {region!r}")
+        killed: list[str] = []
+        daemons = [c for c in self.components(region).values()
+                   if isinstance(c, ServiceComponent) and c.alive() and c.name != "airflow_metadata"]
+        if region == REGION:  # the first region's list also holds what is global: only its own hosts' daemons die
+            daemons = [c for c in daemons if getattr(c, "host_region", region) == region]
+        names, _ = kill_all(daemons)
+        killed += [f"{region}/{n} (pid {pid})" for n, pid in names.items()]
+        cp = self.controlplane_db
+        for name in list(cp.clusters()):
+            cluster = cp.cluster(name)
+            if self.region_of(cluster.host) == region and cluster.is_running():
+                cluster.kill()
+                killed.append(f"{region}/{name} postgres at {cluster.address}")
+        for worker_region, worker in (self.sandbox_state.data.get("airflow", {}).get("edge_workers") or {}).items():
+            if worker_region == region and worker.get("pid"):
+                from rehearsal_sandbox.components.base import pid_alive
+
+                if pid_alive(worker["pid"]):
+                    os.kill(worker["pid"], 9)
+                    killed.append(f"{region}/airflow edge worker (pid {worker['pid']})")
+        at = datetime.now(UTC).isoformat()
+        down = self.sandbox_state.data.setdefault("regions_down", [])
+        if region not in down:
+            down.append(region)
+        self.save()
+        return {"region": region, "killed": killed, "at": at}
+
+    def region_up(self, region: str) -> dict:
+        """The region's hosts back: its data plane (agents, edge) starts again; its old database clusters stay down
+        and are marked lost (fenced: never back as a primary); its control-plane services stay stopped unless the
+        control plane runs there."""
+        done: list[str] = []
+        for name in ("agents", "edge"):
+            component = self.components(region).get(name)
+            if component is not None and component.exists:
+                done += component.start()
+        cp = self.controlplane_db
+        for name, info in list(cp.clusters().items()):
+            cluster = cp.cluster(name)
+            if self.region_of(cluster.host) == region and not cluster.is_running() and info["role"] != "lost":
+                if name == cp.primary_name and region == cp.primary_region():
+                    cp.mark_lost(name)
+                    done.append(f"{name} ({cluster.address}) stays down, marked lost: a region that comes back does not "
+                                "bring its old primary back")
+                else:
+                    cp.forget_cluster(name)
+                    if cp.state.get("standby") == name:
+                        cp.state["standby"] = None
+                    done.append(f"{name} ({cluster.address}) removed: a standby of the old timeline")
+        if region == self.control_plane_region:
+            for name in CONTROL_PLANE_SERVICES:
+                done += self.components(region)[name].start()
+        else:
+            done.append(f"the control-plane services in {region} stay stopped (they run in {self.control_plane_region})")
+        down = self.sandbox_state.data.setdefault("regions_down", [])
+        if region in down:
+            down.remove(region)
+        self.save()
+        return {"region": region, "done": done}
+
+    def api_resolver(self):
+        """Where the control-plane API is now, for the sandbox's clients (agents, prober, load): its SRV record, as
+        any client finds it (re-read at most every second), else the active region's API from the state."""
+        import threading
+        import time as _time
+
+        from rehearsal_sandbox.components.control_plane import SERVICE_RECORDS
+
+        cache: dict = {"at": 0.0, "url": None}
+        lock = threading.Lock()
+
+        def resolve() -> str | None:
+            with lock:
+                if cache["url"] and _time.monotonic() - cache["at"] < 1.0:
+                    return cache["url"]
+                url = None
+                try:
+                    from rehearsal.discovery import resolve as resolve_srv
+
+                    host, port = resolve_srv(self.aws("route53"), DiscoveryRecord(self.service_discovery.zone_id,
+                                                                                  SERVICE_RECORDS["api"]))
+                    url = f"http://{host}:{port}"
+                except Exception:  # noqa: BLE001 - no record yet, or the endpoint busy: the state says where it is
+                    self.reload()
+                    url = self.control_plane_api.known_url()
+                cache.update(at=_time.monotonic(), url=url)
+                return url
+
+        return resolve
 
     def _daemons(self) -> dict[str, DaemonComponent]:
         return {c.daemon: c for c in self.components().values() if isinstance(c, DaemonComponent)}
@@ -297,9 +423,10 @@ class Sandbox:
         self._components.clear()
         self.save()
         options = {"controlplane_db": {"scale": scale, "archive_timeout": archive_timeout}}
-        for component in self.components().values():
-            if not component.on_demand:
-                component.up(**options.get(component.name, {}))
+        for region in REGIONS:
+            for component in self.components(region).values():
+                if not component.on_demand:
+                    component.up(**options.get(component.name, {}))
         self.save()
         progress("sandbox is up; environment in " + str(self.dir / "env"))
 
@@ -326,7 +453,7 @@ class Sandbox:
         A component that fails to go down does not stop the others; the state keeps what is left, and the error
         names it."""
         failed = []
-        for region in self._regions():
+        for region in reversed(self._regions()):
             for component in reversed(list(self.components(region).values())):
                 try:
                     component.down()
@@ -457,12 +584,29 @@ class Sandbox:
                    "control_plane_api": {"identity": self.control_plane_api.identity} if self.control_plane_api.identity else None,
                    "snapshot_store": {"bucket": snapshots.bucket, "marker": snapshots.drill_marker} if snapshots.drill_marker else None}
         environment["drill_targets"] = {k: v for k, v in targets.items() if v}
+        block = self.hosts.block
+        environment["regions"] = {r: {"networks": [f"{block}.{REGION_OCTETS[r]}.0/24"]} for r in REGIONS}
+        customers = self.components()["customers"]
+        if customers.exists:
+            environment["customers_log"] = str(customers.log)
         discovery_extra = {"discovery_zone_id": zone_id, "discovery_record": RECORD, "replica_record": REPLICA_RECORD}
         api = self.control_plane_api
         services_extra = {"api": api.url, "scheduler": self.scheduler.url, "reconciler": self.reconciler.url,
                           "agents_record": AGENTS_RECORD, "discovery_zone_id": zone_id}
         if self.controlplane_db.state.get("canary_app_id"):
             services_extra["canary_app"] = str(self.controlplane_db.state["canary_app_id"])
+        # Each region's services (the standby control plane's too), and the records naming where they run now.
+        services_extra["regions"] = {r: {n: self.components(r)[n].url for n in CONTROL_PLANE_SERVICES
+                                         if self.components(r)[n].state.get("port")} for r in REGIONS}
+        services_extra["service_records"] = dict(SERVICE_RECORDS)
+        edges = {r: self.components(r)["edge"] for r in REGIONS}
+        edge_extra = {"regions": {r: e.url for r, e in edges.items() if e.state.get("port")}, "zone_id": zone_id,
+                      "record": APPS_RECORD, "failover_record": FAILOVER_RECORD}
+        dns = self.components()["dns"]
+        connections = {"AIRFLOW_CONN_EDGE": json.dumps({"conn_type": "http", "host": "apps.rehearsal.internal",
+                                                        "extra": edge_extra})}
+        if dns.state.get("port"):
+            connections["AIRFLOW_CONN_DNS"] = json.dumps({"conn_type": "generic", "host": dns.host, "port": dns.port})
         return {
             "REHEARSAL_ENVIRONMENT": "sandbox",
             "REHEARSAL_DRILL_ENVIRONMENT": "true",
@@ -492,6 +636,7 @@ class Sandbox:
                                                           "login": "postgres", "password": pw["postgres"], "schema": "rehearsal"}),
             "AIRFLOW_CONN_CONTROLPLANE_SERVICES": json.dumps({"conn_type": "http", "host": api.host, "port": api.port,
                                                               "schema": "http", "extra": services_extra}),
+            **connections,
             "AIRFLOW_VAR_REHEARSAL_ENVIRONMENT": json.dumps(environment),
         }
 

@@ -69,10 +69,10 @@ def migration(path: Path = MIGRATION_SQL) -> tuple[str, str]:
 
 
 def fleet_statements(apps: int, hosts: int) -> list[str]:
-    """The fleet's hosts (``agent-01``...) and one deployment of each of the first ``apps`` apps: its newest
+    """The fleet's hosts (``agent-01``...: the first half in us-east-1, the rest in us-west-2) and one deployment of each of the first ``apps`` apps: its newest
     release, 1 to 3 replicas, generation 1. Placements are the scheduler's."""
     return [
-        f"INSERT INTO hosts (hostname, region, status, last_seen_at) SELECT 'agent-' || lpad(g::text, 2, '0'), 'us-east-1', 'ready', now() FROM generate_series(1, {hosts}) g",
+        f"INSERT INTO hosts (hostname, region, status, last_seen_at) SELECT 'agent-' || lpad(g::text, 2, '0'), CASE WHEN g <= {(hosts + 1) // 2} THEN 'us-east-1' ELSE 'us-west-2' END, 'ready', now() FROM generate_series(1, {hosts}) g",
         f"""INSERT INTO deployments (app_id, release_id, image, replicas, config, generation, updated_at)
             SELECT a.id, r.id, r.desired_state ->> 'image', 1 + a.id % 3, jsonb_build_object('log_level', 'info', 'workers', 2), 1, now()
               FROM (SELECT id FROM apps ORDER BY id LIMIT {apps}) a

@@ -20,6 +20,7 @@ from rehearsal_sandbox.components.control_plane import (
 )
 from rehearsal_sandbox.components.controlplane_db import ControlPlaneDb
 from rehearsal_sandbox.components.discovery import ServiceDiscovery
+from rehearsal_sandbox.components.edge import Customers, DnsServer, Edge
 from rehearsal_sandbox.components.heartbeat import Heartbeat
 from rehearsal_sandbox.components.results_db import ResultsDb
 from rehearsal_sandbox.components.snapshot_store import SnapshotStoreComponent
@@ -39,11 +40,17 @@ COMPONENTS: tuple[type[Component], ...] = (
     Reconciler,         # pushes desired state to the agents it finds there
     Prober,             # evidence for drills: probes what the agents run
     SyntheticLoad,      # evidence for drills: mutations through the API
+    Edge,               # this region's edge proxy, and its records (weighted, failover pair)
     Volumes,            # customer volumes' directories (their rows were attached by the control-plane database's migration)
     SnapshotStoreComponent,  # their snapshot store, its replica and index backup, the snapshotter and the replicator
+    DnsServer,          # global: the zone served over DNS
+    Customers,          # global: customers resolving names through it and reaching the edges
     AirflowMetadataDb,  # on demand (make airflow)
 )
+# The second region: its half of the fleet, the standby control plane's services (installed, stopped) and its edge;
+# its standby database is the control-plane database's (a standby goes to the region the primary is not in).
+SECOND_REGION_COMPONENTS: tuple[type[Component], ...] = (HostAgents, ControlPlaneApi, Scheduler, Reconciler, Edge)
 
-__all__ = ["COMPONENTS", "AirflowMetadataDb", "AwsEndpoint", "Component", "ControlPlaneApi", "ControlPlaneDb", "DaemonComponent",
+__all__ = ["COMPONENTS", "SECOND_REGION_COMPONENTS", "AirflowMetadataDb", "Customers", "DnsServer", "Edge", "AwsEndpoint", "Component", "ControlPlaneApi", "ControlPlaneDb", "DaemonComponent",
            "Heartbeat", "HostAgents", "Prober", "Reconciler", "ResultsDb", "Scheduler", "ServiceComponent", "ServiceDiscovery",
            "SnapshotStoreComponent", "SyntheticLoad", "Volumes", "WalShipping"]

@@ -146,7 +146,8 @@ class DaemonComponent(Component):
     def spawn(self, args: list[str], env: dict | None = None) -> int:
         env = dict(env or os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT / "include"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-        with open(self.sandbox.dir / f"{self.daemon}.log", "ab") as logfile:
+        suffix = "" if self.region == "us-east-1" else f"-{self.region}"
+        with open(self.sandbox.dir / f"{self.daemon}{suffix}.log", "ab") as logfile:
             proc = subprocess.Popen(args, stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True, env=env, cwd=str(REPO_ROOT))
         self.state["pid"] = proc.pid

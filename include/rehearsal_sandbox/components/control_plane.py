@@ -30,6 +30,10 @@ from rehearsal_sandbox.components.base import DaemonComponent, ok, pid_alive, pr
 AGENTS_RECORD = "_agent._tcp.dataplane.rehearsal.internal."
 DB = "controlplane"
 START_TIMEOUT = 30.0
+CONTROL_PLANE_SERVICES = ("api", "scheduler", "reconciler")  # in one region at a time; installed in the other
+# Where each control-plane service runs now: clients (the agents, the prober, the load, runbooks) find it here, and
+# a region failover points them at the other region's.
+SERVICE_RECORDS = {name: f"_controlplane-{name}._tcp.rehearsal.internal." for name in CONTROL_PLANE_SERVICES}
 
 
 class ServiceComponent(DaemonComponent):
@@ -60,13 +64,43 @@ class ServiceComponent(DaemonComponent):
             self.sandbox.reload()
         return self.url if self.state.get("port") else None
 
-    def up(self) -> None:
+    @property
+    def host_region(self) -> str:
+        """The region of its host: the measuring clients are global (they outlive any region)."""
+        from rehearsal_sandbox.hosts import GLOBAL
+
+        return GLOBAL if self.host_role == "client" else self.region
+
+    @property
+    def standing_by(self) -> bool:
+        """A control-plane service of the region the control plane does not run in: installed, stopped."""
+        return self.name in CONTROL_PLANE_SERVICES and self.region != self.sandbox.control_plane_region
+
+    def install(self) -> None:
+        """Its host and port, chosen once."""
         if not self.state.get("port"):
-            host = self.sandbox.hosts.allocate(f"{self.name}-1", self.region, self.host_role).address
+            suffix = "1" if self.region == "us-east-1" or self.host_role == "client" else self.region.split("-")[1] + "-1"
+            host = self.sandbox.hosts.allocate(f"{self.name}-{suffix}", self.host_region, self.host_role).address
             self.state.update({"host": host, "port": free_port(host=host)})
             self.sandbox.save()
-        progress(f"starting the {self.title}")
+
+    def up(self) -> None:
+        self.install()
+        if self.standing_by:
+            progress(f"installed the {self.title} in {self.region} (stopped: the standby control plane)")
+            return
+        progress(f"starting the {self.title}" + (f" in {self.region}" if self.region != "us-east-1" else ""))
         self.start()
+        self.publish_record()
+
+    def publish_record(self) -> bool:
+        """Its SRV record names it (control-plane services only); False when it already did."""
+        if self.name not in SERVICE_RECORDS:
+            return False
+        from rehearsal.discovery import point_at
+
+        record = DiscoveryRecord(zone_id=self.sandbox.service_discovery.zone_id, name=SERVICE_RECORDS[self.name])
+        return point_at(self.sandbox.aws("route53"), record, self.host, self.port)
 
     # ------------------------------------------------------------------ what the provisioner does with it
     def start(self, mode: str | None = None) -> list[str]:
@@ -115,6 +149,9 @@ class ServiceComponent(DaemonComponent):
     def status(self) -> dict[str, dict]:
         if not self.state.get("port"):
             return {self.name: ok(False, "not created")}
+        if self.standing_by and not self.alive():
+            return {self.name: ok(True, f"installed at {self.url}, stopped (the control plane runs in "
+                                        f"{self.sandbox.control_plane_region})")}
         answers, detail = self.answers() if self.alive() else (False, "not running")
         return {self.name: ok(self.alive() and answers, f"{self.daemon} pid {self.pid}, {detail}"[:300])}
 
@@ -163,7 +200,10 @@ class ControlPlaneApi(ServiceComponent):
         import secrets
 
         self.state["mode_file"] = str(self.sandbox.dir / "api-mode.json")
-        self.state.setdefault("identity", f"sandbox-api-{secrets.token_hex(6)}")  # served at GET /v1/identity
+        # Served at GET /v1/identity: the platform's API, whichever region serves it (the standby control plane's is
+        # the same API, so a drill target recorded before a region failover is still recognised after it).
+        home = self.sandbox.sandbox_state.peek("us-east-1", "api").get("identity")
+        self.state.setdefault("identity", home or f"sandbox-api-{secrets.token_hex(6)}")
         super().up()
 
     @property
@@ -284,10 +324,19 @@ class HostAgents(ServiceComponent):
 
     @property
     def state_dir(self) -> Path:
-        return Path(self.state.get("state_dir") or self.sandbox.dir / "agents")
+        return Path(self.state.get("state_dir") or self.sandbox.dir / f"agents-{self.region}")
 
     def record(self) -> DiscoveryRecord:
-        return DiscoveryRecord(zone_id=self.peer("discovery").zone_id, name=AGENTS_RECORD)
+        return DiscoveryRecord(zone_id=self.sandbox.service_discovery.zone_id, name=AGENTS_RECORD)
+
+    def fleet_addresses(self) -> list[tuple[str, int]]:
+        """Every region's agents (the inventory lists the whole fleet, whichever region is up)."""
+        out = []
+        for region in self.sandbox._regions():
+            agents = self.sandbox.components(region).get("agents")
+            if agents is not None and agents.exists:
+                out += list(agents.listen_addresses().values())
+        return out
 
     def addresses(self) -> dict[str, str]:
         return {hostname: f"{address}:{self.port}" for hostname, address in self.hosts.items()}
@@ -296,7 +345,7 @@ class HostAgents(ServiceComponent):
         """Every agent's (host, port), read from the SRV record (what the control plane and the prober use)."""
         import threading
 
-        route53 = self.peer("aws_endpoint").client("route53")
+        route53 = self.sandbox.aws("route53")
         record, lock = self.record(), threading.Lock()
 
         def resolve() -> list[tuple[str, int]]:
@@ -309,11 +358,13 @@ class HostAgents(ServiceComponent):
         from rehearsal_sandbox.seed import hostnames
 
         if not self.state.get("hosts"):
-            names = hostnames(self.peer("controlplane_db").fleet()["hosts"])
+            names = hostnames(self.sandbox.controlplane_db.fleet()["hosts"])
+            half = (len(names) + 1) // 2  # as the fleet's rows say: the first half in us-east-1, the rest in us-west-2
+            names = names[:half] if self.region == "us-east-1" else names[half:]
             hosts = {name: self.sandbox.hosts.allocate(name, self.region, self.host_role).address for name in names}
             self.state["hosts"] = hosts
             self.state["port"] = free_port(host=min(hosts.values(), key=_address_key))
-            self.state["state_dir"] = str(self.sandbox.dir / "agents")
+            self.state["state_dir"] = str(self.sandbox.dir / f"agents-{self.region}")
             self.sandbox.save()
         self.publish()
         progress(f"starting {len(self.ports)} host agents")
@@ -321,8 +372,7 @@ class HostAgents(ServiceComponent):
 
     def publish(self) -> bool:
         """The SRV record lists every agent."""
-        return point_all_at(self.peer("aws_endpoint").client("route53"), self.record(),
-                            list(self.listen_addresses().values()))
+        return point_all_at(self.sandbox.aws("route53"), self.record(), self.fleet_addresses())
 
     def start(self, mode: str | None = None) -> list[str]:
         done = super().start()
@@ -374,8 +424,7 @@ class HostAgents(ServiceComponent):
         from rehearsal_sandbox.services.common import stop_event
 
         stopping = stop_event()
-        api = self.peer("api")
-        agents.run(self.listen_addresses(), self.state_dir, api.known_url, stopping)
+        agents.run(self.listen_addresses(), self.state_dir, self.sandbox.api_resolver(), stopping)
 
     def down(self) -> None:
         super().down()
@@ -402,7 +451,7 @@ class Prober(ServiceComponent):
         from rehearsal_sandbox.services.common import stop_event
 
         stopping = stop_event()
-        probe = prober.Prober(self.peer("agents").resolver(), self.peer("api").known_url)
+        probe = prober.Prober(self.peer("agents").resolver(), self.sandbox.api_resolver())
         prober.run(probe, self.address, self.log, stopping)
 
     def down(self) -> None:
@@ -431,7 +480,7 @@ class SyntheticLoad(ServiceComponent):
 
         stopping = stop_event()
         interval = float(self.state.get("interval", 0.5))
-        load.run(load.Load(self.peer("api").known_url), self.address, self.log, stopping, interval)
+        load.run(load.Load(self.sandbox.api_resolver()), self.address, self.log, stopping, interval)
 
     def down(self) -> None:
         super().down()

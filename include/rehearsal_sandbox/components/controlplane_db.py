@@ -77,16 +77,36 @@ class ControlPlaneDb(Component):
         """The cluster listening at ``host:port``, if any."""
         return next((n for n in self.clusters() if self.cluster(n).address == address), None)
 
-    def new_cluster(self, role: str, purpose: str = "", run_key: str = "") -> LocalCluster:
-        """A cluster on a new database host of its own (``db-<n>``, at its own address, the sandbox's Postgres port)."""
+    def new_cluster(self, role: str, purpose: str = "", run_key: str = "", region: str | None = None) -> LocalCluster:
+        """A cluster on a new database host of its own (``db-<n>``, at its own address, the sandbox's Postgres port).
+
+        Its region: ``region`` when given; a standby goes to the region the primary is not in (the standby control
+        plane), unless that region is down; anything else to the primary's region."""
         self.state["generation"] = self.state.get("generation", 0) + 1
         name = f"cp-{self.state['generation']}"
-        host = self.sandbox.hosts.allocate(f"db-{self.state['generation']}", self.region, "postgres", purpose, run_key)
+        region = region or self.region_for(role)
+        host = self.sandbox.hosts.allocate(f"db-{self.state['generation']}", region, "postgres", purpose, run_key)
         cluster = LocalCluster(name=name, data_dir=self.sandbox.runtime / "clusters" / name,
                                port=self.sandbox.hosts.postgres_port, host=host.address)
         labels = {k: v for k, v in (("purpose", purpose), ("run_key", run_key)) if v}
         self.clusters()[name] = {**cluster_record(cluster, role), "host_name": host.name, **labels}
         return cluster
+
+    def primary_region(self) -> str:
+        """The region of the primary's host (this component's region before there is one)."""
+        name = self.state.get("primary")
+        host_name = self.clusters().get(name, {}).get("host_name") if name else None
+        host = self.sandbox.hosts.get(host_name) if host_name else None
+        return host.region if host is not None else self.region
+
+    def region_for(self, role: str) -> str:
+        from rehearsal_sandbox.hosts import other_region
+
+        home = self.primary_region()
+        if role == "standby" and self.state.get("primary"):
+            other = other_region(home)
+            return home if other in self.sandbox.regions_down() else other
+        return home
 
     def run_copy(self, run_key: str, purpose: str) -> tuple[LocalCluster, bool]:
         """The run's restored copy for ``purpose`` (``production``: role ``restoring``; ``scratch``): the one an earlier

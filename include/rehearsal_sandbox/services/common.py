@@ -336,8 +336,8 @@ def discovery_resolvers(sandbox, region: str) -> tuple[Callable[[], tuple[str, i
     boto3 clients are shared between threads here)."""
     from rehearsal.discovery import resolve, resolve_all
 
-    discovery = sandbox.component("discovery", region)
-    route53 = sandbox.component("aws_endpoint", region).client("route53")
+    discovery = sandbox.service_discovery  # one zone for every region (Route 53 is global)
+    route53 = sandbox.aws_endpoint.client("route53")
     record, replica_record = discovery.record(), discovery.replica_record()
     lock = threading.Lock()
 

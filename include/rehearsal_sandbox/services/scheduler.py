@@ -1,5 +1,5 @@
 """The scheduler (``scheduler``): every second each live app gets exactly ``replicas`` placements, spread over the
-live hosts.
+live hosts, and over their regions first (an app of two replicas or more runs in each region).
 
 Live hosts: those whose agents report (``host_reports``) no more than ``STALE_SECONDS`` behind the freshest report,
 so a control plane that was down for a while does not find every host dead when it comes back. A placement stays
@@ -54,6 +54,7 @@ class Scheduler:
             if not hosts:  # nobody reports: nothing is known to be dead, nothing is moved
                 self.placements = len(current)
                 return 0
+            region = dict(conn.execute("SELECT id, region FROM hosts WHERE id = ANY(%s)", (hosts,)).fetchall())
             live = set(hosts)
             keep: dict[int, dict[int, int]] = {}
             drop: list[tuple[int, int]] = []
@@ -61,6 +62,12 @@ class Scheduler:
                 if app_id in wanted and slot < wanted[app_id] and host_id in live:
                     keep.setdefault(app_id, {})[slot] = host_id
                 else:
+                    drop.append((app_id, slot))
+            regions = {region.get(h) for h in hosts}
+            for app_id, slots in keep.items():  # an app of 2+ replicas all in one region: one moves to another
+                if len(slots) >= 2 and len(regions) > 1 and len({region.get(h) for h in slots.values()}) == 1:
+                    slot = max(slots)
+                    del slots[slot]
                     drop.append((app_id, slot))
             load = Counter({h: 0 for h in hosts})
             load.update(h for slots in keep.values() for h in slots.values())
@@ -71,7 +78,9 @@ class Scheduler:
                     if slot in slots:
                         continue
                     taken = set(slots.values())
-                    host_id = min(hosts, key=lambda h: (h in taken, load[h], (h * 7919 + app_id) % 104729))
+                    spread = Counter(region.get(h) for h in taken)  # each app in every region that has live hosts
+                    host_id = min(hosts, key=lambda h: (h in taken, spread[region.get(h)], load[h],
+                                                        (h * 7919 + app_id) % 104729))
                     slots[slot] = host_id
                     load[host_id] += 1
                     add.append((app_id, slot, host_id))
