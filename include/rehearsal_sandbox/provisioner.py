@@ -15,8 +15,9 @@ from pathlib import Path
 
 from rehearsal.environment import Environment
 from rehearsal.platform import split_address
-from rehearsal_sandbox.components.control_plane import SERVICES, kill_all
+from rehearsal_sandbox.components.control_plane import CONTROL_PLANE_SERVICES, SERVICES, kill_all
 from rehearsal_sandbox.components.snapshot_store import DRILL_TAG
+from rehearsal_sandbox.hosts import REGIONS
 from rehearsal_sandbox.sandbox import Sandbox
 
 API_MODES = ("read-write", "read-only", "frozen")
@@ -154,16 +155,26 @@ class SandboxProvisioner:
 
     # ------------------------------------------------------------------ services (docs/control-plane-services.md)
     @_state_locked
-    def start_service(self, name: str, mode: str | None = None) -> list[str]:
+    def start_service(self, name: str, mode: str | None = None, region: str | None = None) -> list[str]:
         """Start ``api``, ``scheduler``, ``reconciler`` (or ``agents``, ``prober``, ``load``) unless it runs, at its
-        address; ``mode`` is the API's (``read-write``, ``read-only``, ``frozen``), set on a running API too."""
+        address; ``mode`` is the API's (``read-write``, ``read-only``, ``frozen``), set on a running API too.
+
+        ``region``: start the control-plane service there (the standby control plane's, installed); from then on the
+        control plane runs in that region (the sandbox's clients find it through its SRV record, which the runbook
+        points there)."""
         sb = self._sandbox()
         if mode is not None and name != "api":
             raise ValueError(f"only the API has a mode, not {name}")
         if mode is not None and mode not in API_MODES:
             raise ValueError(f"unknown API mode {mode!r} (modes: {', '.join(API_MODES)})")
-        service = sb.service(name)
-        return service.start(mode) if name == "api" else service.start()
+        done: list[str] = []
+        if region and region != sb.control_plane_region and name in CONTROL_PLANE_SERVICES:
+            if region not in sb.components() and region not in REGIONS:
+                raise ValueError(f"no region {region!r}")
+            done.append(f"the control plane now runs in {region} (it ran in {sb.control_plane_region})")
+            sb.set_control_plane_region(region)
+        service = sb.components(region)[name] if region and name in CONTROL_PLANE_SERVICES else sb.service(name)
+        return done + (service.start(mode) if name == "api" else service.start())
 
     @_state_locked
     def stop_service(self, name: str) -> list[str]:
@@ -248,6 +259,32 @@ class SandboxProvisioner:
         component.create_primary()
         return [f"created s3://{component.bucket}, versioned, with its replication configuration"]
 
+    # ------------------------------------------------------------------ regions
+    @_state_locked
+    def region_down(self, region: str) -> dict:
+        """The fault: a whole region lost (``Sandbox.region_down``)."""
+        return self._sandbox().region_down(region)
+
+    @_state_locked
+    def region_up(self, region: str) -> dict:
+        return self._sandbox().region_up(region)
+
+    @_state_locked
+    def bring_up_fleet(self, region: str, minimum: int) -> dict:
+        """The region's hosts back for the data plane: its agents and its edge (the sandbox's fleet of that region is
+        what comes back; ``minimum`` is checked, not exceeded)."""
+        sb = self._sandbox()
+        agents, edge = sb.components(region)["agents"], sb.components(region)["edge"]
+        done = agents.start() + edge.start()
+        down = sb.sandbox_state.data.setdefault("regions_down", [])
+        if region in down:
+            down.remove(region)
+            sb.save()
+        hosts = sorted(agents.hosts)
+        if len(hosts) < minimum:
+            raise RuntimeError(f"only {len(hosts)} host(s) in {region}, fewer than the {minimum} asked for")
+        return {"hosts": hosts, "edge": edge.url, "detail": "; ".join(done)}
+
     @_state_locked
     def kill_services(self, names: list[str]) -> dict:
         """The fault: SIGKILL these services at once. ``{"killed": {name: pid}, "killed_at": unix time}``, the time
@@ -292,7 +329,7 @@ class SandboxProvisioner:
         store whole (rebuilt from its replica and index backup when its bucket or part of its index is gone), the
         snapshotter running at its default interval, no EBS volume a drill created."""
         try:
-            done = self._restore_database()
+            done = self._restore_regions() + self._restore_database()
         finally:
             try:
                 services = self._restore_services()
@@ -334,6 +371,17 @@ class SandboxProvisioner:
             done.append(f"left EBS volumes a drill created that are attached: {', '.join(cleanup.skipped_in_use)}")
         return done
 
+    def _restore_regions(self) -> list[str]:
+        """Every region back (a region drill took one down): its data plane runs again, its old database stays
+        fenced (the new standby goes there, see ``_restore_database``). The control plane stays where the drill
+        moved it: the environment is whole the other way round."""
+        sb = self._sandbox()
+        done: list[str] = []
+        for region in sb.regions_down():
+            up = sb.region_up(region)
+            done += [f"{region} back: {d}" for d in up["done"]]
+        return done
+
     def _restore_services(self) -> list[str]:
         sb = self._sandbox()
         done: list[str] = []
@@ -344,6 +392,8 @@ class SandboxProvisioner:
                     service.stop()
                     done.append(f"stopped {name}, which did not answer")
                 done += service.start()
+            if name in CONTROL_PLANE_SERVICES and service.publish_record():
+                done.append(f"pointed {name}'s record at {service.url} ({sb.control_plane_region})")
         api = sb.control_plane_api
         if api.mode().get("mode") != "read-write":
             api.set_mode("read-write", "restored after a drill")

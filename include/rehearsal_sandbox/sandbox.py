@@ -589,6 +589,8 @@ class Sandbox:
         customers = self.components()["customers"]
         if customers.exists:
             environment["customers_log"] = str(customers.log)
+        if self.components()["secrets"].environment():
+            environment["secrets"] = self.components()["secrets"].environment()
         discovery_extra = {"discovery_zone_id": zone_id, "discovery_record": RECORD, "replica_record": REPLICA_RECORD}
         api = self.control_plane_api
         services_extra = {"api": api.url, "scheduler": self.scheduler.url, "reconciler": self.reconciler.url,
@@ -601,7 +603,9 @@ class Sandbox:
         services_extra["service_records"] = dict(SERVICE_RECORDS)
         edges = {r: self.components(r)["edge"] for r in REGIONS}
         edge_extra = {"regions": {r: e.url for r, e in edges.items() if e.state.get("port")}, "zone_id": zone_id,
-                      "record": APPS_RECORD, "failover_record": FAILOVER_RECORD}
+                      "record": APPS_RECORD, "failover_record": FAILOVER_RECORD,
+                      # apps read through an edge to prove it serves (reads only; customers' apps are never written)
+                      "probe_apps": list(customers.state.get("apps", []))[:3]}
         dns = self.components()["dns"]
         connections = {"AIRFLOW_CONN_EDGE": json.dumps({"conn_type": "http", "host": "apps.rehearsal.internal",
                                                         "extra": edge_extra})}

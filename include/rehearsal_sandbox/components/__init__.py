@@ -23,6 +23,7 @@ from rehearsal_sandbox.components.discovery import ServiceDiscovery
 from rehearsal_sandbox.components.edge import Customers, DnsServer, Edge
 from rehearsal_sandbox.components.heartbeat import Heartbeat
 from rehearsal_sandbox.components.results_db import ResultsDb
+from rehearsal_sandbox.components.secrets import Secrets
 from rehearsal_sandbox.components.snapshot_store import SnapshotStoreComponent
 from rehearsal_sandbox.components.volumes import Volumes
 from rehearsal_sandbox.components.wal_shipping import WalShipping
@@ -43,6 +44,7 @@ COMPONENTS: tuple[type[Component], ...] = (
     Edge,               # this region's edge proxy, and its records (weighted, failover pair)
     Volumes,            # customer volumes' directories (their rows were attached by the control-plane database's migration)
     SnapshotStoreComponent,  # their snapshot store, its replica and index backup, the snapshotter and the replicator
+    Secrets,            # KMS keys in both regions and each region's secrets file (ciphertexts, naming its key)
     DnsServer,          # global: the zone served over DNS
     Customers,          # global: customers resolving names through it and reaching the edges
     AirflowMetadataDb,  # on demand (make airflow)
@@ -51,6 +53,6 @@ COMPONENTS: tuple[type[Component], ...] = (
 # its standby database is the control-plane database's (a standby goes to the region the primary is not in).
 SECOND_REGION_COMPONENTS: tuple[type[Component], ...] = (HostAgents, ControlPlaneApi, Scheduler, Reconciler, Edge)
 
-__all__ = ["COMPONENTS", "SECOND_REGION_COMPONENTS", "AirflowMetadataDb", "Customers", "DnsServer", "Edge", "AwsEndpoint", "Component", "ControlPlaneApi", "ControlPlaneDb", "DaemonComponent",
+__all__ = ["COMPONENTS", "SECOND_REGION_COMPONENTS", "AirflowMetadataDb", "Customers", "DnsServer", "Edge", "Secrets", "AwsEndpoint", "Component", "ControlPlaneApi", "ControlPlaneDb", "DaemonComponent",
            "Heartbeat", "HostAgents", "Prober", "Reconciler", "ResultsDb", "Scheduler", "ServiceComponent", "ServiceDiscovery",
            "SnapshotStoreComponent", "SyntheticLoad", "Volumes", "WalShipping"]

@@ -59,9 +59,9 @@ class AwsEndpoint(DaemonComponent):
         self.state["bucket"] = BUCKET
         self.sandbox.save()
 
-    def client(self, service: str):
+    def client(self, service: str, region: str | None = None):
         with _CLIENT_LOCK:  # boto3's default session is not safe to create clients from two threads at once
-            return boto3.client(service, endpoint_url=self.url, region_name=self.region,
+            return boto3.client(service, endpoint_url=self.url, region_name=region or self.region,
                                 aws_access_key_id="testing", aws_secret_access_key="testing",
                                 # Probes stay short; S3 completes multipart uploads of whole base backups.
                                 config=Config(connect_timeout=2, read_timeout=600 if service == "s3" else 10,
