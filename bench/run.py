@@ -902,7 +902,7 @@ def region_split(report: dict) -> dict:
     INSYNC wait and the record's TTL), the promotion (the failover runbook's tasks) and the services and
     reconciliation (API, scheduler, reconciler in the other region, writes back, ramp, convergence)."""
     steps = {s["name"]: s for s in report["steps"]}
-    fault, declared = steps.get("take_region_down", {}), steps.get("scenario_c.declare_region_outage", {})
+    fault, declared = steps.get("inject_region_outage", {}), steps.get("scenario_c.declare_region_outage", {})
     detection = ((datetime.fromisoformat(declared["finished_at"]) - datetime.fromisoformat(fault["finished_at"]))
                  .total_seconds() if fault.get("finished_at") and declared.get("finished_at") else 0.0)
     shift = report["evidence"].get("shift") or {}

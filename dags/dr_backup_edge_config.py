@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import DAG
 
+from rehearsal_airflow.deadlines import rpo_deadline
 from rehearsal_airflow.operators.edge_config import ExportEdgeConfigurationOperator
 
 with DAG(
@@ -23,5 +24,6 @@ with DAG(
     max_active_runs=1,
     tags=["dr", "backup", "edge"],
     default_args={"owner": "sre", "retries": 2, "retry_delay": timedelta(minutes=1)},
+    deadline=rpo_deadline("full_region", "dr_backup_edge_config"),  # an export older than the region's RPO is late
 ) as dag:
     ExportEdgeConfigurationOperator(task_id="export_edge_configuration")

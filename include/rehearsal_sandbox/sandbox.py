@@ -90,7 +90,7 @@ class Sandbox:
     def components(self, region: str | None = None) -> dict[str, Component]:
         """A region's components by name, in start order (us-east-1: the whole platform; us-west-2: its standby
         control plane's services, its half of the fleet, its edge)."""
-        region = region or self.region
+        region = region or REGION  # the first region's list holds the whole platform's parts (and what is global)
         if region not in self._components:
             classes = COMPONENTS if region == REGION else SECOND_REGION_COMPONENTS
             self._components[region] = {cls.name: cls(self, region) for cls in classes}
@@ -260,6 +260,26 @@ class Sandbox:
         self.save()
         return {"region": region, "done": done}
 
+    def export_edge_configuration(self) -> str:
+        """The first edge configuration export (what ``dr_backup_edge_config`` makes every hour), so a restore has one
+        from the start. Returns its id."""
+        from datetime import UTC, datetime
+
+        from rehearsal.edge_config import DOCUMENT, PREFIX, build_document, serialize
+        from rehearsal.postgres.connection import connect
+
+        cp = self.controlplane_db
+        with connect(cp.endpoint(cp.primary)) as conn:
+            mappings = [{"app_id": r[0], "slot": r[1], "host": r[2]} for r in conn.execute(
+                "SELECT p.app_id, p.slot, h.hostname FROM placements p JOIN hosts h ON h.id = p.host_id")]
+        sets = self.aws("route53").list_resource_record_sets(HostedZoneId=self.service_discovery.zone_id)
+        body, manifest = serialize(build_document(mappings, sets["ResourceRecordSets"], datetime.now(UTC)))
+        ident = json.loads(manifest)["export_id"]
+        s3 = self.aws("s3")
+        s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}/{ident}/{DOCUMENT}", Body=body)
+        s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}/{ident}/manifest.json", Body=manifest)
+        return ident
+
     def api_resolver(self):
         """Where the control-plane API is now, for the sandbox's clients (agents, prober, load): its SRV record, as
         any client finds it (re-read at most every second), else the active region's API from the state."""
@@ -427,6 +447,7 @@ class Sandbox:
             for component in self.components(region).values():
                 if not component.on_demand:
                     component.up(**options.get(component.name, {}))
+        self.export_edge_configuration()
         self.save()
         progress("sandbox is up; environment in " + str(self.dir / "env"))
 
@@ -605,7 +626,7 @@ class Sandbox:
         edge_extra = {"regions": {r: e.url for r, e in edges.items() if e.state.get("port")}, "zone_id": zone_id,
                       "record": APPS_RECORD, "failover_record": FAILOVER_RECORD,
                       # apps read through an edge to prove it serves (reads only; customers' apps are never written)
-                      "probe_apps": list(customers.state.get("apps", []))[:3]}
+                      "probe_apps": list(customers.state.get("probe_apps", []))}
         dns = self.components()["dns"]
         connections = {"AIRFLOW_CONN_EDGE": json.dumps({"conn_type": "http", "host": "apps.rehearsal.internal",
                                                         "extra": edge_extra})}

@@ -16,7 +16,7 @@ EXPECTED = {"dr_drill_postgres_primary_loss", "dr_runbook_postgres_failover", "d
             "dr_backup_postgres", "dr_scenario_a_control_plane_down", "dr_scenario_b_postgres_corruption",
             "dr_drill_control_plane_outage", "dr_drill_postgres_corruption", "dr_runbook_volume_restore",
             "dr_drill_volume_restore", "dr_scenario_d_snapshot_store_loss", "dr_drill_snapshot_store_loss",
-            "dr_scenario_c_region_outage", "dr_drill_region_outage"}
+            "dr_scenario_c_region_outage", "dr_drill_region_outage", "dr_backup_edge_config"}
 SCENARIO_A_STEPS = ["declare_incident", "approve_degrading_steps", "verify_hosts_running_workloads", "restore_api_read_only", "restore_scheduler",
                     "restore_reconciler_paused", "validate_postgres_health", "resume_writes", "resume_reconciler_gradually",
                     "confirm_time_to_converge"]
@@ -29,7 +29,8 @@ SCENARIO_B_STEPS = ["declare_incident", "establish_corruption_time", "pick_last_
 RUNBOOK_STEPS = ["assess_cluster", "choose_recovery_path", "approve_recovery", "fence_old_primary", "recover_database",
                  "validate_recovered_database", "reenable_wal_archiving", "switch_service_discovery",
                  "confirm_clients_followed", "rebuild_redundancy"]
-NOT_IDEMPOTENT = {"inject_primary_loss", "inject_control_plane_outage", "inject_corruption", "inject_snapshot_store_loss"}  # a fault twice is no retry
+NOT_IDEMPOTENT = {"inject_primary_loss", "inject_control_plane_outage", "inject_corruption", "inject_snapshot_store_loss",
+                  "inject_region_outage"}  # a fault twice is no retry
 
 
 def load_dagbag():
@@ -178,7 +179,7 @@ def test_scenario_c_reads_like_the_plan_on_both_paths_and_its_drill_runs_its_own
     drill = dagbag.dags["dr_drill_region_outage"]
     steps = {t.task_id: type(t) for t in scenario.tasks if t.task_id.startswith("scenario_c.")}
     assert {t.task_id: type(t) for t in drill.tasks if t.task_id.startswith("scenario_c.")} == steps
-    _in_order(drill, ["guard_drill_environment", "take_region_down", "scenario_c.declare_region_outage",
+    _in_order(drill, ["guard_drill_environment", "inject_region_outage", "scenario_c.declare_region_outage",
                       "measure_region_outage", "restore_drill_environment", "write_drill_report"])
     assert drill.params["mode"] == "disruptive" and drill.params["path"] == "multi_region"
 

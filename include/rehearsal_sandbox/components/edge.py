@@ -133,6 +133,10 @@ class Customers(ServiceComponent):
             cp = self.sandbox.controlplane_db
             with connect(cp.endpoint(cp.primary)) as conn:
                 self.state["apps"] = [r[0] for r in conn.execute("SELECT app_id FROM deployments ORDER BY app_id")]
+                # Apps that run in every region (two replicas or more, spread by the scheduler): what a runbook reads
+                # through an edge to prove that region serves.
+                self.state["probe_apps"] = [r[0] for r in conn.execute(
+                    "SELECT app_id FROM deployments WHERE replicas >= 2 ORDER BY app_id LIMIT 3")]
         super().up()
 
     def answers(self) -> tuple[bool, str]:

@@ -39,6 +39,10 @@ class Secrets(Component):
         self.sandbox.save()
         progress(f"KMS keys in {', '.join(REGIONS)} and their secrets files under s3://{BUCKET}/{PREFIX}/")
 
+    def down(self) -> None:
+        """Nothing of its own runs: the keys and files go with the local endpoint."""
+        self.state.clear()
+
     def environment(self) -> dict:
         return {k: self.state[k] for k in ("keys", "files", "bucket", "canary_sha256")} if self.state.get("keys") else {}
 

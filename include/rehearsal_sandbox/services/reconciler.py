@@ -61,6 +61,7 @@ class Reconciler:
     def __init__(self, database: Database, agents: Callable[[], list[tuple[str, int]]], default_rate: float = DEFAULT_RATE) -> None:
         self.db = database
         self.resolve_agents = agents
+        self.unreachable: set[str] = set()
         self.rate = default_rate
         self.lock = threading.RLock()
         self.error: str | None = None
@@ -158,13 +159,18 @@ class Reconciler:
                 return address, None
 
         out = {}
+        unreachable = set()
         for address, body in self._pool.map(fetch, addresses):
             if body is None:
+                if address in self.names:
+                    unreachable.add(self.names[address])
                 continue
             hostname = body["hostname"]
             self.addresses[hostname] = address
             self.names[address] = hostname
             out[hostname] = body.get("running") or {}
+        # A host that does not answer is not pushed to (its region may be gone): the scheduler moves its placements.
+        self.unreachable = unreachable
         return out
 
     def _set_desired(self, rows: list[tuple]) -> None:
@@ -235,7 +241,8 @@ class Reconciler:
     def next_host(self, now: float) -> str | None:
         with self.lock:
             for hostname, _since in sorted(self.queue.items(), key=lambda kv: kv[1]):
-                if self.backoff.get(hostname, (0.0, 0.0))[0] <= now and hostname in self.addresses:
+                if (self.backoff.get(hostname, (0.0, 0.0))[0] <= now and hostname in self.addresses
+                        and hostname not in self.unreachable):
                     return hostname
         return None
 
