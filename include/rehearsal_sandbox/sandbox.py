@@ -493,6 +493,7 @@ class Sandbox:
             "AIRFLOW_CONN_CONTROLPLANE_SERVICES": json.dumps({"conn_type": "http", "host": api.host, "port": api.port,
                                                               "schema": "http", "extra": services_extra}),
             "AIRFLOW_VAR_REHEARSAL_ENVIRONMENT": json.dumps(environment),
+            **self.component("secrets").env_vars(),  # AIRFLOW_CONN_REHEARSAL_SECRETS: keys and files per region
         }
 
     def write_env(self) -> None:

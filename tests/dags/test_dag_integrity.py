@@ -15,7 +15,8 @@ REPO = Path(__file__).resolve().parents[2]
 EXPECTED = {"dr_drill_postgres_primary_loss", "dr_runbook_postgres_failover", "dr_backup_freshness", "dr_backup_verify",
             "dr_backup_postgres", "dr_scenario_a_control_plane_down", "dr_scenario_b_postgres_corruption",
             "dr_drill_control_plane_outage", "dr_drill_postgres_corruption", "dr_runbook_volume_restore",
-            "dr_drill_volume_restore", "dr_scenario_d_snapshot_store_loss", "dr_drill_snapshot_store_loss"}
+            "dr_drill_volume_restore", "dr_scenario_d_snapshot_store_loss", "dr_drill_snapshot_store_loss",
+            "dr_backup_edge_config"}
 SCENARIO_A_STEPS = ["declare_incident", "approve_degrading_steps", "verify_hosts_running_workloads", "restore_api_read_only", "restore_scheduler",
                     "restore_reconciler_paused", "validate_postgres_health", "resume_writes", "resume_reconciler_gradually",
                     "confirm_time_to_converge"]

@@ -22,6 +22,7 @@ from rehearsal_sandbox.components.controlplane_db import ControlPlaneDb
 from rehearsal_sandbox.components.discovery import ServiceDiscovery
 from rehearsal_sandbox.components.heartbeat import Heartbeat
 from rehearsal_sandbox.components.results_db import ResultsDb
+from rehearsal_sandbox.components.secrets import Secrets
 from rehearsal_sandbox.components.snapshot_store import SnapshotStoreComponent
 from rehearsal_sandbox.components.volumes import Volumes
 from rehearsal_sandbox.components.wal_shipping import WalShipping
@@ -41,6 +42,7 @@ COMPONENTS: tuple[type[Component], ...] = (
     SyntheticLoad,      # evidence for drills: mutations through the API
     Volumes,            # customer volumes' directories (their rows were attached by the control-plane database's migration)
     SnapshotStoreComponent,  # their snapshot store, its replica and index backup, the snapshotter and the replicator
+    Secrets,            # KMS keys per region, the canary, every fleet host's secrets file
     AirflowMetadataDb,  # on demand (make airflow)
 )
 
