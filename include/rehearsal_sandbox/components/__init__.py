@@ -20,6 +20,7 @@ from rehearsal_sandbox.components.control_plane import (
 )
 from rehearsal_sandbox.components.controlplane_db import ControlPlaneDb
 from rehearsal_sandbox.components.discovery import ServiceDiscovery
+from rehearsal_sandbox.components.edge_config import EdgeConfigExport
 from rehearsal_sandbox.components.heartbeat import Heartbeat
 from rehearsal_sandbox.components.results_db import ResultsDb
 from rehearsal_sandbox.components.secrets import Secrets
@@ -43,6 +44,7 @@ COMPONENTS: tuple[type[Component], ...] = (
     Volumes,            # customer volumes' directories (their rows were attached by the control-plane database's migration)
     SnapshotStoreComponent,  # their snapshot store, its replica and index backup, the snapshotter and the replicator
     Secrets,            # KMS keys per region, the canary, every fleet host's secrets file
+    EdgeConfigExport,   # the edge configuration's first export (endpoint mappings, IPv4 allocations, DNS routing)
     AirflowMetadataDb,  # on demand (make airflow)
 )
 
