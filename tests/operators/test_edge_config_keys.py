@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 
 import pytest
@@ -141,12 +142,12 @@ def test_no_export_at_all_is_an_error_naming_the_prefix(sandbox, edge, edge_pref
 
 
 # ------------------------------------------------------------------------------------ a control-plane database of its own
-@pytest.fixture
-def fleet_db(sandbox, monkeypatch):
+@pytest.fixture(scope="module")
+def fleet_database(sandbox_session):
     """A small control-plane database (hosts, apps, placements, host reports, IPv4 allocations) on the results
-    cluster, behind the ``controlplane_db`` connection for the test: agent-01 reports, agent-02 stopped 5 minutes ago."""
+    cluster, made once for the module."""
     name = f"edge_{secrets.token_hex(4)}"
-    admin = sandbox.results_endpoint()
+    admin = sandbox_session.results_endpoint()
     with connect(admin.with_(dbname="postgres")) as conn:
         conn.execute(f"CREATE DATABASE {name}")
     endpoint = admin.with_(dbname=name)
@@ -155,7 +156,19 @@ def fleet_db(sandbox, monkeypatch):
                     "CREATE TABLE apps (id bigint PRIMARY KEY)",
                     "CREATE TABLE placements (app_id bigint, slot int, host_id bigint)",
                     "CREATE TABLE host_reports (host_id bigint PRIMARY KEY, reported_at timestamptz)",
-                    "CREATE TABLE ipv4_allocations (app_id bigint PRIMARY KEY, address inet, allocated_at timestamptz)",
+                    "CREATE TABLE ipv4_allocations (app_id bigint PRIMARY KEY, address inet, allocated_at timestamptz)"):
+            conn.execute(sql)
+    yield endpoint
+    with connect(admin.with_(dbname="postgres")) as conn:
+        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def fleet_db(fleet_database, monkeypatch):
+    """That database, filled anew and behind the ``controlplane_db`` connection for the test: apps 1-3 on agent-01,
+    which reports; agent-02 stopped reporting 5 minutes ago."""
+    with connect(fleet_database) as conn:
+        for sql in ("TRUNCATE hosts, apps, placements, host_reports, ipv4_allocations",
                     "INSERT INTO hosts VALUES (1, 'agent-01', 'us-east-1'), (2, 'agent-02', 'us-west-2')",
                     "INSERT INTO apps VALUES (1), (2), (3)",
                     "INSERT INTO placements VALUES (1, 0, 1), (2, 0, 1), (3, 0, 1)",
@@ -163,12 +176,11 @@ def fleet_db(sandbox, monkeypatch):
                     "INSERT INTO ipv4_allocations VALUES (1, '192.0.2.1', now()), (2, '192.0.2.2', now()), "
                     "(3, '192.0.2.3', now())"):
             conn.execute(sql)
+    endpoint = fleet_database
     monkeypatch.setenv("AIRFLOW_CONN_CONTROLPLANE_DB", json.dumps({
         "conn_type": "postgres", "host": endpoint.host, "port": endpoint.port, "login": endpoint.user,
-        "password": endpoint.password, "schema": name}))
-    yield endpoint
-    with connect(admin.with_(dbname="postgres")) as conn:
-        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        "password": endpoint.password, "schema": endpoint.dbname}))
+    return endpoint
 
 
 def test_an_ipv4_address_allocated_twice_fails_verification_naming_it(fleet_db, edge):
@@ -190,22 +202,24 @@ def test_an_endpoint_on_a_dead_host_fails_verification_naming_host_and_endpoint(
         conn.execute("UPDATE placements SET host_id = 2 WHERE app_id = 2")
     _, step = run(VerifyEdgeConfigurationOperator(task_id="verify"))
     assert step["status"] == "failed"
-    assert step["detail"] == ("VerificationFailed: live edge configuration: failed checks: endpoints_on_live_hosts: "
-                              "agent-02 last reported 300s ago: 1 endpoint(s) on it (app 2 slot 0)")
+    assert re.fullmatch(r"VerificationFailed: live edge configuration: failed checks: endpoints_on_live_hosts: "
+                        r"agent-02 last reported 30\ds ago: 1 endpoint\(s\) on it \(app 2 slot 0\)", step["detail"])
 
 
 def test_a_restore_that_leaves_an_address_held_twice_fails_naming_it(fleet_db, edge, edge_prefix):
-    """App 3 was given 192.0.2.1 after the export, and app 1's allocation was lost: the restore gives app 1 its
-    address back, and the verification after it names the address now held twice."""
+    """App 1's allocation was lost and app 4, created after the export, was given its address: the restore gives app 1
+    its address back (app 4 is not in the export and keeps its own), and the verification after it names the address
+    now held twice."""
     from rehearsal_airflow.operators.edge_config import ExportEdgeConfigurationOperator, RestoreEdgeConfigurationOperator
 
     run(ExportEdgeConfigurationOperator(task_id="export", bucket=edge_prefix))
     with connect(fleet_db) as conn:
         conn.execute("DELETE FROM ipv4_allocations WHERE app_id = 1")
-        conn.execute("UPDATE ipv4_allocations SET address = '192.0.2.1' WHERE app_id = 3")
+        conn.execute("INSERT INTO apps VALUES (4)")
+        conn.execute("INSERT INTO ipv4_allocations VALUES (4, '192.0.2.1', now())")
     _, step = run(RestoreEdgeConfigurationOperator(task_id="restore", bucket=edge_prefix))
     assert step["status"] == "failed"
-    assert step["detail"].endswith("failed checks: ipv4_unique: 192.0.2.1 allocated 2 times (apps 1, 3)")
+    assert step["detail"].endswith("failed checks: ipv4_unique: 192.0.2.1 allocated 2 times (apps 1, 4)")
 
 
 # ------------------------------------------------------------------------------------ keys and secrets
