@@ -127,7 +127,8 @@ class Secrets(Component):
 
     def down(self) -> None:
         """The keys go with the AWS endpoint; the hosts' files with the runtime folder (removed here too)."""
-        shutil.rmtree(self.root, ignore_errors=True)
+        if self.sandbox.sandbox_state.data.get("runtime"):
+            shutil.rmtree(self.root, ignore_errors=True)
         for key in ("keys", "files", "canary"):
             self.state.pop(key, None)
 
