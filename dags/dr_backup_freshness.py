@@ -9,6 +9,9 @@ over its limit; on success it reports every asset's age. Beside them, the app ru
 answered in every round. And the volumes (`volume_snapshots`): every volume of the control-plane database's
 `volumes` table has a restorable snapshot within the volume RPO, read from the snapshot index's keys alone (API
 calls bounded by listing pages); the replica's lag and the index backup's age within their limits.
+And Scenario C's critical assets: the newest edge-configuration export that verifies within the full-region RPO
+(`edge_config_export`), every KMS key the secrets depend on Enabled in every region (`secrets_kms_keys`: a key
+disabled or pending deletion is a Sev0 finding) and the secrets canary decrypting in every region (`secrets_canary`).
 """
 from __future__ import annotations
 
@@ -20,6 +23,8 @@ from rehearsal_airflow.deadlines import rpo_deadline
 from rehearsal_airflow.operators.backup_freshness import (
     AppRuntimeAvailabilityOperator,
     BackupFreshnessOperator,
+    EdgeConfigFreshnessOperator,
+    KeysAndSecretsStateOperator,
     VolumeSnapshotFreshnessOperator,
 )
 
@@ -39,3 +44,5 @@ with DAG(
     BackupFreshnessOperator(task_id="check_backup_freshness")
     AppRuntimeAvailabilityOperator(task_id="check_app_runtime_availability")
     VolumeSnapshotFreshnessOperator(task_id="check_volume_snapshots")
+    EdgeConfigFreshnessOperator(task_id="check_edge_config_export")
+    KeysAndSecretsStateOperator(task_id="check_keys_and_secrets")

@@ -19,7 +19,12 @@ BACKUP_KINDS = ("wal_archive", "base_backup", "logical_dump")
 # watched from the blackbox prober's rounds.
 # Volume snapshots: every volume's newest restorable snapshot, the replica's lag, the index backup's age.
 SNAPSHOT_KINDS = ("volume_snapshots", "snapshot_replica", "snapshot_index_backup")
-ASSET_KINDS = (*BACKUP_KINDS, "data_plane_probe", *SNAPSHOT_KINDS)
+# The edge configuration's export (rehearsal.edge_config): the newest export that verifies, by its time.
+EDGE_KINDS = ("edge_config_export",)
+# States, not ages (rehearsal.secrets): every KMS key Enabled in every region; the canary decrypting in every region.
+# Checked as they are at each run, they take no max_age (theirs is 0).
+STATE_KINDS = ("kms_key_state", "secrets_canary")
+ASSET_KINDS = (*BACKUP_KINDS, "data_plane_probe", *SNAPSHOT_KINDS, *EDGE_KINDS, *STATE_KINDS)
 
 
 def parse_duration(value: object, where: str) -> timedelta:
@@ -133,6 +138,10 @@ def _parse_asset(name: str, entry: object, targets: dict[str, Target], source: s
     if kind not in ASSET_KINDS:
         raise CatalogError(f"{where}: unknown kind {kind!r} (one of {', '.join(ASSET_KINDS)})")
     max_age_raw = entry.get("max_age")
+    if kind in STATE_KINDS:
+        if max_age_raw is not None:
+            raise CatalogError(f"{where}.max_age: a {kind} asset is checked as it is at each run; it takes no max_age")
+        return Asset(name=name, component=component, kind=kind, max_age=timedelta(0))
     if isinstance(max_age_raw, str) and max_age_raw.startswith("rpo:"):
         ref = max_age_raw[4:]
         if ref not in targets:

@@ -35,9 +35,6 @@ class Environment:
     regions: dict | None = None
     customers_log: str | None = None  # customer traffic through DNS and the edges, JSON lines (Scenario C's drill)
     pgbench_log: str | None = None  # a pgbench client through the database's DNS name, JSON lines
-    # Keys and secrets (rehearsal.secrets): {"keys": {region: key id}, "files": {region: S3 key}, "bucket",
-    # "canary_sha256"}
-    secrets: dict | None = None
 
     def region_networks(self) -> dict[str, list[str]]:
         return {name: list((spec or {}).get("networks") or []) for name, spec in (self.regions or {}).items()}

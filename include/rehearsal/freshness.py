@@ -80,3 +80,21 @@ def evaluate_probes(asset: Asset, rounds: list[dict], now: datetime) -> Freshnes
     return Freshness(asset.name, asset.kind, "probe round", when, age, limit, True,
                      f"{asset.name}: every endpoint answered in all {len(rounds)} probe round(s) of the last {limit:.0f}s "
                      f"({newest['endpoints']} endpoints; newest round {age:.0f}s old)")
+
+
+def edge_export_freshness(store: BackupStore, asset: Asset, now: datetime) -> Freshness:
+    """The newest edge-configuration export whose manifest checksums verify, by its export time, against the asset's
+    limit; newer exports that do not verify do not count, and are named."""
+    from rehearsal.edge_config import EXPORT_PREFIX, EdgeExportMissing, newest_verified_export
+
+    try:
+        chosen = newest_verified_export(store)
+    except EdgeExportMissing as exc:
+        limit = asset.max_age.total_seconds()
+        return Freshness(asset.name, asset.kind, None, None, None, limit, False, f"{asset.name}: {exc}")
+    result = evaluate(asset, chosen.export_id, datetime.fromisoformat(chosen.manifest.exported_at), now)
+    if chosen.skipped:
+        detail = (f"{result.detail}; newer export(s) under s3://{store.bucket}/{EXPORT_PREFIX} that do not verify: "
+                  + "; ".join(chosen.skipped))
+        result = Freshness(**{**result.to_dict(), "detail": detail})
+    return result

@@ -260,26 +260,6 @@ class Sandbox:
         self.save()
         return {"region": region, "done": done}
 
-    def export_edge_configuration(self) -> str:
-        """The first edge configuration export (what ``dr_backup_edge_config`` makes every hour), so a restore has one
-        from the start. Returns its id."""
-        from datetime import UTC, datetime
-
-        from rehearsal.edge_config import DOCUMENT, PREFIX, build_document, serialize
-        from rehearsal.postgres.connection import connect
-
-        cp = self.controlplane_db
-        with connect(cp.endpoint(cp.primary)) as conn:
-            mappings = [{"app_id": r[0], "slot": r[1], "host": r[2]} for r in conn.execute(
-                "SELECT p.app_id, p.slot, h.hostname FROM placements p JOIN hosts h ON h.id = p.host_id")]
-        sets = self.aws("route53").list_resource_record_sets(HostedZoneId=self.service_discovery.zone_id)
-        body, manifest = serialize(build_document(mappings, sets["ResourceRecordSets"], datetime.now(UTC)))
-        ident = json.loads(manifest)["export_id"]
-        s3 = self.aws("s3")
-        s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}/{ident}/{DOCUMENT}", Body=body)
-        s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}/{ident}/manifest.json", Body=manifest)
-        return ident
-
     def api_resolver(self):
         """Where the control-plane API is now, for the sandbox's clients (agents, prober, load): its SRV record, as
         any client finds it (re-read at most every second), else the active region's API from the state."""
@@ -447,7 +427,7 @@ class Sandbox:
             for component in self.components(region).values():
                 if not component.on_demand:
                     component.up(**options.get(component.name, {}))
-        self.export_edge_configuration()
+        self.components()["secrets"].deliver()  # the second region's hosts exist now: they get their files too
         self.save()
         progress("sandbox is up; environment in " + str(self.dir / "env"))
 
@@ -610,8 +590,6 @@ class Sandbox:
         customers = self.components()["customers"]
         if customers.exists:
             environment["customers_log"] = str(customers.log)
-        if self.components()["secrets"].environment():
-            environment["secrets"] = self.components()["secrets"].environment()
         discovery_extra = {"discovery_zone_id": zone_id, "discovery_record": RECORD, "replica_record": REPLICA_RECORD}
         api = self.control_plane_api
         services_extra = {"api": api.url, "scheduler": self.scheduler.url, "reconciler": self.reconciler.url,
@@ -623,7 +601,7 @@ class Sandbox:
                                          if self.components(r)[n].state.get("port")} for r in REGIONS}
         services_extra["service_records"] = dict(SERVICE_RECORDS)
         edges = {r: self.components(r)["edge"] for r in REGIONS}
-        edge_extra = {"regions": {r: e.url for r, e in edges.items() if e.state.get("port")}, "zone_id": zone_id,
+        edge_extra = {"regions": {r: e.url for r, e in edges.items() if e.state.get("port")}, "zone_id": zone_id, "zone": ZONE,
                       "record": APPS_RECORD, "failover_record": FAILOVER_RECORD,
                       # apps read through an edge to prove it serves (reads only; customers' apps are never written)
                       "probe_apps": list(customers.state.get("probe_apps", []))}
@@ -663,6 +641,7 @@ class Sandbox:
                                                               "schema": "http", "extra": services_extra}),
             **connections,
             "AIRFLOW_VAR_REHEARSAL_ENVIRONMENT": json.dumps(environment),
+            **self.component("secrets").env_vars(),  # AIRFLOW_CONN_REHEARSAL_SECRETS: keys and files per region
         }
 
     def write_env(self) -> None:

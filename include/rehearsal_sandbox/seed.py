@@ -10,7 +10,8 @@ from pathlib import Path
 SCHEMA_SQL = Path(__file__).with_name("schema.sql")  # the schema the seed fills
 MIGRATION_SQL = Path(__file__).with_name("schema_0006_deployments.sql")  # applied after the seed
 VOLUMES_MIGRATION_SQL = Path(__file__).with_name("schema_0007_volume_attachments.sql")  # then this one
-SCHEMA_VERSION = "20261129_0007_volume_attachments"
+IPV4_MIGRATION_SQL = Path(__file__).with_name("schema_0008_ipv4.sql")  # then this one (with its allocations)
+SCHEMA_VERSION = "20261129_0008_ipv4_allocations"
 FLEET_APPS, FLEET_HOSTS = 100, 24
 
 # Hex of md5 is ~2x compressible: far closer to real specs and logs than pgbench's ~55x.

@@ -171,7 +171,7 @@ def test_a_restored_schema_version_that_differs_from_the_expected_one_is_named(s
         conn.execute("INSERT INTO schema_migrations (version) VALUES ('20261201_0006_unreleased')")
     manifest = store.manifest("logical_dump", result.backup_id)
     checks = validate_controlplane(admin, manifest.schema_version, manifest.row_counts, count_tolerance=0.0)
-    assert failed(checks) == {"schema_version": "schema_migrations at 20261201_0006_unreleased, expected 20261129_0007_volume_attachments"}
+    assert failed(checks) == {"schema_version": "schema_migrations at 20261201_0006_unreleased, expected 20261129_0008_ipv4_allocations"}
 
 
 def test_a_disruptive_drill_aimed_at_an_environment_not_marked_for_drills_is_refused(sandbox, airflow_db, monkeypatch):

@@ -24,7 +24,7 @@ def test_the_newest_base_backup_verifies(store, tmp_path):
     assert checks.ok, failed(checks)
     names = {c.name for c in checks.checks}
     assert {"sha256:base.tar", "sha256:pg_wal.tar", "pg_verifybackup", "wal_continuity"} <= names
-    assert manifest.schema_version == "20261129_0007_volume_attachments"
+    assert manifest.schema_version == "20261129_0008_ipv4_allocations"
 
 
 def test_the_newest_dump_verifies(store, tmp_path):

@@ -76,7 +76,7 @@ def test_volumes_hold_real_bytes_and_the_table_holds_exactly_them(sandbox, envir
         assert (name, critical, path, host) == (records[volume_id]["name"], volume_id in volumes.critical(),
                                                 str(volumes.path(volume_id)), records[volume_id]["host"])
         assert host.startswith("agent-") and deployed
-    assert version == "20261129_0007_volume_attachments"
+    assert version == "20261129_0008_ipv4_allocations"
 
 
 def test_every_volume_has_a_completed_snapshot_that_restores_byte_for_byte(sandbox, environment, tmp_path):

@@ -93,7 +93,7 @@ def test_every_component_has_a_unique_name_and_the_protocol():
     assert len(set(names)) == len(names)
     assert names == ["aws_endpoint", "results_db", "wal_shipping", "controlplane_db", "discovery", "heartbeat",
                      "api", "scheduler", "agents", "reconciler", "prober", "load", "volumes", "snapshot_store",
-                     "airflow_metadata"]
+                     "secrets", "edge_config", "airflow_metadata"]
     for cls in COMPONENTS:
         assert all(callable(getattr(cls, m)) for m in ("up", "down", "status")), cls
 

@@ -21,6 +21,7 @@ from rehearsal_sandbox.components.control_plane import (
 from rehearsal_sandbox.components.controlplane_db import ControlPlaneDb
 from rehearsal_sandbox.components.discovery import ServiceDiscovery
 from rehearsal_sandbox.components.edge import Customers, DnsServer, Edge
+from rehearsal_sandbox.components.edge_config import EdgeConfigExport
 from rehearsal_sandbox.components.heartbeat import Heartbeat
 from rehearsal_sandbox.components.results_db import ResultsDb
 from rehearsal_sandbox.components.secrets import Secrets
@@ -44,7 +45,8 @@ COMPONENTS: tuple[type[Component], ...] = (
     Edge,               # this region's edge proxy, and its records (weighted, failover pair)
     Volumes,            # customer volumes' directories (their rows were attached by the control-plane database's migration)
     SnapshotStoreComponent,  # their snapshot store, its replica and index backup, the snapshotter and the replicator
-    Secrets,            # KMS keys in both regions and each region's secrets file (ciphertexts, naming its key)
+    Secrets,            # KMS keys per region, the canary, every fleet host's secrets file
+    EdgeConfigExport,   # the edge configuration's first export (endpoint mappings, IPv4 allocations, DNS routing)
     DnsServer,          # global: the zone served over DNS
     Customers,          # global: customers resolving names through it and reaching the edges
     AirflowMetadataDb,  # on demand (make airflow)
@@ -53,6 +55,6 @@ COMPONENTS: tuple[type[Component], ...] = (
 # its standby database is the control-plane database's (a standby goes to the region the primary is not in).
 SECOND_REGION_COMPONENTS: tuple[type[Component], ...] = (HostAgents, ControlPlaneApi, Scheduler, Reconciler, Edge)
 
-__all__ = ["COMPONENTS", "SECOND_REGION_COMPONENTS", "AirflowMetadataDb", "Customers", "DnsServer", "Edge", "Secrets", "AwsEndpoint", "Component", "ControlPlaneApi", "ControlPlaneDb", "DaemonComponent",
+__all__ = ["COMPONENTS", "SECOND_REGION_COMPONENTS", "AirflowMetadataDb", "Customers", "DnsServer", "Edge", "EdgeConfigExport", "Secrets", "AwsEndpoint", "Component", "ControlPlaneApi", "ControlPlaneDb", "DaemonComponent",
            "Heartbeat", "HostAgents", "Prober", "Reconciler", "ResultsDb", "Scheduler", "ServiceComponent", "ServiceDiscovery",
            "SnapshotStoreComponent", "SyntheticLoad", "Volumes", "WalShipping"]

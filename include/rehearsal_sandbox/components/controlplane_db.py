@@ -237,6 +237,7 @@ class ControlPlaneDb(Component):
                                   "deployments) RETURNING id").fetchone()[0]
             conn.execute(seed.migration(seed.VOLUMES_MIGRATION_SQL)[0])
             self.peer("volumes").attach(conn)
+            conn.execute(seed.migration(seed.IPV4_MIGRATION_SQL)[0])
         self.state["fleet"] = {"apps": apps, "hosts": hosts}
         self.state["canary_app_id"] = int(canary)
         self.sandbox.save()

@@ -127,3 +127,68 @@ class VolumeSnapshotFreshnessOperator(DrillStepOperator):
         if stale:
             raise StaleBackup("stale volume snapshots: " + "; ".join(stale))
         return {"checks": checks, "api_calls": calls, "detail": "; ".join(details)}
+
+
+class EdgeConfigFreshnessOperator(DrillStepOperator):
+    """Every ``edge_config_export`` asset of the catalog: the newest export of the edge configuration whose manifest
+    checksums verify is within its limit (a newer corrupt or incomplete one does not count, and is named)."""
+
+    def __init__(self, *, bucket: str | None = None, aws_conn_id: str = "aws_default", **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.bucket = bucket
+        self.aws_conn_id = aws_conn_id
+
+    def run_step(self, context: Context) -> dict:
+        from rehearsal.catalog import EDGE_KINDS
+        from rehearsal.freshness import edge_export_freshness
+
+        assets = [a for a in load_catalog().assets.values() if a.kind in EDGE_KINDS]
+        if not assets:
+            return {"detail": "no edge_config_export asset in the catalog"}
+        env = current_environment()
+        store = BackupStoreHook(self.bucket or env.backup_bucket, env.backup_cluster, self.aws_conn_id).store
+        results = [edge_export_freshness(store, a, datetime.now(UTC)) for a in assets]
+        stale = [r for r in results if not r.ok]
+        if stale:
+            raise StaleBackup("stale edge configuration: " + "; ".join(r.detail for r in stale))
+        return {"assets": [r.to_dict() for r in results], "api_calls": store.api_calls,
+                "checks": [{"name": f"fresh:{r.asset}", "ok": r.ok, "detail": r.detail, "critical": True} for r in results],
+                "detail": "; ".join(r.detail for r in results)}
+
+
+class KeysAndSecretsStateOperator(DrillStepOperator):
+    """The ``kms_key_state`` and ``secrets_canary`` assets of the catalog, as they are now: every KMS key the secrets
+    depend on Enabled in every region (read from its description), the canary decrypting in every region, every
+    secrets file valid (``rehearsal_airflow.operators.keys``). A key disabled or pending deletion is a Sev0 finding."""
+
+    def __init__(self, *, secrets_conn_id: str = "rehearsal_secrets", aws_conn_id: str = "aws_default", **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.secrets_conn_id = secrets_conn_id
+        self.aws_conn_id = aws_conn_id
+
+    def run_step(self, context: Context) -> dict:
+        from rehearsal.catalog import STATE_KINDS
+        from rehearsal.secrets import KeysNotRecoverable
+        from rehearsal_airflow.operators.keys import check_recoverability, kms_client, secrets_settings
+
+        assets = [a for a in load_catalog().assets.values() if a.kind in STATE_KINDS]
+        if not assets:
+            return {"detail": "no kms_key_state or secrets_canary asset in the catalog"}
+        result = check_recoverability(secrets_settings(self.secrets_conn_id),
+                                      lambda region: kms_client(self.aws_conn_id, region), None)
+        prefixes = {"kms_key_state": ("key_state:",), "secrets_canary": ("canary:", "secrets_files:")}
+        checks, bad = [], []
+        for asset in assets:
+            mine = [c for c in result.checks() if c["name"].startswith(prefixes[asset.kind])]
+            failed = [c["detail"] for c in mine if not c["ok"]]
+            detail = (f"{asset.name}: " + ("; ".join(failed) if failed else
+                      f"{len(mine)} check(s) pass ({', '.join(c['name'] for c in mine)})" if mine else "nothing to check"))
+            ok = bool(mine) and not failed
+            checks.append({"name": f"state:{asset.name}", "ok": ok, "detail": detail, "critical": True})
+            if not ok:
+                bad.append(detail)
+        if bad:
+            sev = "Sev0" if result.sev0 else "Sev1"
+            raise KeysNotRecoverable(f"{sev}: keys and secrets not recoverable: " + "; ".join(bad))
+        return {"checks": checks, "findings": [f.to_dict() for f in result.findings],
+                "detail": "; ".join(c["detail"] for c in checks)}

@@ -1,138 +1,209 @@
-"""The edge configuration (``rehearsal.edge_config``): exported to the backup store, verified against what is
-live, restored from the newest export that verifies. Endpoint mappings come from the control-plane database, the
-DNS routing configuration from Route 53, and which hosts are live from the agents' own reports."""
+"""Edge configuration (endpoint mappings, IPv4 allocation state, DNS routing): export it to the backup store, restore
+it from the newest export that verifies, verify it. The work is in ``rehearsal.edge_config``.
+
+Where it reads from: the control-plane database (``controlplane_db``: placements and hosts, ``ipv4_allocations``,
+the agents' ``host_reports`` for liveness), Route 53 (the zone and routing record names of the ``edge``
+connection's extra: ``zone``, ``record``, ``failover_record``; or ``routing_records`` given to the operator), and
+the backup bucket of the ``rehearsal_environment`` Variable under ``edge-config/``.
+"""
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import cached_property
 
-from airflow.sdk import BaseHook, Context
+from airflow.sdk import Context
 
 from rehearsal.edge_config import (
-    DOCUMENT,
-    PREFIX,
-    ROUTED_TYPES,
-    build_document,
-    check_export,
-    newest_verified,
-    serialize,
-    verify,
+    EXPORT_PREFIX,
+    EdgeConfig,
+    Liveness,
+    allocation_changes,
+    apply_allocations,
+    describe_record,
+    dns_changes,
+    newest_verified_export,
+    read_allocations,
+    read_endpoints,
+    read_host_reports,
+    read_record_sets,
+    verify_edge_config,
+    write_export,
+    zone_id_by_name,
 )
-from rehearsal.errors import PreconditionFailed, VerificationFailed
+from rehearsal.errors import PreconditionFailed
 from rehearsal.postgres.connection import connect
-from rehearsal_airflow.environment import current_environment
-from rehearsal_airflow.operators.base import ControlPlaneMixin, DrillStepOperator, now_iso
-
-LIVE_SECONDS = 15  # an agent that reported within this of the freshest report is live (the scheduler's rule)
+from rehearsal_airflow.operators.base import DrillStepOperator, now_iso
 
 
-class EdgeConfigMixin(ControlPlaneMixin):
-    edge_conn_id = "edge"
+class EdgeConfigMixin:
+    """What the three operators share: where the configuration lives and how the live one is read."""
 
-    def zone_id(self) -> str:
-        zone = BaseHook.get_connection(self.edge_conn_id).extra_dejson.get("zone_id")
-        if not zone:
-            raise PreconditionFailed(f"connection {self.edge_conn_id!r} names no zone_id: no DNS routing to read")
-        return zone
+    controlplane_conn_id: str
+    edge_conn_id: str
+    aws_conn_id: str
+    bucket: str | None
+    routing_records: list[str] | None
 
+    def _init_sources(self, controlplane_conn_id: str, edge_conn_id: str, aws_conn_id: str, bucket: str | None,
+                      routing_records: list[str] | None) -> None:
+        self.controlplane_conn_id = controlplane_conn_id
+        self.edge_conn_id = edge_conn_id
+        self.aws_conn_id = aws_conn_id
+        self.bucket = bucket
+        self.routing_records = routing_records
+
+    @cached_property
+    def edge_settings(self) -> tuple[str, list[str], str | None]:
+        """(zone name, routing record names, zone id if the connection names it), from the edge connection."""
+        from airflow.sdk import BaseHook
+
+        try:
+            extra = BaseHook.get_connection(self.edge_conn_id).extra_dejson
+        except Exception as exc:  # noqa: BLE001 - the connection is missing: say which
+            raise PreconditionFailed(f"the edge connection {self.edge_conn_id!r} cannot be read ({exc}): it names the "
+                                     "DNS zone and routing records of the edge configuration") from exc
+        names = list(self.routing_records or [n for n in (extra.get("record"), extra.get("failover_record")) if n])
+        if not extra.get("zone") or not names:
+            raise PreconditionFailed(f"the edge connection {self.edge_conn_id!r} names no zone or no routing record "
+                                     f"(extra zone={extra.get('zone')!r}, record={extra.get('record')!r})")
+        return extra["zone"], names, extra.get("zone_id")
+
+    @cached_property
     def route53(self):
         from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
         return AwsBaseHook(aws_conn_id=self.aws_conn_id, client_type="route53").get_conn()
 
-    def s3(self):
-        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+    @cached_property
+    def controlplane(self):
+        from rehearsal_airflow.hooks.controlplane_db import ControlPlaneDbHook
 
-        return AwsBaseHook(aws_conn_id=self.aws_conn_id, client_type="s3").get_conn()
+        return ControlPlaneDbHook(postgres_conn_id=self.controlplane_conn_id, aws_conn_id=self.aws_conn_id)
 
-    def bucket(self) -> str:
-        bucket = current_environment().backup_bucket
-        if not bucket:
-            raise PreconditionFailed("the rehearsal_environment Variable names no backup_bucket: no edge export store")
-        return bucket
+    @cached_property
+    def store(self):
+        from rehearsal_airflow.environment import current_environment
+        from rehearsal_airflow.hooks.backup_store import BackupStoreHook
 
-    def record_sets(self) -> list[dict]:
-        return self.route53().list_resource_record_sets(HostedZoneId=self.zone_id())["ResourceRecordSets"]
+        env = current_environment()
+        return BackupStoreHook(self.bucket or env.backup_bucket, env.backup_cluster, self.aws_conn_id).store
 
-    def live(self) -> tuple[list[dict], set[str]]:
-        """Endpoint mappings now, and the hosts whose agents report (fresh within ``LIVE_SECONDS`` of the newest)."""
+    def zone_id(self) -> str:
+        zone, _, zone_id = self.edge_settings
+        return zone_id or zone_id_by_name(self.route53, zone)
+
+    def read_live(self) -> tuple[EdgeConfig, Liveness, int]:
+        """The edge configuration as it is now, the hosts' liveness, and the Route 53 calls it took."""
+        zone, names, _ = self.edge_settings
+        zone_id = self.zone_id()
         with connect(self.controlplane.endpoint(), statement_timeout_ms=30_000) as conn:
-            mappings = [{"app_id": r[0], "slot": r[1], "host": r[2]} for r in conn.execute(
-                "SELECT p.app_id, p.slot, h.hostname FROM placements p JOIN hosts h ON h.id = p.host_id")]
-            live = {r[0] for r in conn.execute(
-                f"""SELECT h.hostname FROM host_reports r JOIN hosts h ON h.id = r.host_id
-                     WHERE r.reported_at >= (SELECT max(reported_at) FROM host_reports) - interval '{LIVE_SECONDS} seconds'""")}
-        return mappings, live
+            endpoints, allocations = read_endpoints(conn), read_allocations(conn)
+            report_age, _ = read_host_reports(conn)
+        record_sets, calls = read_record_sets(self.route53, zone_id, names)
+        config = EdgeConfig(endpoints, allocations, zone, zone_id, record_sets, datetime.now(UTC).isoformat())
+        return config, Liveness.from_reports(report_age), calls
 
-    def exports(self) -> list[str]:
-        s3, bucket = self.s3(), self.bucket()
-        answer = s3.list_objects_v2(Bucket=bucket, Prefix=f"{PREFIX}/", Delimiter="/")
-        return [p["Prefix"].removeprefix(f"{PREFIX}/").rstrip("/") for p in answer.get("CommonPrefixes", [])]
-
-    def read(self, export: str, name: str) -> bytes | None:
-        try:
-            return self.s3().get_object(Bucket=self.bucket(), Key=f"{PREFIX}/{export}/{name}")["Body"].read()
-        except Exception as exc:  # noqa: BLE001 - a missing object is what check_export names
-            if "NoSuchKey" in str(exc) or "Not Found" in str(exc) or "404" in str(exc):
-                return None
-            raise
+    def verify_live(self, subject: str) -> tuple[EdgeConfig, dict]:
+        config, liveness, _ = self.read_live()
+        checks = verify_edge_config(config, liveness, subject, self.edge_settings[1])
+        return config, {"checks": checks.as_dicts(), "ok": checks.ok, "checkset": checks}
 
 
 class ExportEdgeConfigurationOperator(EdgeConfigMixin, DrillStepOperator):
-    """The edge configuration exported beside its manifest, then read back and checked against it."""
+    """Export the live edge configuration with its manifest (sizes, sha256). The content's findings (an address
+    allocated twice, an endpoint on a dead host) are recorded in the output and logged, not raised: the export is the
+    truth at this moment, and ``dr_backup_freshness`` / the verify step judge it."""
+
+    template_fields: Sequence[str] = ("bucket",)
+
+    def __init__(self, *, controlplane_conn_id: str = "controlplane_db", edge_conn_id: str = "edge",
+                 aws_conn_id: str = "aws_default", bucket: str | None = None, routing_records: list[str] | None = None,
+                 **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._init_sources(controlplane_conn_id, edge_conn_id, aws_conn_id, bucket, routing_records)
 
     def run_step(self, context: Context) -> dict:
-        mappings, _live = self.live()
-        document = build_document(mappings, self.record_sets(), datetime.now(UTC))
-        body, manifest = serialize(document)
-        ident = json.loads(manifest)["export_id"]
-        s3, bucket = self.s3(), self.bucket()
-        s3.put_object(Bucket=bucket, Key=f"{PREFIX}/{ident}/{DOCUMENT}", Body=body)
-        s3.put_object(Bucket=bucket, Key=f"{PREFIX}/{ident}/manifest.json", Body=manifest)
-        check_export(ident, self.read(ident, "manifest.json"), self.read(ident, DOCUMENT))  # as stored
-        return {"export_id": ident, "key": f"s3://{bucket}/{PREFIX}/{ident}/", "bytes": len(body),
-                "endpoint_mappings": len(document["endpoint_mappings"]), "records": len(document["dns_routing"]),
-                "detail": f"exported {len(document['endpoint_mappings'])} endpoint mappings, "
-                          f"{len(document['ipv4_allocations'])} IPv4 allocations and {len(document['dns_routing'])} "
-                          f"record sets to s3://{bucket}/{PREFIX}/{ident}/ (checksums verified as stored)"}
-
-
-class VerifyEdgeConfigurationOperator(EdgeConfigMixin, DrillStepOperator):
-    """What is live now: no IPv4 address allocated twice, every endpoint on a live host; and a verified export to
-    restore from exists."""
-
-    def run_step(self, context: Context) -> dict:
-        mappings, live = self.live()
-        document = build_document(mappings, self.record_sets())
-        check = verify(document, live)
-        export, _doc, skipped = newest_verified(self.exports(), self.read)
-        if not check.ok:
-            raise VerificationFailed(f"the edge configuration live now is wrong: {check.describe()}")
-        return {"live_hosts": len(live), "endpoints": len(mappings), "newest_verified_export": export,
-                "skipped_exports": skipped, "verified_at": now_iso(),
-                "detail": f"{check.describe()} ({len(mappings)} endpoints, {len(live)} live hosts); newest verified "
-                          f"export {export}" + (f" (newer ones skipped: {'; '.join(skipped)})" if skipped else "")}
+        config, liveness, calls = self.read_live()
+        manifest = write_export(self.store, config)
+        checks = verify_edge_config(config, liveness, f"edge configuration exported as {manifest.export_id}",
+                                    self.edge_settings[1])
+        for check in checks.failed:
+            self.log.warning("exported edge configuration: %s: %s", check.name, check.detail)
+        summary = manifest.summary
+        return {"export_id": manifest.export_id, "exported_at": manifest.exported_at,
+                "location": f"s3://{self.store.bucket}/{EXPORT_PREFIX}{manifest.export_id}/", "summary": summary,
+                "objects": manifest.objects, "route53_calls": calls,
+                "checks": [{**c, "critical": False} for c in checks.as_dicts()],
+                "detail": (f"exported {summary['endpoints']} endpoint(s) on {summary['hosts']} host(s), "
+                           f"{summary['allocations']} IPv4 allocation(s), {summary['record_sets']} routing record set(s) "
+                           f"as {manifest.export_id}" + ("" if checks.ok else "; findings: " + "; ".join(
+                               f"{c.name}: {c.detail}" for c in checks.failed)))}
 
 
 class RestoreEdgeConfigurationOperator(EdgeConfigMixin, DrillStepOperator):
-    """The DNS routing configuration put back from the newest export that verifies (a corrupt or incomplete newer one
-    skipped, named), then the result verified: no IPv4 address allocated twice, every endpoint on a live host (an
-    endpoint on a host that is not back makes the step fail naming it)."""
+    """Restore from the newest export whose manifest checksums verify (newer corrupt or incomplete ones skipped and
+    named): the DNS routing record sets that are missing or differ are UPSERTed, the IPv4 allocations that are missing
+    or differ re-applied; then the live configuration is verified (``VerificationFailed`` names each failed check).
+    Idempotent: a second run changes nothing. A missing export is ``EdgeExportMissing`` naming the prefix."""
 
-    template_fields: Sequence[str] = ()
+    template_fields: Sequence[str] = ("bucket",)
+
+    def __init__(self, *, controlplane_conn_id: str = "controlplane_db", edge_conn_id: str = "edge",
+                 aws_conn_id: str = "aws_default", bucket: str | None = None, routing_records: list[str] | None = None,
+                 **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._init_sources(controlplane_conn_id, edge_conn_id, aws_conn_id, bucket, routing_records)
 
     def run_step(self, context: Context) -> dict:
-        export, document, skipped = newest_verified(self.exports(), self.read)
-        changes = [{"Action": "UPSERT", "ResourceRecordSet": {k: v for k, v in s.items() if k != "HealthCheckId"}}
-                   for s in document["dns_routing"] if s["Type"] in ROUTED_TYPES]
+        chosen = newest_verified_export(self.store)
+        for why in chosen.skipped:
+            self.log.warning("skipped: %s", why)
+        exported = chosen.config
+        zone_id = self.zone_id()
+        current, _ = read_record_sets(self.route53, zone_id, {r["Name"] for r in exported.record_sets}
+                                      | set(self.edge_settings[1]))
+        changes = dns_changes(exported.record_sets, current)
+        change_id = None
         if changes:
-            self.route53().change_resource_record_sets(HostedZoneId=self.zone_id(), ChangeBatch={"Changes": changes})
-        mappings, live = self.live()
-        check = verify(build_document(mappings, self.record_sets()), live)
-        if not check.ok:
-            raise VerificationFailed(f"restored the DNS routing of export {export} ({len(changes)} record sets), but: "
-                                     f"{check.describe()}")
-        return {"export": export, "records_restored": len(changes), "skipped_exports": skipped, "confirmed_at": now_iso(),
-                "detail": f"DNS routing restored from {export} ({len(changes)} record sets)"
-                          + (f", newer exports skipped: {'; '.join(skipped)}" if skipped else "") + f"; {check.describe()}"}
+            answer = self.route53.change_resource_record_sets(HostedZoneId=zone_id, ChangeBatch={
+                "Comment": f"edge configuration restored from export {chosen.export_id}", "Changes": changes})
+            change_id = answer["ChangeInfo"]["Id"]
+            self.log.info("DNS routing: %s record set(s) upserted (change %s)", len(changes), change_id)
+        with connect(self.controlplane.endpoint(), statement_timeout_ms=30_000) as conn, conn.transaction():
+            to_apply = allocation_changes(exported.allocations, read_allocations(conn))
+            applied, gone = apply_allocations(conn, to_apply)
+        _, verified = self.verify_live(f"edge configuration restored from export {chosen.export_id}")
+        record = {"export_id": chosen.export_id, "exported_at": chosen.manifest.exported_at, "skipped": chosen.skipped,
+                  "dns_upserted": [describe_record(c["ResourceRecordSet"]) for c in changes], "dns_change_id": change_id,
+                  "allocations_applied": applied, "allocations_skipped_apps_gone": gone,
+                  "checks": verified["checks"], "verified_at": now_iso()}
+        record["detail"] = (f"restored from export {chosen.export_id} ({chosen.manifest.exported_at})"
+                            + (f", skipping {len(chosen.skipped)} newer: " + "; ".join(chosen.skipped) if chosen.skipped else "")
+                            + f"; {len(changes)} DNS record set(s) upserted"
+                            + (f" ({', '.join(record['dns_upserted'])})" if changes else "")
+                            + f", {applied} IPv4 allocation(s) re-applied"
+                            + (f", apps no longer present: {gone}" if gone else ""))
+        if not verified["ok"]:
+            self.log.error("%s", record["detail"])
+        verified["checkset"].raise_if_failed()
+        return record
+
+
+class VerifyEdgeConfigurationOperator(EdgeConfigMixin, DrillStepOperator):
+    """Verify the live edge configuration: no IPv4 address allocated twice, every endpoint on a live host (the
+    agents' reports), every app with an endpoint holding an address, the routing records present."""
+
+    def __init__(self, *, controlplane_conn_id: str = "controlplane_db", edge_conn_id: str = "edge",
+                 aws_conn_id: str = "aws_default", routing_records: list[str] | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._init_sources(controlplane_conn_id, edge_conn_id, aws_conn_id, None, routing_records)
+
+    def run_step(self, context: Context) -> dict:
+        config, verified = self.verify_live("live edge configuration")
+        verified["checkset"].raise_if_failed()
+        summary = config.summary()
+        return {"checks": verified["checks"], "summary": summary, "verified_at": now_iso(),
+                "detail": (f"{summary['endpoints']} endpoint(s) on {summary['hosts']} live host(s), "
+                           f"{summary['allocations']} IPv4 address(es) each allocated once, "
+                           f"{summary['record_sets']} routing record set(s)")}
