@@ -94,14 +94,22 @@ class TrafficShiftOperator(DrillStepOperator):
             raise ShiftRefused(f"connection {self.edge_conn_id!r} names no hosted zone (extra 'zone_id' or 'zone')")
         return extra
 
-    def _route53(self):
-        from rehearsal_airflow.hooks.route53 import route53_client  # not at parse time
+    _client: Any = None
+    _zone_id: str | None = None
 
-        return route53_client(self.aws_conn_id)
+    def _route53(self):
+        """One client per run of the step (built at run time, never at parse time)."""
+        if self._client is None:
+            from rehearsal_airflow.hooks.route53 import route53_client
+
+            self._client = route53_client(self.aws_conn_id)
+        return self._client
 
     def _routing(self, edge: dict) -> RoutingSet:
         route53 = self._route53()
-        zone_id = edge.get("zone_id") or zone_id_by_name(route53, edge["zone"])
+        if self._zone_id is None:
+            self._zone_id = edge.get("zone_id") or zone_id_by_name(route53, edge["zone"])
+        zone_id = self._zone_id
         name = edge["failover_record" if self.kind == "failover" else "record"]
         return read_routing(route53, zone_id, name, self.kind)
 
