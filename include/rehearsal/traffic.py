@@ -162,7 +162,10 @@ def parse_steps(steps: Any, kind: str = "weighted") -> list[int]:
     :raises ShiftRefused: anything else, named"""
     if steps in (None, "", AT_ONCE, [AT_ONCE]):
         return [100]
-    raw = steps.split(",") if isinstance(steps, str) else list(steps) if isinstance(steps, list | tuple) else [steps]
+    if isinstance(steps, str):  # "50,100", or a list rendered by a template: "[50, 100]"
+        raw = [s for s in steps.strip().strip("[]").split(",") if s.strip()]
+    else:
+        raw = list(steps) if isinstance(steps, list | tuple) else [steps]
     try:
         shares = [int(str(s).strip()) for s in raw]
     except ValueError:

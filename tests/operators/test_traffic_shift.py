@@ -30,6 +30,7 @@ class EdgeStandIn:
 
     def __init__(self, region: str, address: str, apps: tuple[str, ...] = ("1", "2", "3", "4")) -> None:
         self.region, self.apps, self.failing, self.requests = region, apps, None, []
+        self.healthy_for: int | None = None  # fails (healthz 503) after this many /healthz answers
         edge = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -37,6 +38,10 @@ class EdgeStandIn:
                 edge.requests.append(self.path)
                 if self.path == "/v1/routes":
                     return self._answer(200, {"region": edge.region, "apps": {a: ["agent"] for a in edge.apps}})
+                if self.path == "/healthz" and edge.healthy_for is not None:
+                    edge.healthy_for -= 1
+                    if edge.healthy_for < 0:
+                        edge.failing = edge.failing or "went down between two steps"
                 if edge.failing:
                     return self._answer(503 if self.path == "/healthz" else 502, {"error": edge.failing})
                 if self.path == "/healthz":
@@ -257,6 +262,22 @@ def test_probes_failing_after_the_shift_roll_it_back(world, client_as):
     assert world.weights() == {EAST: 100, WEST: 0}
     record = ti.xcom["shift"]
     assert record["rolled_back"]["change_id"] == back and [s["status"] for s in record["steps"]] == ["failed", "planned"]
+
+
+def test_a_target_failing_before_the_second_step_undoes_the_first(world, client_as):
+    world.edges[WEST].healthy_for = 4  # step 1's probes before and after (2 rounds each), then down
+    wrapped = client_as()
+    error, step, ti = run(shift(steps=[50, 100], probe_apps=["1"]))
+    first, back = wrapped.changes
+    west = world.edges[WEST].url
+    assert isinstance(error, ShiftRolledBack)
+    assert str(error).startswith(
+        f"traffic shift onto {WEST} failed after step 1 ({{us-east-1: 50, us-west-2: 50}}, change {first}): refusing to "
+        f"shift traffic onto {WEST} (step 2 of 2): {WEST}'s edge at {west} failed 4 of our 4 probes: round 1: GET "
+        f"{west}/healthz: HTTP 503 (went down between two steps)")
+    assert str(error).endswith(f"change {back} INSYNC)")
+    assert world.weights() == {EAST: 100, WEST: 0}
+    assert [s["status"] for s in ti.xcom["shift"]["steps"]] == ["done", "failed"]
 
 
 def test_the_failover_pair_is_flipped(world):

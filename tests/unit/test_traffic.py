@@ -49,6 +49,7 @@ def test_steps_at_once_or_rising_to_100():
     assert parse_steps("at_once") == [100]
     assert parse_steps([50, 100]) == [50, 100]
     assert parse_steps("25, 50,100") == [25, 50, 100]
+    assert parse_steps("[50, 100]") == [50, 100]  # a list rendered by a template
     for bad in ([50, 80], [50, 50, 100], [0, 100], "half"):
         with pytest.raises(ShiftRefused, match="traffic shift steps"):
             parse_steps(bad)

@@ -116,7 +116,7 @@ class TrafficShiftOperator(DrillStepOperator):
     def _app_ids(self, edge: dict) -> list[str]:
         chosen = self.probe_apps if self.probe_apps not in (None, "", []) else edge.get("probe_apps")
         if isinstance(chosen, str):
-            chosen = [a for a in chosen.replace(",", " ").split() if a]
+            chosen = [a.strip("'\"") for a in chosen.strip("[] ").replace(",", " ").split() if a.strip("'\"")]
         if chosen:
             return [str(a) for a in chosen]
         url = edge["regions"][self.target_region].rstrip("/")
