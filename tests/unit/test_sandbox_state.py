@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from rehearsal_sandbox.components import COMPONENTS
+from rehearsal_sandbox.components import COMPONENTS, SECOND_REGION_COMPONENTS
 from rehearsal_sandbox.sandbox import REGION, Sandbox
 from rehearsal_sandbox.state import VERSION, SandboxState
 
@@ -92,8 +92,9 @@ def test_every_component_has_a_unique_name_and_the_protocol():
     names = [c.name for c in COMPONENTS]
     assert len(set(names)) == len(names)
     assert names == ["aws_endpoint", "results_db", "wal_shipping", "controlplane_db", "discovery", "heartbeat",
-                     "api", "scheduler", "agents", "reconciler", "prober", "load", "volumes", "snapshot_store",
-                     "secrets", "edge_config", "airflow_metadata"]
+                     "api", "scheduler", "agents", "reconciler", "prober", "load", "edge", "volumes", "snapshot_store",
+                     "secrets", "edge_config", "dns", "customers", "airflow_metadata"]
+    assert [c.name for c in SECOND_REGION_COMPONENTS] == ["agents", "api", "scheduler", "reconciler", "edge"]
     for cls in COMPONENTS:
         assert all(callable(getattr(cls, m)) for m in ("up", "down", "status")), cls
 

@@ -18,3 +18,9 @@ class Route53DiscoveryHook(AwsBaseHook):
 
     def point_at(self, record: DiscoveryRecord, host: str, port: int) -> bool:
         return point_at(self.get_conn(), record, host, port)
+
+
+def route53_client(aws_conn_id: str = "aws_default"):
+    """A Route 53 client from the AWS connection (its ``endpoint_url`` for the local endpoint): the one place the
+    traffic shift and its trigger get theirs, so a test can hand in a slow stand-in."""
+    return AwsBaseHook(aws_conn_id=aws_conn_id, client_type="route53").get_conn()
