@@ -140,4 +140,5 @@ def test_an_incidents_outage_start_is_the_first_failure_still_going_on_when_decl
 
     lines = [_line(1, True), _line(2, False), _line(3, True), _line(4, False), _line(5, False), _line(7, True)]
     assert outage_start(lines, declared_at=6.0) == 4.0
-    assert outage_start(lines, declared_at=3.5) is None  # customers were served when it was declared
+    assert outage_start(lines, declared_at=3.5) == 4.0  # declared from the first alarms, customers failing just after
+    assert outage_start(lines, declared_at=3.5, grace=0.1) is None  # served around the declaration: no outage start

@@ -83,14 +83,20 @@ def first_success_after(lines: list[dict], moment: float) -> dict | None:
     return min(ok, key=lambda x: float(x["at"])) if ok else None
 
 
-def outage_start(lines: list[dict], declared_at: float) -> float | None:
+def outage_start(lines: list[dict], declared_at: float, grace: float = 30.0) -> float | None:
     """When customers started failing, for an incident with no injected fault: the first failed request of the run
-    of failures that was still going on when the outage was declared (None: customers were not failing then)."""
-    before = sorted((x for x in lines if float(x["at"]) <= declared_at), key=lambda x: float(x["at"]))
+    of failures still going on when the outage was declared, or, when they were still served then (an outage is
+    often declared from its first alarms, before customers' caches run out), of the first run of failures within
+    ``grace`` seconds after it. None: customers never failed around the declaration."""
+    ordered = sorted((x for x in lines if float(x["at"]) <= declared_at + grace), key=lambda x: float(x["at"]))
     start = None
-    for x in before:
+    for x in ordered:
         if x.get("ok"):
+            if float(x["at"]) > declared_at and start is not None:
+                return start  # a run of failures after the declaration, then served again: that run
             start = None
         elif start is None:
             start = float(x["at"])
+        if start is not None and float(x["at"]) > declared_at:
+            return start
     return start

@@ -127,25 +127,30 @@ class _Handler(BaseHTTPRequestHandler):
             if method != self.command:
                 continue
             request = Request(self, match.groupdict())
+            headers: dict = {}
             try:
-                status, body = handler(request)
+                answer = handler(request)  # (status, body) or (status, body, headers)
+                status, body = answer[0], answer[1]
+                headers = answer[2] if len(answer) > 2 else {}
             except BadRequest as exc:
                 status, body = 400, {"error": str(exc)}
             except Exception as exc:  # noqa: BLE001 - answered as a 500, logged
                 log.exception("%s %s failed", self.command, path)
                 status, body = 500, {"error": error_text(exc)}
             request.raw()
-            self._answer(status, body)
+            self._answer(status, body, headers)
             return
         Request(self, {}).raw()
         self._answer(405 if allowed else 404, {"error": f"{'method not allowed' if allowed else 'not found'}: {self.command} {path}"})
 
-    def _answer(self, status: int, body: Any) -> None:
+    def _answer(self, status: int, body: Any, headers: dict | None = None) -> None:
         if isinstance(body, str):
             data, kind = body.encode(), "text/plain; version=0.0.4"
         else:
             data, kind = json.dumps(body).encode(), "application/json"
         self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, str(value))
         self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()

@@ -1,7 +1,7 @@
 """A region's edge proxy (``edge``): what customers' requests reach, on the edge host's own address.
 
 ``GET /apps/{app_id}`` is forwarded to a live agent of its own region that runs the app (one slot, round robin) and
-answered 200 with ``{"app_id", "region", "served_by", "slot", "generation"}``; 502 naming why when no agent of the
+answered 200 with ``{"app_id", "region", "served_by", "slot", "generation"}`` and headers ``X-Region``, ``X-Served-By``; 502 naming why when no agent of the
 region runs it or none answers. ``GET /healthz`` is 200 while some app is routable (``{"status", "region", "apps"}``),
 else 503. Routes come from what the region's agents report (``GET /v1/state`` every second), never through the
 control plane: the data plane keeps serving while the control plane is gone.
@@ -53,7 +53,9 @@ class Edge:
         with self.lock:
             apps, live = len(self.routes), len(self.live)
         body = {"status": "ok" if apps else "down", "region": self.region, "apps": apps, "agents_live": live}
-        return (200, body) if apps else (503, {**body, "error": f"no app is routable in {self.region} ({live} agents live)"})
+        if not apps:
+            return 503, {**body, "error": f"no app is routable in {self.region} ({live} agents live)"}
+        return 200, body, {"X-Region": self.region}
 
     def get_app(self, request) -> tuple[int, Any]:
         app_id = request.params["app_id"]
@@ -72,8 +74,9 @@ class Edge:
                 tried.append(f"{hostname}: {exc}")
                 continue
             if status == 200:
-                return 200, {"app_id": body.get("app_id"), "slot": slot, "generation": body.get("generation"),
-                             "region": self.region, "served_by": hostname}
+                return (200, {"app_id": body.get("app_id"), "slot": slot, "generation": body.get("generation"),
+                              "region": self.region, "served_by": hostname},
+                        {"X-Region": self.region, "X-Served-By": hostname})
             tried.append(f"{hostname}: {status}")
         return 502, {"error": f"no agent in {self.region} answered for app {app_id}: {'; '.join(tried[:3])}",
                      "region": self.region}

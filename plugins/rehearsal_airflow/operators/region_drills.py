@@ -34,6 +34,15 @@ class MeasureRegionOutageOperator(ControlPlaneMixin, DrillStepOperator):
         self.fault, self.declaration, self.component, self.guard = fault, declaration, component, guard
 
     def run_step(self, context: Context) -> dict:
+        if self.fault is not None:
+            return self._measure(context)
+        try:  # an incident: what customers saw is reported when it can be measured; the recovery stands either way
+            return self._measure(context)
+        except EvidenceError as exc:
+            why = f"customer impact not measured: {exc}"
+            return {"rto_seconds": None, "rpo_seconds": None, "degraded": [why], "detail": why}
+
+    def _measure(self, context: Context) -> dict:
         env = current_environment()
         declaration = self.declaration or {}
         if self.fault:
