@@ -413,7 +413,12 @@ class SandboxProvisioner:
         done += sb.heal()
         sb = self._sandbox()
         standby = sb.standby
-        if standby is None or not standby.is_running() or not _streams(sb, standby):
+        same_region = (standby is not None and sb.region_of(standby.host) == sb.region_of(sb.primary.host)
+                       and sb.controlplane_db.region_for("standby") != sb.region_of(sb.primary.host))
+        if same_region:  # built while the other region was down: the standby control plane belongs there
+            done.append(f"the standby {standby.name} is in the primary's region: a new one goes to "
+                        f"{sb.controlplane_db.region_for('standby')}")
+        if standby is None or same_region or not standby.is_running() or not _streams(sb, standby):
             standby, backups = sb.rebuild_standby_and_back_up(dump=False)
             done.append(f"new streaming standby {standby.name} at {standby.address}")
             done += [f"backup {b}" for b in backups.values()]

@@ -239,16 +239,18 @@ class Sandbox:
         cp = self.controlplane_db
         for name, info in list(cp.clusters().items()):
             cluster = cp.cluster(name)
-            if self.region_of(cluster.host) == region and not cluster.is_running() and info["role"] != "lost":
-                if name == cp.primary_name and region == cp.primary_region():
-                    cp.mark_lost(name)
-                    done.append(f"{name} ({cluster.address}) stays down, marked lost: a region that comes back does not "
-                                "bring its old primary back")
-                else:
-                    cp.forget_cluster(name)
-                    if cp.state.get("standby") == name:
-                        cp.state["standby"] = None
-                    done.append(f"{name} ({cluster.address}) removed: a standby of the old timeline")
+            if self.region_of(cluster.host) != region or cluster.is_running() or info["role"] == "lost":
+                continue
+            if name == cp.primary_name or name == cp.state.get("standby"):
+                # Nothing took over from it (it is still the recorded primary, or the standby of the primary that
+                # is): the host came back with its disk, as after a power loss.
+                cluster.start()
+                done.append(f"{name} ({cluster.address}) started again: still the recorded {info['role']}, nothing "
+                            "took over from it")
+            else:
+                cp.forget_cluster(name)
+                done.append(f"{name} ({cluster.address}) removed, fenced: a member of the old timeline (another primary "
+                            "took over); a region that comes back does not bring its old primary back")
         if region == self.control_plane_region:
             for name in CONTROL_PLANE_SERVICES:
                 done += self.components(region)[name].start()
