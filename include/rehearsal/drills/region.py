@@ -37,6 +37,7 @@ def share_ok(lines: list[dict]) -> float | None:
 class RegionOutageMeasurement:
     fault_at: float
     recovered_at: float | None  # the first customer request answered after the fault, through the surviving region
+    restored_at: float | None  # when every endpoint was verified again (the runbook's verification), if it was
     rto_seconds: float | None
     availability_before: float | None
     availability_during: float | None
@@ -49,10 +50,11 @@ class RegionOutageMeasurement:
 
 
 def measure_customers(lines: list[dict], fault_at: float, now: float, surviving_region: str | None,
-                      before_window: float = 60.0) -> RegionOutageMeasurement:
+                      before_window: float = 60.0, restored_at: float | None = None) -> RegionOutageMeasurement:
     """RTO from the fault to the first request customers sent after it that was answered through
-    ``surviving_region`` (any region when None), and availability before (``before_window`` seconds), during (fault
-    to recovery; to ``now`` when there was none) and after.
+    ``surviving_region`` (any region when None), and availability before (``before_window`` seconds), during (the
+    fault to ``restored_at``, when the runbook verified every endpoint; to the first answer when it did not; to
+    ``now`` when there was none) and after.
 
     :raises EvidenceError: no customer request in the window before the fault (customers' traffic was not running:
         nothing says the platform served them before, so nothing is measured)"""
@@ -64,14 +66,15 @@ def measure_customers(lines: list[dict], fault_at: float, now: float, surviving_
     first = next((x for x in after_fault if x.get("ok") and (surviving_region is None
                                                               or x.get("region") == surviving_region)), None)
     recovered_at = float(first["at"]) if first else None
-    during = [x for x in after_fault if recovered_at is None or float(x["at"]) < recovered_at]
-    after = [x for x in after_fault if recovered_at is not None and float(x["at"]) >= recovered_at]
+    whole = max(restored_at, recovered_at) if restored_at is not None and recovered_at is not None else recovered_at
+    during = [x for x in after_fault if whole is None or float(x["at"]) < whole]
+    after = [x for x in after_fault if whole is not None and float(x["at"]) >= whole]
     served: dict[str, int] = {}
     for x in after:
         if x.get("ok"):
             served[str(x.get("region"))] = served.get(str(x.get("region")), 0) + 1
     return RegionOutageMeasurement(
-        fault_at=fault_at, recovered_at=recovered_at,
+        fault_at=fault_at, recovered_at=recovered_at, restored_at=restored_at,
         rto_seconds=None if recovered_at is None else round(recovered_at - fault_at, 3),
         availability_before=share_ok(before), availability_during=share_ok(during), availability_after=share_ok(after),
         requests={"before": len(before), "during": len(during), "after": len(after)}, served_by_after=served)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import Context
+from airflow.sdk.exceptions import AirflowSkipException
 
 from rehearsal.catalog import load_catalog
 from rehearsal.drills.control_plane import first_ack_after, read_load_log
@@ -25,17 +26,21 @@ class MeasureRegionOutageOperator(ControlPlaneMixin, DrillStepOperator):
     availability before, during and after, the first acknowledged write and the pgbench client's first commit after
     the fault, and RPO (the load's acknowledged writes before the fault missing from the recovered database)."""
 
-    template_fields: Sequence[str] = ("fault", "declaration", "guard")
+    template_fields: Sequence[str] = ("fault", "declaration", "guard", "verified")
     runs_after_abort = True
 
     def __init__(self, *, fault: Any, declaration: Any, component: str = "full_region", guard: Any = None,
-                 **kwargs) -> None:
+                 verified: Any = None, **kwargs) -> None:
+        """:param verified: the runbook's verification of every endpoint (its time ends "during")"""
         super().__init__(**kwargs)
         self.fault, self.declaration, self.component, self.guard = fault, declaration, component, guard
+        self.verified = verified
 
     def run_step(self, context: Context) -> dict:
         if self.fault is not None:
             return self._measure(context)
+        if (self.declaration or {}).get("mode") == "drill":
+            raise AirflowSkipException("a drill measures from its own fault (measure_region_outage), not from here")
         try:  # an incident: what customers saw is reported when it can be measured; the recovery stands either way
             return self._measure(context)
         except EvidenceError as exc:
@@ -59,8 +64,10 @@ class MeasureRegionOutageOperator(ControlPlaneMixin, DrillStepOperator):
             raise EvidenceError("the region was never taken down: nothing to measure")
         surviving = declaration.get("target_region") or None
         now = time.time()
+        verified = self.verified if isinstance(self.verified, dict) else {}
+        restored_at = parse_time(verified["verified_at"], "verified_at").timestamp() if verified.get("verified_at") else None
         customers = measure_customers(read_jsonl(_log(env.customers_log, "customers_log"), "customers",
-                                                 since=fault_at - 120), fault_at, now, surviving)
+                                                 since=fault_at - 120), fault_at, now, surviving, restored_at=restored_at)
         window = max(2 * load_catalog().target("control_plane_api").rpo.total_seconds(), 60)
         attempts = read_load_log(_log(env.load_log, "load_log"), since=fault_at - window)
         first_write = first_ack_after(attempts, fault_at)
@@ -81,7 +88,7 @@ class MeasureRegionOutageOperator(ControlPlaneMixin, DrillStepOperator):
             {"name": "customers_served_after_recovery", "ok": (customers.availability_after or 0) >= 0.99,
              "critical": True,
              "detail": f"{(customers.availability_after or 0):.2%} of {customers.requests['after']} customer requests "
-                       f"answered after recovery (by region: {customers.served_by_after})"},
+                       f"answered once every endpoint was verified again (by region: {customers.served_by_after})"},
             {"name": "writes_acknowledged_again", "ok": first_write is not None, "critical": True,
              "detail": ("no write of the synthetic load acknowledged since the fault" if first_write is None else
                         f"first write acknowledged {first_write['t_ack'] - fault_at:.1f}s after the fault")},

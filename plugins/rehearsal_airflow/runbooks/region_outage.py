@@ -125,7 +125,8 @@ def region_outage(*, mode: str, failed_region: str, path: str = "auto", approve:
         # Customers' experience, from their own traffic where the environment records it (a sandbox, a synthetic
         # monitor): the outage start, when they were answered again, availability before, during and after, RPO.
         measure = MeasureRegionOutageOperator(task_id="measure_customer_impact", fault=None, declaration=declare.output,
-                                              trigger_rule="none_failed_min_one_success", **IDEMPOTENT)
+                                              verified=verify.output, trigger_rule="none_failed_min_one_success",
+                                              **IDEMPOTENT)
         declare >> branch >> [multi, single] >> measure
     return RegionOutageTasks(group, declare, branch, approval, shift, promote, verify, converge, keys, edge_config,
                              rebuild, summary, measure)
