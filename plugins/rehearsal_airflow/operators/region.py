@@ -291,6 +291,10 @@ class SummarizeRebuildOperator(DrillStepOperator):
             if isinstance(record, dict) and not record.get("not_applicable"):
                 back = record.get("back", True) is not False
                 at = record.get("confirmed_at") or record.get("verified_at") or record.get("finished_at") or now_iso()
+                if isinstance(at, int | float):  # a unix time
+                    from datetime import UTC, datetime
+
+                    at = datetime.fromtimestamp(at, UTC).isoformat()
                 items.append(RebuildItem(name, kind, back, record.get("detail", ""), at if back else None, priority))
             else:
                 items.append(RebuildItem(name, kind, False, "its step did not finish (see the run)", None, priority))

@@ -85,8 +85,10 @@ class MeasureRegionOutageOperator(ControlPlaneMixin, DrillStepOperator):
              "detail": (f"customers answered through {surviving or 'an edge'} {customers.rto_seconds:.1f}s after the "
                         "fault" if customers.recovered_at else f"no customer request was answered through "
                         f"{surviving or 'any edge'} since the fault ({customers.requests['during']} tried)")},
+            # A rebuild restores a minimal fleet and publishes what is not back: its partial availability is reported,
+            # held to 99% only on the failover path.
             {"name": "customers_served_after_recovery", "ok": (customers.availability_after or 0) >= 0.99,
-             "critical": True,
+             "critical": declaration.get("path") != "single_region",
              "detail": f"{(customers.availability_after or 0):.2%} of {customers.requests['after']} customer requests "
                        f"answered once every endpoint was verified again (by region: {customers.served_by_after})"},
             {"name": "writes_acknowledged_again", "ok": first_write is not None, "critical": True,
