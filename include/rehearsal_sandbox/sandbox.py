@@ -200,6 +200,7 @@ class Sandbox:
 
         if region not in REGION_OCTETS or region == GLOBAL:
             raise ValueError(f"no region {region!r}")
+        self.reload()
         killed: list[str] = []
         daemons = [c for c in self.components(region).values()
                    if isinstance(c, ServiceComponent) and c.alive() and c.name != "airflow_metadata"]
@@ -231,6 +232,7 @@ class Sandbox:
         """The region's hosts back: its data plane (agents, edge) starts again; its old database clusters stay down
         and are marked lost (fenced: never back as a primary); its control-plane services stay stopped unless the
         control plane runs there."""
+        self.reload()  # runbooks changed the topology from other processes
         done: list[str] = []
         for name in ("agents", "edge"):
             component = self.components(region).get(name)

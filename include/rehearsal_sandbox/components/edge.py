@@ -47,6 +47,25 @@ class Edge(ServiceComponent):
         progress(f"starting the edge proxy of {self.region}")
         self.start()
         self.publish_records()
+        if self.region != HOME_REGION:
+            self.wait_serving()
+
+    def wait_serving(self, timeout: float = 90) -> None:
+        """Until this edge serves the apps that run in every region (the scheduler spreads them over the regions' hosts
+        and the reconciler rolls them out there): a sandbox is up once either region can take the traffic."""
+        import time
+
+        from rehearsal_sandbox.services.common import call
+
+        apps = self.sandbox.components()["customers"].state.get("probe_apps", [])
+        deadline = time.monotonic() + timeout
+        missing = list(apps)
+        while missing and time.monotonic() < deadline:
+            missing = [a for a in apps if call("GET", f"{self.url}/apps/{a}", timeout=2)[0] != 200]
+            if missing:
+                time.sleep(0.5)
+        if missing:
+            raise RuntimeError(f"the edge of {self.region} does not serve apps {missing} {timeout:.0f}s after start")
 
     def publish_records(self) -> None:
         """Its weighted record and its half of the failover pair (made once: a shift's weights are the runbook's)."""
