@@ -56,7 +56,8 @@ LIVE = Liveness.from_reports({"agent-01": 1.0, "agent-02": 2.0})
 
 
 @pytest.fixture
-def store():
+def store(monkeypatch):
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)  # the session's local endpoint would be shared, not mocked
     with mock_aws():
         s3 = boto3.client("s3", region_name="us-east-1")
         s3.create_bucket(Bucket=BUCKET)
@@ -182,7 +183,8 @@ def test_the_restore_upserts_only_what_differs_and_leaves_newer_allocations_alon
     assert allocation_changes(exported.allocations, now) == [Allocation(2, "192.0.2.2")]
 
 
-def test_record_sets_are_read_in_one_call_without_a_paginator():
+def test_record_sets_are_read_in_one_call_without_a_paginator(monkeypatch):
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     with mock_aws():
         route53 = boto3.client("route53", region_name="us-east-1")
         zone = route53.create_hosted_zone(Name="rehearsal.internal.", CallerReference="t")["HostedZone"]["Id"]

@@ -61,7 +61,8 @@ def test_a_malformed_secrets_file_is_named_with_the_field(doc, message):
 
 
 @pytest.fixture
-def kms():
+def kms(monkeypatch):
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)  # the session's local endpoint would be shared, not mocked
     with mock_aws():
         yield boto3.client("kms", region_name="us-west-2")
 
