@@ -19,8 +19,7 @@ pytestmark = [pytest.mark.sandbox, pytest.mark.e2e]
 # control-plane outage and corruption drills share the primary-loss drill's guard operator and its identity check.
 DISRUPTIVE_DRILLS = [
     ("dr_drill_postgres_primary_loss", {"mode": "disruptive", "path": "auto"}),
-    ("dr_drill_snapshot_store_loss", {"mode": "disruptive"}),
-    ("dr_drill_volume_restore", {"mode": "disruptive"}),
+    ("dr_drill_volume_restore", {"mode": "disruptive"}),  # the volume drills' own guard operator
     ("dr_drill_region_outage", {"mode": "disruptive", "path": "multi_region"}),
 ]
 
