@@ -943,7 +943,6 @@ def bench_region(sb: Sandbox) -> list[dict]:
                      "rpo_seconds": report["measured_rpo_seconds"],
                      "customers_rto_seconds": customers.get("rto_seconds"),
                      "availability": {k: customers.get(f"availability_{k}") for k in ("before", "during", "after")},
-                     "pgbench_first_commit_seconds": report["evidence"].get("pgbench_first_commit_seconds"),
                      "failed_region": report["evidence"].get("failed_region"), **region_split(report)})
     project = median([r["rto_seconds"] for r in runs])
     ttl = next((r["shift_ttl_seconds"] for r in runs if r.get("shift_ttl_seconds")), 5)

@@ -17,8 +17,8 @@ evidence.
 conditions: before every step, production health is read from the prober's log.
 
 **Measured**: RTO from the fault to the first customer request answered again (customer traffic resolving names
-through DNS and reaching an edge, as customers do), and to the first acknowledged write; the pgbench client's first
-commit after the fault; RPO from the synthetic load's acknowledged writes across regions (those before the fault
+through DNS and reaching an edge, as customers do), and to the first acknowledged write;
+RPO from the synthetic load's acknowledged writes across regions (those before the fault
 missing from the recovered database); customer-visible availability before, during and after.
 """
 from __future__ import annotations

@@ -34,7 +34,6 @@ class Environment:
     # database host is in, by its address (Scenario C)
     regions: dict | None = None
     customers_log: str | None = None  # customer traffic through DNS and the edges, JSON lines (Scenario C's drill)
-    pgbench_log: str | None = None  # a pgbench client through the database's DNS name, JSON lines
 
     def region_networks(self) -> dict[str, list[str]]:
         return {name: list((spec or {}).get("networks") or []) for name, spec in (self.regions or {}).items()}

@@ -2,7 +2,6 @@
 availability) and the synthetic load's log (acknowledged writes)."""
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -12,18 +11,9 @@ from rehearsal.errors import EvidenceError
 
 def read_load_log(path: Path, since: float = 0.0) -> list[dict]:
     """The load's attempts (acknowledged or not) sent at or after ``since``."""
-    if not path.exists():
-        raise EvidenceError(f"load log {path} does not exist: no synthetic load ran, writes cannot be measured")
-    out = []
-    with path.open() as fh:
-        for line in fh:
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            if entry.get("t_sent", 0) >= since:
-                out.append(entry)
-    return out
+    from rehearsal.drills.region import read_jsonl
+
+    return read_jsonl(path, "load", since, key="t_sent", missing="no synthetic load ran, writes cannot be measured")
 
 
 def first_ack_after(acks: list[dict], moment: float) -> dict | None:

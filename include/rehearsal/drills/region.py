@@ -13,10 +13,11 @@ from pathlib import Path
 from rehearsal.errors import EvidenceError
 
 
-def read_jsonl(path: Path, what: str, since: float = 0.0, key: str = "at") -> list[dict]:
-    """The log's lines at or after ``since``; a missing or empty log is evidence missing (never 100%)."""
+def read_jsonl(path: Path, what: str, since: float = 0.0, key: str = "at",
+               missing: str = "nothing to measure from") -> list[dict]:
+    """The log's lines whose ``key`` is at or after ``since``; a missing log is evidence missing (never 100%)."""
     if not path.exists():
-        raise EvidenceError(f"{what} log {path} does not exist: nothing to measure from")
+        raise EvidenceError(f"{what} log {path} does not exist: {missing}")
     out = []
     with path.open() as fh:
         for line in fh:
@@ -78,12 +79,6 @@ def measure_customers(lines: list[dict], fault_at: float, now: float, surviving_
         rto_seconds=None if recovered_at is None else round(recovered_at - fault_at, 3),
         availability_before=share_ok(before), availability_during=share_ok(during), availability_after=share_ok(after),
         requests={"before": len(before), "during": len(during), "after": len(after)}, served_by_after=served)
-
-
-def first_success_after(lines: list[dict], moment: float) -> dict | None:
-    """The first successful line (``ok``) at or after ``moment`` (the pgbench client's first commit, say)."""
-    ok = [x for x in lines if x.get("ok") and float(x["at"]) >= moment]
-    return min(ok, key=lambda x: float(x["at"])) if ok else None
 
 
 def outage_start(lines: list[dict], declared_at: float, grace: float = 30.0) -> float | None:

@@ -48,15 +48,13 @@ def edge_settings(conn_id: str = EDGE_CONN_ID) -> dict:
     return extra
 
 
-def probe_edge(url: str, timeout: float = 2.0) -> Check:
-    """The region's edge as customers reach it: ``GET /healthz`` answered 200, by us."""
-    try:
-        answer = call("GET", f"{url.rstrip('/')}/healthz", timeout=timeout, service="edge")
-    except ServiceUnreachable as exc:
-        return Check(False, str(exc))
-    if answer.ok:
-        return Check(True, f"{url} answers ({answer.body.get('apps', '?')} apps routable)")
-    return Check(False, f"{url} answered {answer.status}: {answer.body.get('error') or answer.body}")
+def probe_edge(region: str, url: str) -> Check:
+    """The region's edge as customers reach it, probed by us (``rehearsal.traffic.probe_edge``: ``/healthz``
+    answered 200 by that region), once: whether the region serves, not yet whether it may take traffic."""
+    from rehearsal.traffic import probe_edge as probe
+
+    verdict = probe(region, url, [], rounds=1)
+    return Check(verdict.ok, f"{url} answers" if verdict.ok else "; ".join(verdict.failed))
 
 
 class RegionMixin(ControlPlaneMixin, ServicesMixin):
@@ -67,17 +65,15 @@ class RegionMixin(ControlPlaneMixin, ServicesMixin):
         return edge_settings(self.edge_conn_id)
 
     def traffic_weights(self) -> dict[str, int]:
-        """Each region's weight in the weighted record, read from Route 53 (one call, no paginator)."""
+        """Each region's weight in the weighted record, read from Route 53 (``rehearsal.traffic.read_routing``)."""
+        from rehearsal.traffic import read_routing
         from rehearsal_airflow.hooks.route53 import Route53DiscoveryHook
 
         zone_id, record = self.edge.get("zone_id") or self.services.configured.discovery_zone_id, self.edge.get("record")
         if not (zone_id and record):
             return {}
-        route53 = Route53DiscoveryHook(self.aws_conn_id).get_conn()
-        fqdn = record if record.endswith(".") else record + "."
-        sets = route53.list_resource_record_sets(HostedZoneId=zone_id, StartRecordName=fqdn, StartRecordType="A")
-        return {r["SetIdentifier"]: int(r.get("Weight", 0)) for r in sets.get("ResourceRecordSets", [])
-                if r["Name"] == fqdn and "SetIdentifier" in r and "Weight" in r}
+        routing = read_routing(Route53DiscoveryHook(self.aws_conn_id).get_conn(), zone_id, record, "weighted")
+        return {region: int(r.weight or 0) for region, r in routing.records.items()}
 
     def probe_regions(self) -> dict[str, RegionProbe]:
         """Every region, probed by this task: its edge, its services, its database hosts."""
@@ -89,7 +85,7 @@ class RegionMixin(ControlPlaneMixin, ServicesMixin):
             weights = self.traffic_weights()
         except Exception:  # noqa: BLE001 - the weights only set the severity; unknown is said
             weights = {}
-        probes = {r: RegionProbe(region=r, edge=probe_edge(self.edge["regions"][r]) if r in self.edge["regions"]
+        probes = {r: RegionProbe(region=r, edge=probe_edge(r, self.edge["regions"][r]) if r in self.edge["regions"]
                                  else Check(None, "no edge named for this region"), traffic_weight=weights.get(r))
                   for r in names}
         for region, urls in service_regions.items():
@@ -337,10 +333,10 @@ class BringUpFleetOperator(DrillStepOperator):
         fleet = provisioner.bring_up_fleet(self.region, self.minimum)
         url = (edge_settings(self.edge_conn_id)["regions"].get(self.region) or "")
         deadline = time.monotonic() + self.timeout
-        check = probe_edge(url) if url else Check(False, f"no edge named for {self.region}")
+        check = probe_edge(self.region, url) if url else Check(False, f"no edge named for {self.region}")
         while url and not check.ok and time.monotonic() < deadline:
             time.sleep(1.0)
-            check = probe_edge(url)
+            check = probe_edge(self.region, url)
         if not check.ok:
             raise VerificationFailed(f"{len(fleet.get('hosts', []))} host(s) brought up in {self.region} but its edge does "
                                      f"not serve: {check.detail}")

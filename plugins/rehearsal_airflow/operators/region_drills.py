@@ -1,10 +1,9 @@
 """What the region-outage drill measures, from evidence only: customers' traffic through DNS and the edges, the
-synthetic load's acknowledged writes, the pgbench client's commits; never from the runbook's own claims."""
+synthetic load's acknowledged writes; never from the runbook's own claims."""
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from airflow.sdk import Context
@@ -12,7 +11,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 from rehearsal.catalog import load_catalog
 from rehearsal.drills.control_plane import first_ack_after, read_load_log
-from rehearsal.drills.region import first_success_after, measure_customers, outage_start, read_jsonl
+from rehearsal.drills.region import measure_customers, outage_start, read_jsonl
 from rehearsal.errors import EvidenceError
 from rehearsal.postgres.connection import connect
 from rehearsal.runbooks.corruption import measure_corruption_rpo, parse_time
@@ -23,8 +22,7 @@ from rehearsal_airflow.operators.control_plane_drills import _history, _log, _pr
 
 class MeasureRegionOutageOperator(ControlPlaneMixin, DrillStepOperator):
     """RTO (the fault to the first customer request answered through the surviving region), customer-visible
-    availability before, during and after, the first acknowledged write and the pgbench client's first commit after
-    the fault, and RPO (the load's acknowledged writes before the fault missing from the recovered database)."""
+    availability before, during and after, the first acknowledged write after the fault, and RPO (the load's acknowledged writes before the fault missing from the recovered database)."""
 
     template_fields: Sequence[str] = ("fault", "declaration", "guard", "verified")
     runs_after_abort = True
@@ -75,11 +73,6 @@ class MeasureRegionOutageOperator(ControlPlaneMixin, DrillStepOperator):
         with connect(self.controlplane.endpoint(), statement_timeout_ms=30_000) as conn:
             present = _present_request_ids(conn, [a for a in acks if a["t_ack"] < fault_at])
         rpo = measure_corruption_rpo(acks, fault_at, present, window, history=_history(self.guard))
-        pgbench = None
-        if getattr(env, "pgbench_log", None):
-            lines = read_jsonl(Path(env.pgbench_log), "pgbench", since=fault_at)
-            first = first_success_after(lines, fault_at)
-            pgbench = None if first is None else round(float(first["at"]) - fault_at, 3)
         checks = [
             {"name": "customers_answered_again", "ok": customers.recovered_at is not None, "critical": True,
              "detail": (f"customers answered through {surviving or 'an edge'} {customers.rto_seconds:.1f}s after the "
@@ -101,7 +94,7 @@ class MeasureRegionOutageOperator(ControlPlaneMixin, DrillStepOperator):
         return {"rto_seconds": rto if customers.recovered_at and first_write else None,
                 "rpo_seconds": round(rpo.rpo_seconds, 3), "checks": checks,
                 "evidence": {"customers": customers.to_dict(), "rpo": rpo.to_dict(),
-                             "first_write_after_fault": first_write, "pgbench_first_commit_seconds": pgbench,
+                             "first_write_after_fault": first_write,
                              "surviving_region": surviving, "path": declaration.get("path"),
                              "failed_region": (self.fault or {}).get("region") or declaration.get("failed_region"),
                              "outage_start": "the fault" if self.fault else "customers' first failed request",
@@ -110,7 +103,6 @@ class MeasureRegionOutageOperator(ControlPlaneMixin, DrillStepOperator):
                                                      "through DNS, as customers do) and the synthetic load's first "
                                                      "acknowledged write; RPO over acknowledged writes before the fault"},
                 "detail": f"RTO {rto}s (customers answered again after {customers.rto_seconds}s, writes after "
-                          f"{None if first_write is None else round(first_write['t_ack'] - fault_at, 1)}s, pgbench "
-                          f"after {pgbench}s); availability before {customers.availability_before}, during "
+                          f"{None if first_write is None else round(first_write['t_ack'] - fault_at, 1)}s); availability before {customers.availability_before}, during "
                           f"{customers.availability_during}, after {customers.availability_after}; RPO "
                           f"{rpo.rpo_seconds:.1f}s ({rpo.lost_count} write(s) lost)"}
