@@ -23,15 +23,16 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 RUNBOOK = "postgres_failover"
+# One failing step per state the teardown must handle: before the fault; the primary gone and nothing recovered; a
+# restore that failed half-way; a restored copy not yet switched to; production switched; the measurement; a scratch
+# copy (non-disruptive). The steps left out fail in one of those states (the promotion as assess does, archiving as
+# validation does, the rebuild after the switch), through the same frame and the same teardown.
 STEP_FAILURES = [
     ("disruptive", "auto", "inject_primary_loss"),
     ("disruptive", "auto", f"{RUNBOOK}.assess_cluster"),
-    ("disruptive", "auto", f"{RUNBOOK}.recover_database"),  # the promotion
     ("disruptive", "pitr", f"{RUNBOOK}.recover_database"),  # the restore
     ("disruptive", "pitr", f"{RUNBOOK}.validate_recovered_database"),
-    ("disruptive", "pitr", f"{RUNBOOK}.reenable_wal_archiving"),
     ("disruptive", "auto", f"{RUNBOOK}.switch_service_discovery"),
-    ("disruptive", "auto", f"{RUNBOOK}.rebuild_redundancy"),
     ("disruptive", "auto", "measure_rto_rpo"),
     ("non_disruptive", "auto", f"{RUNBOOK}.recover_database"),
 ]
