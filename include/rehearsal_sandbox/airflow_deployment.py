@@ -18,6 +18,7 @@ Airflow is driven through its own CLI in child processes; nothing here imports A
 """
 from __future__ import annotations
 
+import ast
 import json
 import os
 import secrets
@@ -236,7 +237,8 @@ class LocalAirflow:
             if conn.execute("SELECT to_regclass('edge_worker')").fetchone()[0] is None:
                 return {}  # the executor creates its tables when the scheduler starts it
             rows = conn.execute("SELECT worker_name, state, queues, last_update FROM edge_worker").fetchall()
-        return {name: {"state": state, "queues": json.loads(queues) if queues else None, "last_update": last}
+        # queues are stored as a Python list literal (the provider's own EdgeWorkerModel.queues reads them so)
+        return {name: {"state": state, "queues": ast.literal_eval(queues) if queues else None, "last_update": last}
                 for name, state, queues, last in rows}
 
     def _record_worker(self, region: str, record: dict | None) -> None:
