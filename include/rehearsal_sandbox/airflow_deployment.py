@@ -260,7 +260,7 @@ class LocalAirflow:
 
     def _healthy(self) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.url}/api/v2/monitor/health", timeout=2) as resp:
+            with urllib.request.urlopen(f"{self.url}/api/v2/monitor/health", timeout=5) as resp:
                 body = json.loads(resp.read())
         except (OSError, ValueError, urllib.error.URLError):
             return False
@@ -275,7 +275,10 @@ class LocalAirflow:
         healthy = self._healthy()
         out["health"] = {"ok": healthy, "detail": f"{self.url}/api/v2/monitor/health ({self.state.get('executor', 'local')} executor)"}
         workers = self.state.get("workers", {})
-        registered = self.registered_workers() if workers and healthy else {}
+        try:
+            registered = self.registered_workers() if workers else {}
+        except Exception as exc:  # noqa: BLE001 - the status names what it could not read
+            registered = {w["hostname"]: {"state": f"unreadable ({type(exc).__name__}: {exc})"} for w in workers.values()}
         for region, record in workers.items():
             seen = registered.get(record["hostname"], {})
             alive = _alive(record["pid"])

@@ -72,6 +72,15 @@ def test_a_local_deployment_has_no_edge_worker_to_start(tmp_path):
         airflow.start_worker("us-east-1")
 
 
+def test_a_region_without_an_edge_worker_is_named(tmp_path):
+    airflow = LocalAirflow(Sandbox(tmp_path), port=18997, executor="edge")
+    with pytest.raises(ValueError, match=r"no edge worker for region 'eu-west-1' \(regions: us-east-1, us-west-2\)"):
+        airflow.start_worker("eu-west-1")
+    with pytest.raises(RuntimeError, match=rf"no edge worker recorded for region 'us-west-2' in {tmp_path}/airflow-local/"
+                                           r"deployment.json"):
+        airflow.kill_worker("us-west-2")
+
+
 def test_killing_a_worker_kills_the_tasks_it_runs_in_their_own_process_groups():
     """An edge worker's task processes call setpgrp; killing the worker's pid (or its group) alone would leave the
     task running and finishing on a worker that is supposed to be dead."""
