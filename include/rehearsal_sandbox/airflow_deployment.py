@@ -49,6 +49,10 @@ EDGE_WORKER_CONCURRENCY = 8
 EDGE_HEARTBEAT_INTERVAL = 5  # s; the executor marks a worker silent for 5 heartbeats "unknown"
 EDGE_JOB_POLL_INTERVAL = 1  # s an idle worker waits between asking for a job
 EDGE_TASK_HEARTBEAT_TIMEOUT = 30  # s without a task heartbeat before the scheduler fails that try (Airflow: 300)
+# A worker signs each call with a token valid for [api_auth] jwt_leeway seconds, and the api-server accepts it that
+# much later again: Airflow's 10 s (20 s in all) is less than the api-server stalls on two loaded cores, and a
+# worker whose call is refused (HTTP 403 "signature has expired") exits. 60 s (120 s in all) rides that out.
+EDGE_JWT_LEEWAY = 60
 LIVE_WORKER_STATES = ("starting", "idle", "running")
 
 
@@ -121,6 +125,7 @@ class LocalAirflow:
                 "AIRFLOW__EDGE__JOB_POLL_INTERVAL": str(EDGE_JOB_POLL_INTERVAL),
                 "AIRFLOW__EDGE__WORKER_CONCURRENCY": str(EDGE_WORKER_CONCURRENCY),
                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(EDGE_TASK_HEARTBEAT_TIMEOUT),
+                "AIRFLOW__API_AUTH__JWT_LEEWAY": str(EDGE_JWT_LEEWAY),
             })
         env.update(extra or {})
         return env

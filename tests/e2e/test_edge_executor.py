@@ -57,6 +57,7 @@ def test_the_edge_deployment_gives_workers_the_api_server_and_the_shared_secret_
     assert server["AIRFLOW__EDGE__API_URL"] == "http://127.0.0.1:18999/edge_worker/v1/rpcapi"
     assert server["AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT"] == str(EDGE_TASK_HEARTBEAT_TIMEOUT)
     assert worker["AIRFLOW__API_AUTH__JWT_SECRET"] == server["AIRFLOW__API_AUTH__JWT_SECRET"] == "s3cret"
+    assert worker["AIRFLOW__API_AUTH__JWT_LEEWAY"] == server["AIRFLOW__API_AUTH__JWT_LEEWAY"] == "60"
     assert worker["REHEARSAL_RTO_OVERRIDE"] == "control_plane_api=3s"
     assert "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" in server and "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" not in worker
 
