@@ -54,8 +54,12 @@ drills-on: venv
 drills-status: venv
 	@set -a; [ ! -f .sandbox/env ] || . .sandbox/env; set +a; $(PY) -m rehearsal.results drills-status --environment '$(ENV)'
 
+# EXECUTOR=local (LocalExecutor, the default) or EXECUTOR=edge: the Edge executor with one edge worker per sandbox
+# region (worker-us-east-1, worker-us-west-2, both serving the queues default and recovery) that reach the
+# api-server over HTTP; a runbook whose worker dies with its region is retried on the other.
+EXECUTOR ?= local
 airflow: venv
-	@$(PY) -m rehearsal_sandbox airflow-up
+	@REHEARSAL_AIRFLOW_EXECUTOR='$(EXECUTOR)' $(PY) -m rehearsal_sandbox airflow-up
 
 airflow-down: venv
 	@$(PY) -m rehearsal_sandbox airflow-down

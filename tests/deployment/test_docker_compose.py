@@ -7,8 +7,10 @@ wiring) without building or starting anything.
 
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -30,6 +32,21 @@ REQUIRED_SERVICES = {
 REQUIRED_MOUNTS = ("dags", "plugins", "include")
 REQUIRED_HOST_DIRS = ("dags", "plugins", "include", "config")
 AIRFLOW_VERSION = "3.3.2"
+EDGE_EXECUTOR = "airflow.providers.edge3.executors.EdgeExecutor"
+EDGE_WORKERS = {"airflow-edge-worker-us-east-1": "worker-us-east-1", "airflow-edge-worker-us-west-2": "worker-us-west-2"}
+EDGE_QUEUES = ["default", "recovery"]
+
+
+def interpolate(value: object, env: dict[str, str]) -> str:
+    """Compose's ``${NAME:-default}`` / ``${NAME}`` interpolation, as ``docker compose`` resolves it from .env."""
+    def one(match: re.Match) -> str:
+        name, default = match.group(1), match.group(3)
+        if env.get(name):
+            return env[name]
+        assert default is not None, f"${{{name}}} has no default and is not set"
+        return default
+
+    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}", one, str(value))
 
 
 @pytest.fixture(scope="module")
@@ -108,8 +125,8 @@ def test_all_airflow_components_use_common_anchor(airflow_services: dict) -> Non
 
 def test_common_environment(common: dict) -> None:
     env = common.get("environment", {})
+    assert interpolate(env.get("AIRFLOW__CORE__EXECUTOR"), {}) == "CeleryExecutor", "Celery must stay the default"
     expected = {
-        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql+psycopg2://airflow:airflow@postgres/airflow",
         "AIRFLOW__CELERY__BROKER_URL": "redis://:@redis:6379/0",
         "AIRFLOW__CORE__LOAD_EXAMPLES": "false",
@@ -126,10 +143,12 @@ def test_common_environment(common: dict) -> None:
     )
 
 
-def test_every_airflow_service_uses_celery_executor(airflow_services: dict) -> None:
+@pytest.mark.parametrize("env,executor", [({}, "CeleryExecutor"), ({"AIRFLOW_EXECUTOR": EDGE_EXECUTOR}, EDGE_EXECUTOR)],
+                         ids=["celery-layout", "edge-layout"])
+def test_every_airflow_service_runs_the_one_executor_of_its_layout(airflow_services: dict, env: dict, executor: str) -> None:
     for name, service in airflow_services.items():
-        executor = service.get("environment", {}).get("AIRFLOW__CORE__EXECUTOR")
-        assert executor == "CeleryExecutor", f"{name} runs with executor {executor!r}, expected CeleryExecutor"
+        value = interpolate(service.get("environment", {}).get("AIRFLOW__CORE__EXECUTOR"), env)
+        assert value == executor, f"{name} runs with executor {value!r}, expected {executor}"
 
 
 def test_service_environment_overrides_keep_common_env(common: dict, airflow_services: dict) -> None:
@@ -236,3 +255,34 @@ def test_a_worker_consumes_restores_queue(airflow_services: dict) -> None:
     for name, service in consumers.items():
         concurrency = service.get("environment", {}).get("AIRFLOW__CELERY__WORKER_CONCURRENCY")
         assert str(concurrency) == "1", f"{name} must run restores one at a time (concurrency {concurrency!r})"
+
+
+def test_the_edge_workers_start_only_in_the_edge_layout(compose: dict, airflow_services: dict) -> None:
+    edge = {name for name, service in compose["services"].items() if "edge" in service.get("profiles", [])}
+    assert edge == set(EDGE_WORKERS), f"services under the 'edge' profile: {sorted(edge)}"
+    assert set(EDGE_WORKERS) <= set(airflow_services), "an edge worker does not merge <<: *airflow-common"
+
+
+@pytest.mark.parametrize("name", sorted(EDGE_WORKERS))
+def test_one_edge_worker_per_region_serves_the_runbook_queues_under_its_own_name(compose: dict, name: str) -> None:
+    worker = compose["services"][name]
+    args = _command_args(worker)
+    assert args[:2] == ["edge", "worker"], f"{name} command is {worker.get('command')!r}, expected 'edge worker ...'"
+    flags = dict(zip(args[2::2], args[3::2], strict=True))
+    assert flags.get("--queues", "").split(",") == EDGE_QUEUES, f"{name} serves {flags.get('--queues')!r}"
+    assert flags.get("--edge-hostname") == worker.get("hostname") == EDGE_WORKERS[name], (
+        f"{name}: --edge-hostname {flags.get('--edge-hostname')!r}, hostname {worker.get('hostname')!r}, "
+        f"expected {EDGE_WORKERS[name]}")
+    assert worker["depends_on"]["airflow-apiserver"]["condition"] == "service_healthy", (
+        f"{name} must wait for the api-server it fetches its tasks from")
+    assert "edge" in " ".join(map(str, worker["healthcheck"]["test"])), f"{name} healthcheck does not ask the worker"
+
+
+def test_the_api_server_serves_the_edge_worker_api_where_the_workers_look(common: dict, compose: dict) -> None:
+    env = common["environment"]
+    assert str(env.get("AIRFLOW__EDGE__API_ENABLED")).lower() == "true", "the api-server must serve /edge_worker/v1"
+    api_url = urlsplit(str(env.get("AIRFLOW__EDGE__API_URL")))
+    execution = urlsplit(str(env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"]))
+    assert api_url.path == "/edge_worker/v1/rpcapi", f"AIRFLOW__EDGE__API_URL path is {api_url.path!r}"
+    assert (api_url.scheme, api_url.netloc) == (execution.scheme, execution.netloc) == ("http", "airflow-apiserver:8080")
+    assert "airflow-apiserver" in compose["services"]
