@@ -70,7 +70,10 @@ with DAG(
                          stop_conditions=StopConditions(min_dataplane_success=0.2).to_dict(),
                          harms=("control_plane_api", "controlplane_db")),
         fault=lambda drill: InjectRegionOutageOperator(task_id="inject_region_outage", guard=drill.guard.output,
-                                                       region="{{ params.region }}"),
+                                                       region="{{ params.region }}",
+                                                       # a retry adopts the fault when its first try died with the
+                                                       # region (its Airflow worker ran there)
+                                                       **IDEMPOTENT),
         runbook=lambda drill: region_outage(mode="drill", failed_region=drill.fault.output["region"],
                                             path="{{ params.path }}", approve="auto"),
         rehearses=Rehearsed(SCENARIO_DAG_ID, GROUP_ID),

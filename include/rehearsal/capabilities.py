@@ -145,6 +145,9 @@ class RegionFaults(Protocol):
     def region_down(self, region: str) -> dict:
         ...
 
+    def region_down_since(self, region: str) -> str | None:
+        ...
+
     def region_up(self, region: str) -> dict:
         ...
 

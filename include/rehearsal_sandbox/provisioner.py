@@ -265,6 +265,10 @@ class SandboxProvisioner:
         """The fault: a whole region lost (``Sandbox.region_down``)."""
         return self._sandbox().region_down(region)
 
+    def region_down_since(self, region: str) -> str | None:
+        """When the region was taken down, while it is down (a fault whose injecting task died with the region)."""
+        return self._sandbox().region_down_since(region)
+
     @_state_locked
     def region_up(self, region: str) -> dict:
         return self._sandbox().region_up(region)

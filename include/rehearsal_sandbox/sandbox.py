@@ -214,19 +214,29 @@ class Sandbox:
             if self.region_of(cluster.host) == region and cluster.is_running():
                 cluster.kill()
                 killed.append(f"{region}/{name} postgres at {cluster.address}")
-        for worker_region, worker in (self.sandbox_state.data.get("airflow", {}).get("edge_workers") or {}).items():
-            if worker_region == region and worker.get("pid"):
-                from rehearsal_sandbox.components.base import pid_alive
-
-                if pid_alive(worker["pid"]):
-                    os.kill(worker["pid"], 9)
-                    killed.append(f"{region}/airflow edge worker (pid {worker['pid']})")
         at = datetime.now(UTC).isoformat()
         down = self.sandbox_state.data.setdefault("regions_down", [])
         if region not in down:
             down.append(region)
+        self.sandbox_state.data.setdefault("regions_down_at", {})[region] = at
         self.save()
+        # Last, once the fault is recorded: the region's Airflow edge workers, each with every process under it (a
+        # task's process leaves its worker's process group, and would otherwise finish on a "dead" worker). The
+        # task that took the region down may be one of them: it dies here, as it would with its region.
+        for worker_region, worker in (self.sandbox_state.data.get("airflow", {}).get("edge_workers") or {}).items():
+            if worker_region == region and worker.get("pid"):
+                from rehearsal_sandbox.airflow_deployment import kill_process_tree
+
+                if kill_process_tree(worker["pid"]):
+                    killed.append(f"{region}/airflow edge worker {worker.get('hostname', '')} (pid {worker['pid']})")
         return {"region": region, "killed": killed, "at": at}
+
+    def region_down_since(self, region: str) -> str | None:
+        """When the region was taken down (ISO time), while it is down; None when it is up."""
+        self.reload()
+        if region not in self.regions_down():
+            return None
+        return (self.sandbox_state.data.get("regions_down_at") or {}).get(region)
 
     def region_up(self, region: str) -> dict:
         """The region's hosts back: its data plane (agents, edge) starts again; its old database clusters stay down

@@ -1,6 +1,7 @@
 """Scenario C on a two-region sandbox of its own (a region failover moves the control plane: the session's sandbox
 is left alone): us-east-1 taken down whole by the test and Scenario C run in incident mode, customers resolving
-names through the sandbox's DNS server; the single-region path's rebuild through its drill. (A false alarm changing
+names through the sandbox's DNS server; the single-region path's rebuild through its drill, on a real Airflow with
+the Edge executor whose worker in the region taken down dies with it. (A false alarm changing
 nothing is proven on the plain judgement: tests/unit/test_region_outage_logic.py.)"""
 from __future__ import annotations
 
@@ -9,16 +10,22 @@ import os
 import subprocess
 import sys
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 
 import dns.resolver
+import psutil
 import pytest
 
 from rehearsal import results
+from rehearsal.postgres.cluster import free_port
+from rehearsal_sandbox.airflow_deployment import EDGE_REGIONS, USERNAME, LocalAirflow, worker_hostname
 from rehearsal_sandbox.platform import Sandbox, read_env_file
+from tests.airflow_api import AirflowApi
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.e2e]
 REPO = Path(__file__).resolve().parents[2]
+DRILL = "dr_drill_region_outage"
 
 
 @pytest.fixture(scope="module")
@@ -78,10 +85,38 @@ def test_us_east_1_down_whole_fails_over_and_customers_follow_through_dns(region
     sb.region_up("us-east-1")  # the region back: its data plane serves, its old primary is fenced
 
 
-def test_the_single_region_path_rebuilds_and_says_what_is_back(regions):
-    sb = Sandbox(regions.dir)
-    report = run(sb, "dr_drill_region_outage", {"mode": "disruptive", "path": "single_region"})
+@pytest.fixture(scope="module")
+def edge_airflow(regions):
+    """A real Airflow for this module's sandbox on the Edge executor: one edge worker per region (both serving the
+    queues default and recovery), reaching the api-server over HTTP."""
+    airflow = LocalAirflow(Sandbox(regions.dir), port=free_port(), executor="edge")
+    airflow.up(extra_env={"AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": "True"})
+    yield airflow
+    airflow.down()
+
+
+def test_the_single_region_path_rebuilds_and_completes_on_the_worker_outside_the_region(regions, edge_airflow):
+    """The single-region drill on a real Airflow with the Edge executor: the region taken down holds the control
+    plane and one of the two edge workers; it dies mid-run with its region (any task it ran with it) and the
+    drill, Scenario C's rebuild included, completes on the other region's worker."""
+    api = AirflowApi(edge_airflow.url, USERNAME, edge_airflow.password)
+    api.wait_for_dag(DRILL)
+    victim = Sandbox(regions.dir).control_plane_region  # region=auto: the one holding the control plane
+    survivor = next(r for r in EDGE_REGIONS if r != victim)
+    registered = edge_airflow.registered_workers()
+    assert {worker_hostname(r): registered[worker_hostname(r)]["state"] in ("idle", "running") for r in EDGE_REGIONS} \
+        == {worker_hostname(r): True for r in EDGE_REGIONS}, registered
+    victim_pid = edge_airflow.state["workers"][victim]["pid"]
+
+    run_id = api.trigger(DRILL, {"mode": "disruptive", "path": "single_region"})
+    run = api.wait_for_run(DRILL, run_id, timeout=900)
+    env = read_env_file(regions.dir / "env")
+    reports = Path(json.loads(env["AIRFLOW_VAR_REHEARSAL_ENVIRONMENT"])["reports_dir"])
+    report = json.loads((reports / DRILL / f"{run_id}.json").read_text())
+    tis = api.task_instances(DRILL, run_id)
+    assert run["state"] == "success", (report.get("failure"), [(t["task_id"], t["state"], t["hostname"]) for t in tis])
     assert report["status"] in ("passed", "degraded"), report.get("failure")
+
     done = steps(report)
     assert done["scenario_c.single_region.report_what_is_back"]["detail"].startswith("7 of 7 back")
     order = [s for s in done if s.startswith("scenario_c.single_region.") and done[s]["status"] == "success"]
@@ -89,3 +124,20 @@ def test_the_single_region_path_rebuilds_and_says_what_is_back(regions):
         order.index("scenario_c.single_region.bring_up_minimal_fleet") < \
         order.index("scenario_c.single_region.restore_critical_volumes.restore_volumes")
     assert report["measured_rto_seconds"] is not None and report["measured_rpo_seconds"] is not None
+
+    # The victim's worker died with its region, mid-run; everything after the fault ran on the survivor's.
+    assert not psutil.pid_exists(victim_pid) or psutil.Process(victim_pid).status() == psutil.STATUS_ZOMBIE
+    inject = next(t for t in tis if t["task_id"] == "inject_region_outage")
+    after = [t for t in tis if t["start_date"] and parse(t["start_date"]) > parse(inject["end_date"])]
+    assert len(after) > 10 and {t["hostname"] for t in after} == {worker_hostname(survivor)}, \
+        [(t["task_id"], t["hostname"]) for t in after]
+    if inject["try_number"] > 1:  # its first try ran on the victim and died with it: the retry adopted the fault
+        assert inject["hostname"] == worker_hostname(survivor)
+        assert "which died with the region" in done["inject_region_outage"]["detail"]
+    print(f"\nregion {victim} down with worker {worker_hostname(victim)}; inject_region_outage try "
+          f"{inject['try_number']} on {inject['hostname']}; {len(after)} tasks after it on {worker_hostname(survivor)}; "
+          f"run {(parse(run['end_date']) - parse(run['start_date'])).total_seconds():.1f}s")
+
+
+def parse(ts: str) -> datetime:
+    return datetime.fromisoformat(ts.replace("Z", "+00:00"))

@@ -4,6 +4,7 @@ recorded. Runbook operators never import this module."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from airflow.sdk import Context
@@ -47,6 +48,9 @@ class InjectRegionOutageOperator(ServicesMixin, ControlPlaneMixin, DrillStepOper
         why = capability_limitation(provisioner, RegionFaults)
         if why:
             raise PreconditionFailed(f"cannot take {self.region} down on {env.name!r}: {why}")
+        adopted = self._own_earlier_try(context, provisioner)
+        if adopted is not None:
+            return adopted
         from rehearsal_airflow.faults.targets import check_api, check_database
 
         if region_of(primary, networks) == self.region:
@@ -59,3 +63,22 @@ class InjectRegionOutageOperator(ServicesMixin, ControlPlaneMixin, DrillStepOper
                 "detail": f"region {self.region} taken down at {down['at']}: killed {len(down.get('killed', []))} "
                           f"process(es) ({', '.join(map(str, down.get('killed', [])[:8]))}"
                           f"{', ...' if len(down.get('killed', [])) > 8 else ''})"}
+
+    def _own_earlier_try(self, context: Context, provisioner) -> dict | None:
+        """A retry after this task's own earlier try took the region down and died with it (its Airflow worker was
+        in that region): the fault is in place since this run started, and the drill lock lets no other drill
+        inject one here, so it is this run's. Anything else (the region up, or down since before this run) is not
+        adopted: a region already down when the drill starts is refused by the guard's health checks."""
+        ti = context["ti"]
+        if ti.try_number <= 1:
+            return None
+        since = provisioner.region_down_since(self.region)
+        started = context["dag_run"].start_date
+        if since is None or started is None or datetime.fromisoformat(since) < started:
+            return None
+        ti.xcom_push(key="region", value=self.region)
+        return {"fault_at": since, "region": self.region, "killed": [], "primary_before": None,
+                "adopted_from_try": ti.try_number - 1,
+                "detail": f"region {self.region} taken down at {since} by try {ti.try_number - 1} of this task, "
+                          f"which died with the region (its worker ran there); try {ti.try_number} took over on "
+                          "a worker outside it"}
