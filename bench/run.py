@@ -945,7 +945,10 @@ def bench_region(sb: Sandbox) -> list[dict]:
                      "availability": {k: customers.get(f"availability_{k}") for k in ("before", "during", "after")},
                      "failed_region": report["evidence"].get("failed_region"), **region_split(report)})
     project = median([r["rto_seconds"] for r in runs])
-    ttl = next((r["shift_ttl_seconds"] for r in runs if r.get("shift_ttl_seconds")), 5)
+    ttls = {r["shift_ttl_seconds"] for r in runs}
+    if None in ttls or len(ttls) != 1:
+        raise RuntimeError(f"region drill reports name no single record TTL of the shift they measured: {sorted(map(str, ttls))}")
+    ttl = ttls.pop()
     floor = ttl + median([r["pg_promote_seconds"] for r in runs])
     return [save("region_failover_multi_region", project, floor, REGION_TARGET, project < floor + 30,
                  measurement=("from the region taken down (every process of its hosts SIGKILLed) to the later of the first "

@@ -80,6 +80,7 @@ with DAG(
         measure=lambda drill: MeasureRegionOutageOperator(task_id="measure_region_outage", fault=drill.fault.output,
                                                           declaration=drill.runbook.declare.output,
                                                           verified=drill.runbook.verify.output,
+                                                          shift=drill.runbook.shift.output,
                                                           guard=drill.guard.output, component=COMPONENT, **IDEMPOTENT),
         report_inputs=lambda drill: {"decision": drill.runbook.promote.choose.output,
                                      "approval": drill.runbook.approve.output,

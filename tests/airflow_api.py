@@ -63,7 +63,10 @@ class AirflowApi:
         raise AssertionError(f"runs of {dag_id} still active after {timeout}s")
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
-        return self.call("GET", f"/dags/{dag_id}/dagRuns/{urllib.request.quote(run_id, safe='')}/taskInstances")["task_instances"]
+        """Every task instance of the run (the API pages at 50 by default; a drill has more)."""
+        page = self.call("GET", f"/dags/{dag_id}/dagRuns/{urllib.request.quote(run_id, safe='')}/taskInstances?limit=1000")
+        assert page["total_entries"] == len(page["task_instances"]), (page["total_entries"], len(page["task_instances"]))
+        return page["task_instances"]
 
     def import_errors(self) -> list[dict]:
         return self.call("GET", "/importErrors")["import_errors"]

@@ -24,15 +24,17 @@ class MeasureRegionOutageOperator(ControlPlaneMixin, DrillStepOperator):
     """RTO (the fault to the first customer request answered through the surviving region), customer-visible
     availability before, during and after, the first acknowledged write after the fault, and RPO (the load's acknowledged writes before the fault missing from the recovered database)."""
 
-    template_fields: Sequence[str] = ("fault", "declaration", "guard", "verified")
+    template_fields: Sequence[str] = ("fault", "declaration", "guard", "verified", "shift")
     runs_after_abort = True
 
     def __init__(self, *, fault: Any, declaration: Any, component: str = "full_region", guard: Any = None,
-                 verified: Any = None, **kwargs) -> None:
-        """:param verified: the runbook's verification of every endpoint (its time ends "during")"""
+                 verified: Any = None, shift: Any = None, **kwargs) -> None:
+        """:param verified: the runbook's verification of every endpoint (its time ends "during")
+        :param shift: the traffic shift's record (its steps, the INSYNC and TTL waits, the record's TTL): carried
+            into the evidence as it was measured (None on the single-region path)"""
         super().__init__(**kwargs)
         self.fault, self.declaration, self.component, self.guard = fault, declaration, component, guard
-        self.verified = verified
+        self.verified, self.shift = verified, shift
 
     def run_step(self, context: Context) -> dict:
         if self.fault is not None:
@@ -95,6 +97,7 @@ class MeasureRegionOutageOperator(ControlPlaneMixin, DrillStepOperator):
                 "rpo_seconds": round(rpo.rpo_seconds, 3), "checks": checks,
                 "evidence": {"customers": customers.to_dict(), "rpo": rpo.to_dict(),
                              "first_write_after_fault": first_write,
+                             "shift": self.shift if isinstance(self.shift, dict) else None,
                              "surviving_region": surviving, "path": declaration.get("path"),
                              "failed_region": (self.fault or {}).get("region") or declaration.get("failed_region"),
                              "outage_start": "the fault" if self.fault else "customers' first failed request",
