@@ -65,17 +65,20 @@ class InjectRegionOutageOperator(ServicesMixin, ControlPlaneMixin, DrillStepOper
                           f"{', ...' if len(down.get('killed', [])) > 8 else ''})"}
 
     def _own_earlier_try(self, context: Context, provisioner) -> dict | None:
-        """A retry after this task's own earlier try took the region down and died with it (its Airflow worker was
-        in that region): the fault is in place since this run started, and the drill lock lets no other drill
-        inject one here, so it is this run's. Anything else (the region up, or down since before this run) is not
-        adopted: a region already down when the drill starts is refused by the guard's health checks."""
+        """None on the first try. On a retry, the fault its first try injected before dying with the region (its
+        Airflow worker ran there): the region down since this run started, and the drill lock lets no other drill
+        inject one here, so it is this run's. Anything else is refused, never injected again: a fault twice is no
+        retry (the region up, or down since before this run, which the guard's health checks would have refused)."""
         ti = context["ti"]
         if ti.try_number <= 1:
             return None
         since = provisioner.region_down_since(self.region)
         started = context["dag_run"].start_date
         if since is None or started is None or datetime.fromisoformat(since) < started:
-            return None
+            state = "up" if since is None else f"down since {since}, before this run started ({started.isoformat()})"
+            raise PreconditionFailed(f"try {ti.try_number} of {self.task_id}: region {self.region} is {state}, so no "
+                                     "earlier try of this run took it down; a retry never injects the fault (trigger "
+                                     "a new drill)")
         ti.xcom_push(key="region", value=self.region)
         return {"fault_at": since, "region": self.region, "killed": [], "primary_before": None,
                 "adopted_from_try": ti.try_number - 1,
