@@ -252,7 +252,7 @@ def bench_verification(sb: Sandbox) -> list[dict]:
     obj = manifest.object("base.tar")
     work = Path(tempfile.mkdtemp(prefix="bench-verify-"))
     local = work / "base.tar"
-    store.download(obj.key, local)  # one streamed GET: moto serves each ranged GET of download_file from the whole object
+    store.download(obj.key, local)
     out = []
 
     def ours_stream() -> float:

@@ -25,7 +25,7 @@ MANIFEST_NAME = "manifest.json"
 # Ranged downloads: parts of PART_SIZE bytes, PARALLEL_GETS at a time; at most PARALLEL_GETS + 1 parts are held in
 # memory (fetched or being fetched, not yet hashed), so a 1 GB object costs about 80 MB of buffers, not 1 GB.
 PART_SIZE = 16 * 1024 * 1024
-PARALLEL_GETS = 1
+PARALLEL_GETS = 4
 CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 
 
