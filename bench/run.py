@@ -943,8 +943,8 @@ def proof_sample(api, backup_run: str, timeout: float = 900) -> dict:
     deadline = time.monotonic() + timeout
     seen: set[str] = set()
     while time.monotonic() < deadline:
-        runs = api.call("GET", f"/dags/{VERIFY_DAG}/dagRuns?limit=100&order_by=-queued_at")["dag_runs"]
-        for run in sorted(runs, key=lambda r: r["queued_at"]):
+        runs = api.call("GET", f"/dags/{VERIFY_DAG}/dagRuns?limit=100")["dag_runs"]
+        for run in sorted((r for r in runs if r.get("queued_at")), key=lambda r: r["queued_at"]):
             if run["dag_run_id"] in seen or _utc(run["queued_at"]) < uploaded - timedelta(minutes=2):
                 continue
             if run["state"] not in ("success", "failed"):

@@ -10,6 +10,7 @@ import random
 import tarfile
 
 import pytest
+from botocore.exceptions import ClientError
 
 from rehearsal.backups.store import BackupStore
 from rehearsal.backups.verification import TarMemberHashes, check_file_checksums, streamable_file_checksums
@@ -32,6 +33,8 @@ class RangedS3:
             return {"Body": io.BytesIO(data), "ETag": etag}
         self.ranges.append(Range)
         start, end = (int(x) for x in Range.removeprefix("bytes=").split("-"))
+        if start >= len(data):  # as S3 answers, also for any range of an empty object
+            raise ClientError({"Error": {"Code": "InvalidRange"}}, "GetObject")
         part = data[start:end + 1]
         if self.short is not None and start == self.short:
             part = part[:-1]

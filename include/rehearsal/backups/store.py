@@ -144,8 +144,16 @@ class BackupStore:
             body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"]
             yield from prefetched(iter(lambda: body.read(CHUNK), b""))  # the next chunk arrives while this one hashes
             return
+        from botocore.exceptions import ClientError
+
         self.api_calls += 1
-        first = self.s3.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=0-{part_size - 1}")
+        try:
+            first = self.s3.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=0-{part_size - 1}")
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "InvalidRange":
+                raise
+            yield from self._parts(key, 1, part_size)  # S3 answers a range of an empty object with 416
+            return
         match = CONTENT_RANGE.fullmatch(first.get("ContentRange") or "")
         data = first["Body"].read()
         total = int(match.group(3)) if match else len(data)  # no Content-Range: the whole object came back
