@@ -41,6 +41,48 @@ def test_one_flipped_byte_in_a_base_backup_object_is_named(store, tmp_path, scra
     assert "skipped: the backup's objects do not match the manifest" == failed(checks)["pg_verifybackup"]
 
 
+def test_a_truncated_base_tar_is_named(store, tmp_path, scratch_objects):
+    """Fetched in parallel ranged GETs, a shortened base.tar fails its size and its SHA-256, naming the object."""
+    scratch_objects.copy_backup("base_backup", store.backup_ids("base_backup")[-1], "base-test-truncated")
+    key = store.backup_key("base_backup", "base-test-truncated", "base.tar")
+    data = store.s3.get_object(Bucket=store.bucket, Key=key)["Body"].read()
+    scratch_objects.put(key, data[: len(data) - 4096])
+    checks, _ = verify_base_backup(store, "base-test-truncated", tmp_path)
+    reasons = failed(checks)
+    assert set(reasons) == {"object_size:base.tar", "sha256:base.tar", "pg_verifybackup"}
+    assert reasons["object_size:base.tar"] == f"{len(data) - 4096} bytes, manifest says {len(data)}"
+    assert f"s3://{store.bucket}/{key}" in reasons["sha256:base.tar"]
+
+
+def test_a_file_changed_inside_a_base_tar_whose_manifest_matches_it_is_named_by_its_path(store, tmp_path,
+                                                                                          scratch_objects):
+    """base.tar altered and our manifest re-signed to match: the SHA-256 of the files inside, checked against
+    PostgreSQL's backup_manifest while the tar streams, names the file."""
+    import hashlib
+    import io
+    import tarfile
+    from dataclasses import replace
+
+    source = store.latest_manifest("base_backup")
+    scratch_objects.copy_backup("base_backup", source.backup_id, "base-test-resigned", with_manifest=False)
+    key = store.backup_key("base_backup", "base-test-resigned", "base.tar")
+    data = bytearray(store.s3.get_object(Bucket=store.bucket, Key=key)["Body"].read())
+    with tarfile.open(fileobj=io.BytesIO(bytes(data))) as tar:
+        member = next(m for m in tar.getmembers() if m.isfile() and m.name.startswith("base/") and m.size > 8192)
+    data[member.offset_data + member.size // 2] ^= 0x01
+    scratch_objects.put(key, bytes(data))
+    objects = [replace(o, key=store.backup_key("base_backup", "base-test-resigned", o.name),
+                       sha256=hashlib.sha256(data).hexdigest() if o.name == "base.tar" else o.sha256)
+               for o in source.objects]
+    scratch_objects.put(store.backup_key("base_backup", "base-test-resigned", "manifest.json"),
+                        replace(source, backup_id="base-test-resigned", objects=objects).to_json().encode())
+    checks, _ = verify_base_backup(store, "base-test-resigned", tmp_path, check_wal=False)
+    reasons = failed(checks)
+    assert set(reasons) == {"file_checksums", "pg_verifybackup"}
+    assert reasons["file_checksums"].startswith("1 of ")
+    assert f"differ from backup_manifest: {member.name}: {member.size} bytes, sha256 " in reasons["file_checksums"]
+
+
 def test_a_truncated_dump_is_named(store, tmp_path, scratch_objects):
     source = store.backup_ids("logical_dump")[-1]
     scratch_objects.copy_backup("logical_dump", source, "dump-test-truncated")

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -18,6 +22,11 @@ from rehearsal.errors import ManifestError
 log = logging.getLogger(__name__)
 CHUNK = 8 * 1024 * 1024
 MANIFEST_NAME = "manifest.json"
+# Ranged downloads: parts of PART_SIZE bytes, PARALLEL_GETS at a time; at most PARALLEL_GETS + 1 parts are held in
+# memory (fetched or being fetched, not yet hashed), so a 1 GB object costs about 80 MB of buffers, not 1 GB.
+PART_SIZE = 16 * 1024 * 1024
+PARALLEL_GETS = 4
+CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 
 
 @dataclass(frozen=True)
@@ -106,18 +115,71 @@ class BackupStore:
                 return None
             raise
 
-    def stream(self, key: str, sink: Callable[[bytes], None] | None = None) -> tuple[int, str]:
-        """Stream an object through sha256 (and ``sink``); returns (bytes read, hex digest)."""
-        self.api_calls += 1
-        body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"]
+    def stream(self, key: str, sink: Callable[[bytes], None] | None = None, parallel: int | None = None,
+               part_size: int = PART_SIZE) -> tuple[int, str]:
+        """Stream an object through sha256 (and ``sink``), in order; returns (bytes read, hex digest).
+
+        With ``parallel`` > 1 (default ``PARALLEL_GETS``) the object is fetched as ranged GETs of ``part_size``
+        bytes, that many at a time, and hashed and handed to ``sink`` part by part, in order, while later parts
+        download; at most ``parallel + 1`` parts are held in memory. The first part's answer gives the object's
+        real size and ETag; later parts are asked for with ``If-Match`` on that ETag, so an object replaced half-way
+        fails instead of being hashed as a mix of two versions. ``parallel=1`` is one streamed GET.
+
+        :raises RuntimeError: a part came back shorter or longer than asked (named by object and byte range)
+        """
+        parallel = PARALLEL_GETS if parallel is None else parallel
         digest = hashlib.sha256()
         size = 0
-        for chunk in iter(lambda: body.read(CHUNK), b""):
-            digest.update(chunk)
-            size += len(chunk)
-            if sink:
-                sink(chunk)
+        with closing(self._parts(key, parallel, part_size)) as parts:  # closed at once when the sink fails
+            for chunk in parts:
+                digest.update(chunk)
+                size += len(chunk)
+                if sink:
+                    sink(chunk)
         return size, digest.hexdigest()
+
+    def _parts(self, key: str, parallel: int, part_size: int) -> Iterator[bytes]:
+        if parallel <= 1:
+            self.api_calls += 1
+            body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"]
+            yield from prefetched(iter(lambda: body.read(CHUNK), b""))  # the next chunk arrives while this one hashes
+            return
+        from botocore.exceptions import ClientError
+
+        self.api_calls += 1
+        try:
+            first = self.s3.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=0-{part_size - 1}")
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "InvalidRange":
+                raise
+            yield from self._parts(key, 1, part_size)  # S3 answers a range of an empty object with 416
+            return
+        match = CONTENT_RANGE.fullmatch(first.get("ContentRange") or "")
+        data = first["Body"].read()
+        total = int(match.group(3)) if match else len(data)  # no Content-Range: the whole object came back
+        yield data
+        if len(data) >= total:
+            return
+        ranges = [(start, min(start + part_size, total) - 1) for start in range(len(data), total, part_size)]
+        pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="ranged-get")
+        pending: deque[Future] = deque()
+        try:
+            for start, end in ranges:
+                while len(pending) > parallel:
+                    yield pending.popleft().result()
+                self.api_calls += 1
+                pending.append(pool.submit(self._get_range, key, start, end, first.get("ETag")))
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _get_range(self, key: str, start: int, end: int, etag: str | None) -> bytes:
+        kwargs = {"IfMatch": etag} if etag else {}
+        data = self.s3.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end}", **kwargs)["Body"].read()
+        if len(data) != end - start + 1:
+            raise RuntimeError(f"s3://{self.bucket}/{key}: bytes {start}-{end} came back as {len(data)} bytes")
+        return data
 
     def download(self, key: str, dest: Path) -> tuple[int, str]:
         with dest.open("wb") as fh:
@@ -139,6 +201,54 @@ class BackupStore:
             raise FileExistsError(f"refusing to overwrite s3://{self.bucket}/{key}")
         self.api_calls += 1
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=data)
+
+
+def prefetched(chunks: Iterator[bytes], depth: int = 2) -> Iterator[bytes]:
+    """``chunks``, produced by a thread of its own up to ``depth`` ahead of the consumer (socket reads release the
+    GIL, so the download overlaps the consumer's hashing and writing)."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as pool:
+        pending: deque[Future] = deque(pool.submit(next, chunks, None) for _ in range(depth))
+        try:
+            while (chunk := pending.popleft().result()) is not None:
+                pending.append(pool.submit(next, chunks, None))
+                yield chunk
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+class ChunkConsumer:
+    """Hands chunks to ``consume`` on a thread of its own, in order, at most ``depth`` waiting (bounded memory): a
+    second hash over the same stream runs beside the first. :meth:`close` waits and re-raises its error."""
+
+    def __init__(self, consume: Callable[[bytes], None], depth: int = 4) -> None:
+        import queue
+        import threading
+
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._consume = consume
+        self._thread = threading.Thread(target=self._run, name="chunk-consumer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._consume(chunk)
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller by close()
+                    self._error = exc
+
+    def __call__(self, chunk: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(bytes(chunk))
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 LAST_MODIFIED_RESOLUTION = timedelta(seconds=1)

@@ -43,7 +43,8 @@ class AwsEndpoint(DaemonComponent):
         port = free_port(host=host)
         env = {**os.environ, "MOTO_EC2_LOAD_DEFAULT_AMIS": "false"}
         self.state["url"] = f"http://{host}:{port}"
-        self.spawn([sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)], env=env)
+        # moto's server, serving a ranged GET from the requested bytes (as S3 does) instead of the whole object
+        self.spawn([sys.executable, "-m", "rehearsal_sandbox.services.s3_server", "-H", host, "-p", str(port)], env=env)
         deadline = time.monotonic() + 30
         while True:
             try:
