@@ -1,21 +1,33 @@
 """Service discovery for the control-plane database: a Route 53 SRV record that clients re-read.
 
 Clients resolve the record at run time (on every reconnect and every second); switching the
-database is an UPSERT of the record, never a restart of clients with new code.
+database is an UPSERT of the record, never a restart of clients with new code. A record may name the service's A
+record too (``a_record``, e.g. ``controlplane-db.rehearsal.internal.``, for clients that take a host name and a
+well-known port, such as ``pgbench``): ``point_at`` switches both in one change batch.
 """
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
+
+from rehearsal.errors import PreconditionFailed
 
 
 @dataclass(frozen=True)
 class DiscoveryRecord:
     zone_id: str
     name: str  # e.g. _postgresql._tcp.controlplane-db.rehearsal.internal.
+    a_record: str | None = None  # e.g. controlplane-db.rehearsal.internal.: switched with the SRV record
 
     @property
     def fqdn(self) -> str:
         return self.name if self.name.endswith(".") else self.name + "."
+
+    @property
+    def a_fqdn(self) -> str | None:
+        if not self.a_record:
+            return None
+        return self.a_record if self.a_record.endswith(".") else self.a_record + "."
 
 
 def resolve(route53, record: DiscoveryRecord) -> tuple[str, int]:
@@ -63,16 +75,45 @@ def point_all_at(route53, record: DiscoveryRecord, targets: list[tuple[str, int]
     return True
 
 
+def resolve_a(route53, zone_id: str, name: str) -> list[str]:
+    """The addresses of a plain A record (one API call); ``LookupError`` naming it when there is none."""
+    fqdn = name if name.endswith(".") else name + "."
+    resp = route53.list_resource_record_sets(HostedZoneId=zone_id, StartRecordName=fqdn, StartRecordType="A")
+    for rrset in resp.get("ResourceRecordSets", []):
+        if rrset["Name"] == fqdn and rrset["Type"] == "A" and "SetIdentifier" not in rrset:
+            return [value["Value"] for value in rrset["ResourceRecords"]]
+    raise LookupError(f"A record {fqdn} not found in zone {zone_id}")
+
+
 def point_at(route53, record: DiscoveryRecord, host: str, port: int, ttl: int = 1) -> bool:
-    """Point the record at host:port; idempotent. Returns False when it already pointed there."""
+    """Point the record at host:port (and its A record, when it names one, at host) in one change batch;
+    idempotent. Returns False when both already pointed there. ``PreconditionFailed`` (nothing changed) when the
+    record has an A record and ``host`` is not an IPv4 address."""
+    if record.a_fqdn and not _is_ipv4(host):
+        raise PreconditionFailed(f"cannot point A record {record.a_fqdn} at {host!r}: not an IPv4 address (nothing changed)")
     try:
-        if resolve(route53, record) == (host, port):
-            return False
+        srv_there = resolve(route53, record) == (host, port)
     except LookupError:
-        pass
-    route53.change_resource_record_sets(HostedZoneId=record.zone_id, ChangeBatch={"Changes": [{
-        "Action": "UPSERT",
-        "ResourceRecordSet": {"Name": record.fqdn, "Type": "SRV", "TTL": ttl,
-                              "ResourceRecords": [{"Value": f"0 0 {port} {host}."}]},
-    }]})
+        srv_there = False
+    a_there = True
+    if record.a_fqdn:
+        try:
+            a_there = resolve_a(route53, record.zone_id, record.a_fqdn) == [host]
+        except LookupError:
+            a_there = False
+    if srv_there and a_there:
+        return False
+    changes = [{"Action": "UPSERT", "ResourceRecordSet": {"Name": record.fqdn, "Type": "SRV", "TTL": ttl,
+                                                          "ResourceRecords": [{"Value": f"0 0 {port} {host}."}]}}]
+    if record.a_fqdn:
+        changes.append({"Action": "UPSERT", "ResourceRecordSet": {"Name": record.a_fqdn, "Type": "A", "TTL": ttl,
+                                                                  "ResourceRecords": [{"Value": host}]}})
+    route53.change_resource_record_sets(HostedZoneId=record.zone_id, ChangeBatch={"Changes": changes})
     return True
+
+
+def _is_ipv4(host: str) -> bool:
+    try:
+        return isinstance(ipaddress.ip_address(host), ipaddress.IPv4Address)
+    except ValueError:
+        return False

@@ -34,6 +34,8 @@ class Environment:
     # database host is in, by its address (Scenario C)
     regions: dict | None = None
     customers_log: str | None = None  # customer traffic through DNS and the edges, JSON lines (Scenario C's drill)
+    pgbench_log: str | None = None  # pgbench runs through the database's name (A record), JSON lines: drills report
+    # when it committed again after the fault, beside the heartbeat (rehearsal.drills.pgbench)
 
     def region_networks(self) -> dict[str, list[str]]:
         return {name: list((spec or {}).get("networks") or []) for name, spec in (self.regions or {}).items()}

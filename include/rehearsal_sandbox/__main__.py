@@ -1,6 +1,6 @@
 """Sandbox commands: ``python -m rehearsal_sandbox up|down|status|backup``, the Airflow beside it, and the bodies
 of its daemons (``run-heartbeat``, ``run-wal-shipper``, ``run-api``, ``run-scheduler``, ``run-reconciler``,
-``run-agents``, ``run-prober``, ``run-load``, ``run-snapshot-store``: what the sandbox starts, not for people)."""
+``run-agents``, ``run-prober``, ``run-load``, ``run-snapshot-store``, ``run-pgbench``: what the sandbox starts, not for people)."""
 from __future__ import annotations
 
 import argparse
@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rehearsal_sandbox")
     parser.add_argument("command", choices=["up", "down", "status", "backup", "run-heartbeat", "run-wal-shipper",
                                             *(f"run-{service}" for service in SERVICES), "run-snapshot-store",
-                                            "run-edge", "run-dns", "run-customers",
+                                            "run-edge", "run-dns", "run-customers", "run-pgbench",
                                             "airflow-up", "airflow-down", "airflow-status", "region-down", "region-up"])
     parser.add_argument("target_region", nargs="?", default=None, help="region-down / region-up: which region")
     parser.add_argument("--state-dir", type=Path, default=None)

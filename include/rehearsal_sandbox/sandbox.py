@@ -56,7 +56,7 @@ from rehearsal_sandbox.components.control_plane import (
     kill_all,
 )
 from rehearsal_sandbox.components.controlplane_db import DB
-from rehearsal_sandbox.components.discovery import RECORD, REPLICA_RECORD, ZONE
+from rehearsal_sandbox.components.discovery import A_RECORD, RECORD, REPLICA_RECORD, ZONE
 from rehearsal_sandbox.components.edge import APPS_RECORD, FAILOVER_RECORD
 from rehearsal_sandbox.hosts import GLOBAL, REGION_OCTETS, REGIONS, HostRegistry, choose_block, choose_postgres_port
 from rehearsal_sandbox.state import SandboxState
@@ -604,7 +604,11 @@ class Sandbox:
         customers = self.components()["customers"]
         if customers.exists:
             environment["customers_log"] = str(customers.log)
-        discovery_extra = {"discovery_zone_id": zone_id, "discovery_record": RECORD, "replica_record": REPLICA_RECORD}
+        pgbench = self.components()["pgbench"]
+        if pgbench.exists:
+            environment["pgbench_log"] = str(pgbench.log)
+        discovery_extra = {"discovery_zone_id": zone_id, "discovery_record": RECORD, "replica_record": REPLICA_RECORD,
+                           "discovery_a_record": A_RECORD}
         api = self.control_plane_api
         services_extra = {"api": api.url, "scheduler": self.scheduler.url, "reconciler": self.reconciler.url,
                           "agents_record": AGENTS_RECORD, "discovery_zone_id": zone_id}

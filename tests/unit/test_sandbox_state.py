@@ -93,7 +93,7 @@ def test_every_component_has_a_unique_name_and_the_protocol():
     assert len(set(names)) == len(names)
     assert names == ["aws_endpoint", "results_db", "wal_shipping", "controlplane_db", "discovery", "heartbeat",
                      "api", "scheduler", "agents", "reconciler", "prober", "load", "edge", "volumes", "snapshot_store",
-                     "secrets", "edge_config", "dns", "customers", "airflow_metadata"]
+                     "secrets", "edge_config", "dns", "customers", "pgbench", "airflow_metadata"]
     assert [c.name for c in SECOND_REGION_COMPONENTS] == ["agents", "api", "scheduler", "reconciler", "edge"]
     for cls in COMPONENTS:
         assert all(callable(getattr(cls, m)) for m in ("up", "down", "status")), cls

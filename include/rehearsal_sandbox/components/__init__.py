@@ -23,6 +23,7 @@ from rehearsal_sandbox.components.discovery import ServiceDiscovery
 from rehearsal_sandbox.components.edge import Customers, DnsServer, Edge
 from rehearsal_sandbox.components.edge_config import EdgeConfigExport
 from rehearsal_sandbox.components.heartbeat import Heartbeat
+from rehearsal_sandbox.components.pgbench import PgbenchClient
 from rehearsal_sandbox.components.results_db import ResultsDb
 from rehearsal_sandbox.components.secrets import Secrets
 from rehearsal_sandbox.components.snapshot_store import SnapshotStoreComponent
@@ -49,6 +50,7 @@ COMPONENTS: tuple[type[Component], ...] = (
     EdgeConfigExport,   # the edge configuration's first export (endpoint mappings, IPv4 allocations, DNS routing)
     DnsServer,          # global: the zone served over DNS
     Customers,          # global: customers resolving names through it and reaching the edges
+    PgbenchClient,      # global: pgbench through the database's A record, resolved through it
     AirflowMetadataDb,  # on demand (make airflow)
 )
 # The second region: its half of the fleet, the standby control plane's services (installed, stopped) and its edge;
@@ -56,5 +58,5 @@ COMPONENTS: tuple[type[Component], ...] = (
 SECOND_REGION_COMPONENTS: tuple[type[Component], ...] = (HostAgents, ControlPlaneApi, Scheduler, Reconciler, Edge)
 
 __all__ = ["COMPONENTS", "SECOND_REGION_COMPONENTS", "AirflowMetadataDb", "Customers", "DnsServer", "Edge", "EdgeConfigExport", "Secrets", "AwsEndpoint", "Component", "ControlPlaneApi", "ControlPlaneDb", "DaemonComponent",
-           "Heartbeat", "HostAgents", "Prober", "Reconciler", "ResultsDb", "Scheduler", "ServiceComponent", "ServiceDiscovery",
+           "Heartbeat", "HostAgents", "PgbenchClient", "Prober", "Reconciler", "ResultsDb", "Scheduler", "ServiceComponent", "ServiceDiscovery",
            "SnapshotStoreComponent", "SyntheticLoad", "Volumes", "WalShipping"]

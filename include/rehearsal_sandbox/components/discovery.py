@@ -1,5 +1,8 @@
 """Service discovery: a Route 53 hosted zone on the local AWS endpoint with two SRV records, one pointing at the
-control-plane primary (clients re-read it), one listing the streaming standbys (runbooks find them there).
+control-plane primary (clients re-read it), one listing the streaming standbys (runbooks find them there), and the
+A record ``controlplane-db.rehearsal.internal.`` naming the primary's address, switched with the SRV record (clients
+that take a host name, such as ``pgbench``, resolve it through the sandbox's DNS server; every database host listens
+on the same port).
 
 Slice: ``{"zone_id": "<hosted zone id>"}``.
 """
@@ -7,12 +10,13 @@ from __future__ import annotations
 
 import secrets
 
-from rehearsal.discovery import DiscoveryRecord, point_all_at, point_at, resolve
+from rehearsal.discovery import DiscoveryRecord, point_all_at, point_at, resolve, resolve_a
 from rehearsal_sandbox.components.base import Component, ok
 
 ZONE = "rehearsal.internal."
 RECORD = "_postgresql._tcp.controlplane-db.rehearsal.internal."
 REPLICA_RECORD = "_postgresql-replica._tcp.controlplane-db.rehearsal.internal."  # the standbys, for runbooks
+A_RECORD = "controlplane-db.rehearsal.internal."  # the primary's address, switched with RECORD
 
 
 class ServiceDiscovery(Component):
@@ -23,7 +27,7 @@ class ServiceDiscovery(Component):
         return self.state["zone_id"]
 
     def record(self) -> DiscoveryRecord:
-        return DiscoveryRecord(zone_id=self.zone_id, name=RECORD)
+        return DiscoveryRecord(zone_id=self.zone_id, name=RECORD, a_record=A_RECORD)
 
     def replica_record(self) -> DiscoveryRecord:
         return DiscoveryRecord(zone_id=self.zone_id, name=REPLICA_RECORD)
@@ -37,7 +41,7 @@ class ServiceDiscovery(Component):
         self.publish_standbys()
 
     def point_at_primary(self) -> bool:
-        """The record points at the control-plane primary; False when it already did."""
+        """The record (and its A record) points at the control-plane primary; False when it already did."""
         primary = self.peer("controlplane_db").primary
         return point_at(self.peer("aws_endpoint").client("route53"), self.record(), primary.host, primary.port)
 
@@ -49,9 +53,12 @@ class ServiceDiscovery(Component):
 
     def status(self) -> dict[str, dict]:
         try:
-            host, port = resolve(self.peer("aws_endpoint").client("route53"), self.record())
+            route53 = self.peer("aws_endpoint").client("route53")
+            host, port = resolve(route53, self.record())
+            addresses = resolve_a(route53, self.zone_id, A_RECORD)
             primary = self.peer("controlplane_db").primary
-            return {self.name: ok((host, port) == (primary.host, primary.port), f"{RECORD} -> {host}:{port}")}
+            return {self.name: ok((host, port) == (primary.host, primary.port) and addresses == [primary.host],
+                                  f"{RECORD} -> {host}:{port}, {A_RECORD} -> {', '.join(addresses)}")}
         except Exception as exc:  # noqa: BLE001
             return {self.name: ok(False, str(exc))}
 

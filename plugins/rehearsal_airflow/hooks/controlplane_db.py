@@ -1,7 +1,8 @@
 """ControlPlaneDbHook: the control-plane database (a PostgresHook), its members and where discovery points.
 
 The connection's host is the service name. Its extra may name Route 53 records (``discovery_zone_id`` with
-``discovery_record`` for the primary and ``replica_record`` for the standbys) and a static ``members`` list;
+``discovery_record`` for the primary, ``discovery_a_record`` for the primary's A record switched with it, and
+``replica_record`` for the standbys) and a static ``members`` list;
 ``platform()`` builds the runbook's view of the cluster from them (``rehearsal.platform.ConnectionPlatform``).
 Imported where used, not at DAG parse time (the provider pulls in psycopg and SQLAlchemy).
 """
@@ -31,7 +32,8 @@ class ControlPlaneDbHook(PostgresHook):
     def _record(self, key: str) -> DiscoveryRecord | None:
         extra = self.conn_extra
         if extra.get("discovery_zone_id") and extra.get(key):
-            return DiscoveryRecord(zone_id=extra["discovery_zone_id"], name=extra[key])
+            a_record = extra.get("discovery_a_record") if key == "discovery_record" else None
+            return DiscoveryRecord(zone_id=extra["discovery_zone_id"], name=extra[key], a_record=a_record or None)
         return None
 
     @cached_property

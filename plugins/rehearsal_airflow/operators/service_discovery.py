@@ -1,5 +1,6 @@
-"""Service discovery: point the control-plane record at the new primary (idempotent), then confirm that clients
-followed: sessions of the application role committing there."""
+"""Service discovery: point the control-plane record at the new primary (idempotent; the service's A record, when
+the connection names one, moves with it in the same change), then confirm that clients followed: sessions of the
+application role committing there."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -38,8 +39,12 @@ class ServiceDiscoverySwitchOperator(ControlPlaneMixin, DrillStepOperator):
             raise PreconditionFailed(why)
         switched_at = time.time()
         changed = platform.switch_discovery(address)
-        return {"address": address, "switched": changed, "switched_at": switched_at,
-                "detail": f"record points at {address}" + ("" if changed else " (it already did)")}
+        record = self.controlplane.record
+        a_record = record.a_fqdn if record is not None else None
+        also = f" and A record {a_record} at {address.rsplit(':', 1)[0]}" if a_record else ""
+        already = "" if changed else " (they already did)" if also else " (it already did)"
+        return {"address": address, "switched": changed, "switched_at": switched_at, "a_record": a_record,
+                "detail": f"record points at {address}{also}{already}"}
 
 
 class ConfirmClientsFollowedOperator(ControlPlaneMixin, DrillStepOperator):
