@@ -1,4 +1,5 @@
-"""MeasureRecoveryOperator (drill-only): RTO and RPO from the heartbeat evidence and the rows that survived."""
+"""MeasureRecoveryOperator (drill-only): RTO and RPO from the heartbeat evidence and the rows that survived, and when
+pgbench, a client by name, committed again."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -7,6 +8,7 @@ from typing import Any
 from airflow.sdk import Context
 
 from rehearsal.catalog import load_catalog
+from rehearsal.drills.pgbench import pgbench_evidence
 from rehearsal.drills.primary_loss import evidence_window, wait_for_first_ack
 from rehearsal.errors import PreconditionFailed
 from rehearsal.heartbeat import measure_recovery, probe_write, read_acks, surviving_seqs
@@ -17,7 +19,9 @@ from rehearsal_airflow.operators.base import ControlPlaneMixin, DrillStepOperato
 class MeasureRecoveryOperator(ControlPlaneMixin, DrillStepOperator):
     """RTO ends at the first write acknowledged by the recovered primary: the heartbeat through service discovery,
     or, for a scratch copy no client reaches, a probe write into it. RPO: the lost primary's acknowledged writes
-    missing there, over twice the target RPO (``rehearsal.heartbeat.measure_recovery``).
+    missing there, over twice the target RPO (``rehearsal.heartbeat.measure_recovery``). Beside the heartbeat's
+    figure: when pgbench, resolving the database's A record, committed again after the fault
+    (``rehearsal.drills.pgbench``; a critical check when the environment runs it).
 
     :param guard: the drill guard's record (lineage of the lost primary); :param fault: the fault's record;
     :param recovery: the recovered primary's record
@@ -26,11 +30,13 @@ class MeasureRecoveryOperator(ControlPlaneMixin, DrillStepOperator):
     template_fields: Sequence[str] = ("guard", "fault", "recovery", "target")
 
     def __init__(self, *, guard: Any, fault: Any, recovery: Any, target: str = "production",
-                 component: str = "control_plane_api", first_ack_timeout: float = 120, **kwargs) -> None:
+                 component: str = "control_plane_api", first_ack_timeout: float = 120, pgbench_timeout: float = 30,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
         self.guard, self.fault, self.recovery, self.target = guard, fault, recovery, target
         self.component = component
         self.first_ack_timeout = first_ack_timeout
+        self.pgbench_timeout = pgbench_timeout
 
     def run_step(self, context: Context) -> dict:
         if not self.recovery or not self.recovery.get("address"):
@@ -52,9 +58,19 @@ class MeasureRecoveryOperator(ControlPlaneMixin, DrillStepOperator):
         out = {"rto_seconds": m.rto_seconds, "rpo_seconds": m.rpo_seconds, "rpo_is_lower_bound": m.rpo_is_lower_bound,
                "target_rto_seconds": target.rto.total_seconds(), "target_rpo_seconds": target.rpo.total_seconds(),
                "evidence": {**m.evidence(), "measurement_includes": what_was_measured(self.guard, self.fault, self.recovery)}}
+        if self.target == "scratch":
+            out["evidence"]["pgbench_after_fault"] = {"committed_at": None, "reason": "scratch target: the database "
+                                                      "pgbench uses was not failed over"}
+        else:
+            pgbench, check = pgbench_evidence(env.pgbench_log, since, self.pgbench_timeout)
+            out["evidence"]["pgbench_after_fault"] = pgbench
+            out["checks"] = [check] if check else []
         rpo = "not measured" if m.rpo_seconds is None else f"{'at least ' if m.rpo_is_lower_bound else ''}{m.rpo_seconds:.2f}s"
         out["detail"] = (f"RTO {m.rto_seconds:.2f}s, RPO {rpo} ({m.missing_acked} of {m.acked_before_fault} acknowledged "
                          f"writes lost in the {window:.0f}s window)")
+        pgbench_at = out["evidence"]["pgbench_after_fault"].get("seconds_after_fault")
+        if pgbench_at is not None:
+            out["detail"] += f"; pgbench committed again after {pgbench_at:.2f}s"
         return out
 
 

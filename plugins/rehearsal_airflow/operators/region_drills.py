@@ -1,5 +1,6 @@
 """What the region-outage drill measures, from evidence only: customers' traffic through DNS and the edges, the
-synthetic load's acknowledged writes; never from the runbook's own claims."""
+synthetic load's acknowledged writes, pgbench's runs through the database's name; never from the runbook's own
+claims."""
 from __future__ import annotations
 
 import time
@@ -11,6 +12,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 from rehearsal.catalog import load_catalog
 from rehearsal.drills.control_plane import first_ack_after, read_load_log
+from rehearsal.drills.pgbench import pgbench_evidence
 from rehearsal.drills.region import measure_customers, outage_start, read_jsonl
 from rehearsal.errors import EvidenceError
 from rehearsal.postgres.connection import connect
@@ -22,19 +24,22 @@ from rehearsal_airflow.operators.control_plane_drills import _history, _log, _pr
 
 class MeasureRegionOutageOperator(ControlPlaneMixin, DrillStepOperator):
     """RTO (the fault to the first customer request answered through the surviving region), customer-visible
-    availability before, during and after, the first acknowledged write after the fault, and RPO (the load's acknowledged writes before the fault missing from the recovered database)."""
+    availability before, during and after, the first acknowledged write after the fault, when pgbench (a client of
+    the database by its A record) committed again, and RPO (the load's acknowledged writes before the fault missing
+    from the recovered database)."""
 
     template_fields: Sequence[str] = ("fault", "declaration", "guard", "verified", "shift")
     runs_after_abort = True
 
     def __init__(self, *, fault: Any, declaration: Any, component: str = "full_region", guard: Any = None,
-                 verified: Any = None, shift: Any = None, **kwargs) -> None:
+                 verified: Any = None, shift: Any = None, pgbench_timeout: float = 30, **kwargs) -> None:
         """:param verified: the runbook's verification of every endpoint (its time ends "during")
         :param shift: the traffic shift's record (its steps, the INSYNC and TTL waits, the record's TTL): carried
             into the evidence as it was measured (None on the single-region path)"""
         super().__init__(**kwargs)
         self.fault, self.declaration, self.component, self.guard = fault, declaration, component, guard
         self.verified, self.shift = verified, shift
+        self.pgbench_timeout = pgbench_timeout
 
     def run_step(self, context: Context) -> dict:
         if self.fault is not None:
@@ -75,6 +80,7 @@ class MeasureRegionOutageOperator(ControlPlaneMixin, DrillStepOperator):
         with connect(self.controlplane.endpoint(), statement_timeout_ms=30_000) as conn:
             present = _present_request_ids(conn, [a for a in acks if a["t_ack"] < fault_at])
         rpo = measure_corruption_rpo(acks, fault_at, present, window, history=_history(self.guard))
+        pgbench, pgbench_check = pgbench_evidence(env.pgbench_log, fault_at, self.pgbench_timeout)
         checks = [
             {"name": "customers_answered_again", "ok": customers.recovered_at is not None, "critical": True,
              "detail": (f"customers answered through {surviving or 'an edge'} {customers.rto_seconds:.1f}s after the "
@@ -90,13 +96,15 @@ class MeasureRegionOutageOperator(ControlPlaneMixin, DrillStepOperator):
              "detail": ("no write of the synthetic load acknowledged since the fault" if first_write is None else
                         f"first write acknowledged {first_write['t_ack'] - fault_at:.1f}s after the fault")},
         ]
+        if pgbench_check:
+            checks.append(pgbench_check)
         rto = customers.rto_seconds
         if first_write is not None and rto is not None:
             rto = round(max(rto, first_write["t_ack"] - fault_at), 3)  # back means customers served and writes taken
         return {"rto_seconds": rto if customers.recovered_at and first_write else None,
                 "rpo_seconds": round(rpo.rpo_seconds, 3), "checks": checks,
                 "evidence": {"customers": customers.to_dict(), "rpo": rpo.to_dict(),
-                             "first_write_after_fault": first_write,
+                             "first_write_after_fault": first_write, "pgbench_after_fault": pgbench,
                              "shift": self.shift if isinstance(self.shift, dict) else None,
                              "surviving_region": surviving, "path": declaration.get("path"),
                              "failed_region": (self.fault or {}).get("region") or declaration.get("failed_region"),
@@ -108,4 +116,5 @@ class MeasureRegionOutageOperator(ControlPlaneMixin, DrillStepOperator):
                 "detail": f"RTO {rto}s (customers answered again after {customers.rto_seconds}s, writes after "
                           f"{None if first_write is None else round(first_write['t_ack'] - fault_at, 1)}s); availability before {customers.availability_before}, during "
                           f"{customers.availability_during}, after {customers.availability_after}; RPO "
-                          f"{rpo.rpo_seconds:.1f}s ({rpo.lost_count} write(s) lost)"}
+                          f"{rpo.rpo_seconds:.1f}s ({rpo.lost_count} write(s) lost); pgbench committed again after "
+                          f"{pgbench.get('seconds_after_fault')}s"}
