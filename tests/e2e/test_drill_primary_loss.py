@@ -74,6 +74,10 @@ def test_killing_the_primary_then_the_standby_is_promoted_and_clients_follow(pla
     assert_complete(report, "disruptive", "promote_standby")
     assert report["evidence"]["first_ack_after_recovery"]["endpoint"] == standby
     assert report["measured_rpo_seconds"] <= 1.0
+    # pgbench, knowing the database only by its A record, committed again on the promoted standby after the fault.
+    pgbench = report["evidence"]["pgbench_after_fault"]
+    assert pgbench["committed_at"] > pgbench["started_at"] >= report["evidence"]["fault_at"], pgbench
+    assert pgbench["address"] == standby.rsplit(":", 1)[0]
     now = Sandbox(platform.dir)
     assert now.primary.address == standby and now.primary.address != old_primary
     assert "{}:{}".format(*resolve(now.aws("route53"), now.discovery())) == standby
