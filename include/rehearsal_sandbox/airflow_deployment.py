@@ -138,7 +138,9 @@ class LocalAirflow:
         return env
 
     # ------------------------------------------------------------------ lifecycle
-    def up(self, extra_env: dict[str, str] | None = None, timeout: float = 180) -> None:
+    def up(self, extra_env: dict[str, str] | None = None, timeout: float = 180, start_workers: bool = True) -> None:
+        """Start Airflow; with the Edge executor also one worker per region unless ``start_workers`` is False (then
+        ``start_worker(region)`` starts each when wanted)."""
         if self.is_up() and self.state.get("executor", "local") == self.executor:
             progress(f"Airflow already serving {self.url} ({self.executor} executor)")
             return
@@ -170,7 +172,7 @@ class LocalAirflow:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"Airflow api-server not healthy on {self.url} after {timeout:.0f}s")
             time.sleep(1)
-        if self.executor == "edge":
+        if self.executor == "edge" and start_workers:
             for region in EDGE_REGIONS:
                 self.start_worker(region, timeout=max(30.0, deadline - time.monotonic()))
         progress(f"Airflow is up: {self.url} ({self.executor} executor; login {USERNAME} / {self.state['password']})")

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import urllib.request
 from datetime import datetime
 from pathlib import Path
@@ -56,7 +57,7 @@ def steps(report: dict) -> dict:
     return {s["name"]: s for s in report["steps"]}
 
 
-def test_us_east_1_down_whole_fails_over_and_customers_follow_through_dns(regions):
+def test_us_east_1_down_whole_fails_over_and_customers_follow_through_dns(regions, edge_airflow_starting):
     sb = Sandbox(regions.dir)
     down = sb.region_down("us-east-1")
     assert any("postgres" in k for k in down["killed"]) and any("/edge" in k for k in down["killed"])
@@ -86,13 +87,37 @@ def test_us_east_1_down_whole_fails_over_and_customers_follow_through_dns(region
 
 
 @pytest.fixture(scope="module")
-def edge_airflow(regions):
-    """A real Airflow for this module's sandbox on the Edge executor: one edge worker per region (both serving the
-    queues default and recovery), reaching the api-server over HTTP."""
+def edge_airflow_starting(regions):
+    """A real Airflow for this module's sandbox on the Edge executor, started in the background while the first test
+    runs (its metadata database created first, here: the sandbox's state is written by one hand at a time). Its
+    edge workers are started by ``edge_airflow``, after that test's region outage is over."""
     airflow = LocalAirflow(Sandbox(regions.dir), port=free_port(), executor="edge")
-    airflow.up(extra_env={"AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": "True"})
-    yield airflow
+    airflow.metadata_cluster()
+    failed: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            airflow.up(extra_env={"AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": "True"}, timeout=600, start_workers=False)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test that needs it
+            failed.append(exc)
+
+    thread = threading.Thread(target=start, name="edge-airflow-up", daemon=True)
+    thread.start()
+    yield airflow, thread, failed
+    thread.join(timeout=600)
     airflow.down()
+
+
+@pytest.fixture(scope="module")
+def edge_airflow(edge_airflow_starting):
+    """That Airflow up, with one edge worker per region (both serving the queues default and recovery), reaching the
+    api-server over HTTP."""
+    airflow, thread, failed = edge_airflow_starting
+    thread.join(timeout=600)
+    assert not thread.is_alive() and not failed, failed
+    for region in EDGE_REGIONS:
+        airflow.start_worker(region)
+    return airflow
 
 
 def test_the_single_region_path_rebuilds_and_completes_on_the_worker_outside_the_region(regions, edge_airflow):
