@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import DAG, Param
 
 from rehearsal.snapshots.scrub import DEFAULT_PERIOD
+from rehearsal_airflow.deadlines import rpo_deadline
 from rehearsal_airflow.operators.snapshot_store_scrub import SnapshotStoreScrubOperator
 
 SCRUB_INTERVAL = timedelta(hours=6)
@@ -33,6 +34,7 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     dagrun_timeout=SCRUB_INTERVAL,
+    deadline=rpo_deadline("volume_restore", "dr_snapshot_store_scrub"),  # the store unchecked longer than the volume RPO
     params={"full": Param(False, type="boolean", description="read every chunk this run, not only this run's share")},
     tags=["dr", "backups", "monitoring", "volumes"],
     default_args={"owner": "sre", "retries": 1, "retry_delay": timedelta(minutes=5)},
