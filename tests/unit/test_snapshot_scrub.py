@@ -124,3 +124,15 @@ def test_a_run_reads_only_its_share_and_records_when(store, tmp_path):  # noqa: 
     assert retry.slots_checked == [] and retry.chunks_checked == 0 and retry.references_checked == 40
     state = read_state(store)
     assert state.last_run == first.run and list(state.slot_checked_at) == [str(first.run % slots)]
+
+
+def test_an_unreadable_scrub_state_fails_the_scrub_by_name_but_never_a_snapshot(store, tmp_path):  # noqa: F811
+    from rehearsal.snapshots.scrub import ScrubStateInvalid, state_key
+
+    path = tmp_path / "v"
+    path.mkdir()
+    (path / "data.bin").write_bytes(os.urandom(CHUNK))
+    store.s3.put_object(Bucket=store.bucket, Key=state_key(store), Body=b"{not json")
+    assert take_snapshot(store, "vol-1", path, now=NOW).state == "completed"
+    with pytest.raises(ScrubStateInvalid, match=r"^s3://snap-primary/volumes/scrub/state.json: scrub state is not valid JSON$"):
+        scrub_store(store, now=NOW)

@@ -40,6 +40,7 @@ from rehearsal.snapshots.store import (
     IndexEntryInvalid,
     IndexKey,
     SnapshotStore,
+    StoreUnavailable,
     error_code,
     parse_entry,
     record_dict,
@@ -170,6 +171,8 @@ def read_state(store: SnapshotStore) -> ScrubState | None:
     except ClientError as exc:
         if error_code(exc) in MISSING_CODES:
             return None
+        if error_code(exc) == "NoSuchBucket":
+            raise StoreUnavailable(store.bucket, "bucket does not exist (NoSuchBucket)") from None
         raise
     try:
         data = json.loads(body)
@@ -187,8 +190,16 @@ def write_state(store: SnapshotStore, state: ScrubState) -> str:
 
 
 def bad_chunks(store: SnapshotStore) -> set[str]:
-    """Chunks the scrub marked bad (one GET): a snapshot re-uploads them instead of deduplicating against them."""
-    state = read_state(store)
+    """Chunks the scrub marked bad (one GET): a snapshot re-uploads them instead of deduplicating against them.
+
+    A state that cannot be read does not stop a snapshot (that would lose restore points): it is logged, and the
+    snapshot deduplicates as it would without a scrub; the scrub itself fails on it, naming it.
+    """
+    try:
+        state = read_state(store)
+    except (ScrubStateInvalid, StoreUnavailable) as exc:
+        log.warning("%s: the scrub's marks are not readable, no chunk re-uploaded for them: %s", store.url, exc)
+        return set()
     return set(state.bad) if state else set()
 
 
