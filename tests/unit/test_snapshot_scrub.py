@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from rehearsal.errors import PreconditionFailed
-from rehearsal.snapshots import restore_snapshot, take_snapshot, tree_digest, volume_freshness
+from rehearsal.snapshots import SnapshotEntry, restore_snapshot, take_snapshot, tree_digest, volume_freshness
 from rehearsal.snapshots.scrub import (
     ScrubState,
     damaged_snapshots,
@@ -20,6 +20,7 @@ from rehearsal.snapshots.scrub import (
     slot_count,
     slot_of,
 )
+from rehearsal.snapshots.store import STATE_ERROR, FileEntry
 from tests.unit.test_snapshots import CHUNK, NOW, s3, store  # noqa: F401 - fixtures
 
 WEEK, SIX_HOURS = timedelta(days=7), timedelta(hours=6)
@@ -114,12 +115,15 @@ def test_a_run_reads_only_its_share_and_records_when(store, tmp_path):  # noqa: 
     path.mkdir()
     (path / "data.bin").write_bytes(os.urandom(CHUNK * 40))
     take_snapshot(store, "vol-1", path, now=NOW)
+    never_stored = os.urandom(32).hex()  # a failed snapshot's entry names a chunk its upload never stored: no damage
+    store.write_index_entry(SnapshotEntry("snap-failed", "vol-1", NOW, None, STATE_ERROR,
+                                          (FileEntry("data.bin", CHUNK, 0o644, (never_stored,)),), CHUNK, CHUNK))
     first = scrub_store(store, now=NOW)
     slots = first.slots
     expected = sum(slot_of(c.digest, slots) == first.run % slots for c in store.iter_chunks())
     assert first.slots_checked == [first.run % slots] and first.chunks_checked == expected
     assert first.oldest_slot_check is None  # not every slot has been read yet
-    assert first.references_checked == 40 and first.ok
+    assert first.references_checked == 40 and first.index_entries == 1 and first.ok, first.detail
     retry = scrub_store(store, now=NOW + timedelta(minutes=5))
     assert retry.slots_checked == [] and retry.chunks_checked == 0 and retry.references_checked == 40
     state = read_state(store)

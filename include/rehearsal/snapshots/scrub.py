@@ -36,6 +36,7 @@ from rehearsal.checks import CheckSet
 from rehearsal.errors import ManifestError, PreconditionFailed
 from rehearsal.snapshots.store import (
     MISSING_CODES,
+    SHA256_HEX,
     ChunkMissing,
     IndexEntryInvalid,
     IndexKey,
@@ -306,9 +307,16 @@ def scrub_store(store: SnapshotStore, period: timedelta = DEFAULT_PERIOD, interv
     before = read_state(store)
     due = due_slots(before, slots, run, full)
     due_set = set(due)
-    listed = {c.digest: c.size for c in store.iter_chunks()}
     previously_bad = set(before.bad) if before else set()
-    to_read = [d for d in listed if slot_of(d, slots) in due_set or d in previously_bad]
+    listed: set[bytes] = set()  # 32 bytes a chunk, not a 64-character string: the listing is held for the references
+    to_read: list[str] = []
+    for chunk in store.iter_chunks():
+        if not SHA256_HEX.match(chunk.digest):
+            log.warning("%s: not a chunk of this layout, skipped", store.location(chunk.key))
+            continue
+        listed.add(bytes.fromhex(chunk.digest))
+        if slot_of(chunk.digest, slots) in due_set or chunk.digest in previously_bad:
+            to_read.append(chunk.digest)
 
     corrupt_actual: dict[str, str] = {}
     vanished: set[str] = set()
@@ -322,8 +330,9 @@ def scrub_store(store: SnapshotStore, period: timedelta = DEFAULT_PERIOD, interv
                 corrupt_actual[digest] = actual
         hashed_seconds = time.monotonic() - started
 
-        # every index entry's references against the listing (one GET per entry, in parallel)
-        keys = list(store.index_entries())
+        # every restorable index entry's references against the listing (one GET per entry, in parallel); an entry
+        # in state error may name chunks its failed upload never stored, and nothing restores from it
+        keys = [k for k in store.index_entries() if k.restorable]
         refs: dict[str, list[dict]] = {}
         counts: dict[str, int] = {}
         unreadable: dict[str, str] = {}
@@ -338,7 +347,7 @@ def scrub_store(store: SnapshotStore, period: timedelta = DEFAULT_PERIOD, interv
                 continue
             for digest in entry.chunk_names():
                 references += 1
-                if digest not in listed and digest not in unlisted:
+                if bytes.fromhex(digest) not in listed and digest not in unlisted:
                     unlisted[digest] = store.has_chunk(digest)
                 if digest in vanished or (digest in unlisted and not unlisted[digest]):
                     missing.add(digest)
@@ -372,7 +381,7 @@ def scrub_store(store: SnapshotStore, period: timedelta = DEFAULT_PERIOD, interv
                "sha256 matches its name")
     checks.add("chunk_references", not gone,
                f"{len(gone)} chunk(s) referenced by the index are missing: " + _named(gone.values()) if gone else
-               f"all {references} chunk reference(s) of {len(keys)} index entr(y/ies) are in the listing")
+               f"all {references} chunk reference(s) of {len(keys)} restorable index entr(y/ies) are in the listing")
     checks.add("index_entries", not unreadable,
                f"{len(unreadable)} index entr(y/ies) unreadable: " + "; ".join(list(unreadable.values())[:NAMED])
                if unreadable else f"all {len(keys)} index entr(y/ies) readable")
