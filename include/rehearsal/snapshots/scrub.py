@@ -266,7 +266,7 @@ class ScrubRecord:
 def _hash_chunk(store: SnapshotStore, digest: str) -> tuple[str, int, str | None]:
     """(digest, bytes read, actual sha256 or None when the chunk vanished since the listing)."""
     try:
-        size, actual = store.get_chunk(digest, lambda _data: None)
+        size, actual = store.get_chunk(digest, lambda _data: None, piece=store.chunk_size)
     except ChunkMissing:
         return digest, 0, None
     return digest, size, actual
