@@ -604,6 +604,58 @@ def bench_volume_restore(sb: Sandbox) -> dict:
                 byte_for_byte=same, project_runs=p, baseline_runs=b)
 
 
+def bench_scrub(sb: Sandbox) -> dict:
+    """The snapshot store's scrub reading every chunk (``full``: listing, every chunk's sha256, every index entry's
+    references, the state written) against a raw parallel GET of the same chunks (8 streams, read and discarded,
+    nothing checked). A store of its own under the sandbox's bucket, so both read exactly the same chunks."""
+    from rehearsal.snapshots import SnapshotStore, take_snapshot
+    from rehearsal.snapshots.scrub import scrub_store
+
+    mb = int(os.environ.get("BENCH_SCRUB_MB", "512"))
+    source = Path(sb.runtime) / "scratch" / "bench-scrub-source"
+    if not source.exists():
+        source.mkdir(parents=True)
+        rng = random.Random(11)
+        with open(source / "data.bin", "wb") as fh:
+            for _ in range(mb):
+                fh.write(rng.randbytes(1024 * 1024))
+    primary = sb.snapshot_store.primary_store()
+    store = SnapshotStore(primary.s3, primary.bucket, f"bench-scrub-{mb}")
+    if store.newest_restorable("vol-bench-scrub") is None:
+        take_snapshot(store, "vol-bench-scrub", source)
+    chunks = [(c.digest, c.size) for c in store.iter_chunks()]
+    total = sum(size for _, size in chunks)
+    records = []
+
+    def project() -> float:
+        t = time.perf_counter()
+        records.append(scrub_store(store, full=True, workers=8))
+        return time.perf_counter() - t
+
+    def raw() -> float:
+        def get(digest: str) -> int:
+            body = store.s3.get_object(Bucket=store.bucket, Key=store.chunk_key(digest))["Body"]
+            return sum(len(piece) for piece in iter(lambda: body.read(1024 * 1024), b""))
+
+        t = time.perf_counter()
+        with ThreadPoolExecutor(8) as pool:
+            got = sum(pool.map(get, [d for d, _ in chunks]))
+        assert got == total
+        return time.perf_counter() - t
+
+    p, b = alternate(project, raw)
+    checked = all(r.ok and r.bytes_checked == total and r.chunks_checked == len(chunks) for r in records)
+    ratio = median(p) / median(b)
+    t = time.perf_counter()  # for the reader: what sha256 alone costs over the same bytes here (one core, from disk)
+    sha256_file(source / "data.bin")
+    hashing = time.perf_counter() - t
+    return save("scrub_throughput", median(p), median(b), "<= 1.2x a raw parallel GET of the same chunks",
+                ratio <= 1.2 and checked, bytes=total, chunks=len(chunks), every_chunk_checked=checked,
+                sha256_alone_seconds=round(hashing, 3),
+                project_mb_s=round(total / median(p) / 1e6, 1), baseline_mb_s=round(total / median(b) / 1e6, 1),
+                project_runs=p, baseline_runs=b)
+
+
 def bench_volume_freshness(sb: Sandbox) -> dict:
     """Every volume's newest restorable snapshot at 10,000 volumes x 3 snapshots, from the index's keys alone: on
     the local endpoint (moto) itself, with seconds, API calls and peak Python memory."""
@@ -1115,6 +1167,8 @@ def measure(want, phase, big: Sandbox | None, small: Sandbox | None, keep: bool,
         results.append(phase("volume_restore", bench_volume_restore, Sandbox(small.dir)))
     if want("volumes") or want("volume_freshness"):
         results.append(phase("volume_freshness", bench_volume_freshness, Sandbox(small.dir)))
+    if want("volumes") or want("scrub"):
+        results.append(phase("scrub", bench_scrub, Sandbox(small.dir)))
     if want("drill"):
         results += phase("drill", bench_drills, {"1gb": Sandbox(big.dir), "default_scale": Sandbox(small.dir)})
     if want("time_to_proof"):  # a real Airflow on each sandbox in turn, before the large one goes down
@@ -1156,7 +1210,7 @@ def main() -> int:
     if want("parsing"):
         results += phase("parsing", bench_dag_parsing)  # first, on a quiet machine
     need_big = any(want(n) for n in ("logical", "pitr", "verification", "wal", "drill", "time_to_proof"))
-    need_small = any(want(n) for n in ("drill", "scheduler", "volumes", "volume_restore", "volume_freshness", "incident",
+    need_small = any(want(n) for n in ("drill", "scheduler", "volumes", "volume_restore", "volume_freshness", "scrub", "incident",
                                         "region", "time_to_proof"))
     big_scale = float(os.environ.get("BENCH_SCALE", "5"))
     small_scale = float(os.environ.get("BENCH_DEFAULT_SCALE", "1"))

@@ -16,7 +16,8 @@ EXPECTED = {"dr_drill_postgres_primary_loss", "dr_runbook_postgres_failover", "d
             "dr_backup_postgres", "dr_scenario_a_control_plane_down", "dr_scenario_b_postgres_corruption",
             "dr_drill_control_plane_outage", "dr_drill_postgres_corruption", "dr_runbook_volume_restore",
             "dr_drill_volume_restore", "dr_scenario_d_snapshot_store_loss", "dr_drill_snapshot_store_loss",
-            "dr_scenario_c_region_outage", "dr_drill_region_outage", "dr_backup_edge_config"}
+            "dr_scenario_c_region_outage", "dr_drill_region_outage", "dr_backup_edge_config",
+            "dr_snapshot_store_scrub"}
 SCENARIO_A_STEPS = ["declare_incident", "approve_degrading_steps", "verify_hosts_running_workloads", "restore_api_read_only", "restore_scheduler",
                     "restore_reconciler_paused", "validate_postgres_health", "resume_writes", "resume_reconciler_gradually",
                     "confirm_time_to_converge"]

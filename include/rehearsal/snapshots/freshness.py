@@ -2,8 +2,8 @@
 number of volumes, and memory for one newest key per volume (the listing is streamed, never held)."""
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from rehearsal.snapshots.store import IndexKey, SnapshotStore, StoreUnavailable, record_dict
@@ -40,19 +40,27 @@ class FreshnessReport:
     api_calls: int
     ok: bool
     detail: str
+    damaged: list[str] = field(default_factory=list)  # volumes whose newest snapshot depends on a chunk the scrub marked bad
 
     def to_dict(self) -> dict:
         return record_dict(self)
 
 
 def evaluate_volume(volume_id: str, newest: IndexKey | None, failed_since: int, max_age: timedelta,
-                    now: datetime) -> VolumeFreshness:
+                    now: datetime, bad_chunks: list[str] | None = None) -> VolumeFreshness:
+    """``bad_chunks``: the chunks the scrub marked bad that ``newest`` references (then it is not ok, whatever
+    its age, until a newer snapshot no longer depends on them)."""
     limit = max_age.total_seconds()
     failed = f"; {failed_since} newer snapshot(s) ended in state error" if failed_since else ""
     if newest is None:
         return VolumeFreshness(volume_id, None, None, None, limit, False,
                                f"volume {volume_id}: no completed snapshot in the index{failed}", failed_since)
     age = (now - newest.created_at).total_seconds()
+    if bad_chunks:
+        return VolumeFreshness(volume_id, newest.snapshot_id, newest.created_at.isoformat(), age, limit, False,
+                               f"volume {volume_id}: newest completed snapshot {newest.snapshot_id} ({age:.0f}s old) "
+                               f"depends on {len(bad_chunks)} chunk(s) the scrub found bad: {', '.join(bad_chunks[:5])}; "
+                               f"not restorable until a new snapshot no longer depends on them{failed}", failed_since)
     ok = age <= limit
     detail = (f"volume {volume_id}: newest completed snapshot {newest.snapshot_id} is {age:.0f}s old, within "
               f"{limit:.0f}s{failed}" if ok else
@@ -63,12 +71,14 @@ def evaluate_volume(volume_id: str, newest: IndexKey | None, failed_since: int, 
 
 
 def volume_freshness(store: SnapshotStore, volume_ids: Iterable[str], max_age: timedelta,
-                     now: datetime | None = None) -> FreshnessReport:
+                     now: datetime | None = None,
+                     damaged: Mapping[tuple[str, str], list[str]] | None = None) -> FreshnessReport:
     """Each volume's newest completed snapshot and its age, from one streamed listing of the whole index.
 
     API calls equal the listing's pages (keys / 1000, rounded up), not the number of volumes; memory holds one
     newest key per asked-for volume. Volumes with no completed snapshot are ``missing``; older than
-    ``max_age`` are ``stale``.
+    ``max_age`` are ``stale``. ``damaged`` (``rehearsal.snapshots.scrub.damaged_snapshots``: (volume, snapshot) ->
+    bad chunks it references) makes a volume ``damaged`` while its newest completed snapshot is among them.
     """
     now = now or datetime.now(UTC)
     wanted = dict.fromkeys(volume_ids)
@@ -88,18 +98,23 @@ def volume_freshness(store: SnapshotStore, volume_ids: Iterable[str], max_age: t
                 failed_since[volume] = 0
         elif best is None or key.created_at > best.created_at:
             failed_since[volume] = failed_since.get(volume, 0) + 1
-    results = [evaluate_volume(v, newest.get(v), failed_since.get(v, 0), max_age, now) for v in wanted]
+    damaged = damaged or {}
+    results = [evaluate_volume(v, newest.get(v), failed_since.get(v, 0), max_age, now,
+                               damaged.get((v, newest[v].snapshot_id)) if v in newest else None) for v in wanted]
     missing = [r.volume_id for r in results if r.newest_snapshot is None]
-    stale = [r.volume_id for r in results if r.newest_snapshot is not None and not r.ok]
+    hurt = [v for v in wanted if v in newest and (v, newest[v].snapshot_id) in damaged]
+    stale = [r.volume_id for r in results if r.newest_snapshot is not None and not r.ok and r.volume_id not in hurt]
     pages = store.calls.by_operation["list_objects_v2"] - pages_before
     limit = max_age.total_seconds()
-    ok = not missing and not stale
+    ok = not missing and not stale and not hurt
     detail = (f"all {len(results)} volume(s) have a completed snapshot within {limit:.0f}s" if ok else
-              f"{len(stale)} stale, {len(missing)} without a completed snapshot, of {len(results)} volume(s) "
-              f"(limit {limit:.0f}s)" + (f"; stale: {', '.join(stale[:10])}" if stale else "")
-              + (f"; missing: {', '.join(missing[:10])}" if missing else ""))
+              f"{len(stale)} stale, {len(missing)} without a completed snapshot, "
+              + (f"{len(hurt)} whose newest depends on a bad chunk, " if hurt else "")
+              + f"of {len(results)} volume(s) (limit {limit:.0f}s)" + (f"; stale: {', '.join(stale[:10])}" if stale else "")
+              + (f"; missing: {', '.join(missing[:10])}" if missing else "")
+              + ("; damaged: " + "; ".join(r.detail for r in results if r.volume_id in hurt[:10]) if hurt else ""))
     return FreshnessReport(store.url, limit, results, stale, missing, listed, pages, store.api_calls - calls_before,
-                           ok, detail)
+                           ok, detail, hurt)
 
 
 @dataclass(frozen=True)

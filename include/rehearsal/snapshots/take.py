@@ -18,6 +18,7 @@ from hashlib import sha256
 from pathlib import Path
 
 from rehearsal.errors import BackupFailed, PreconditionFailed
+from rehearsal.snapshots.scrub import bad_chunks as marked_bad
 from rehearsal.snapshots.store import (
     STATE_COMPLETED,
     STATE_ERROR,
@@ -74,9 +75,10 @@ def iter_file_chunks(path: Path, chunk_size: int) -> Iterator[bytes]:
 class _Uploader:
     """Uploads chunks the store lacks on a bounded pool: at most ``2 x workers`` chunks held in memory."""
 
-    def __init__(self, store: SnapshotStore, known: set[str], workers: int) -> None:
+    def __init__(self, store: SnapshotStore, known: set[str], workers: int, bad: set[str] | None = None) -> None:
         self.store = store
         self.known = known  # chunks certainly in the store (the parent's, or already handled in this snapshot)
+        self.bad = bad or set()  # chunks the scrub marked corrupt or missing: uploaded again, never deduplicated
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="snapshot-upload")
         self.limit = workers * 2
         self.pending: set[Future] = set()
@@ -92,8 +94,9 @@ class _Uploader:
         self.pending.add(self.pool.submit(self._upload, digest, data))
 
     def _upload(self, digest: str, data: bytes) -> int:
-        """Bytes uploaded: 0 when a HEAD finds the chunk already stored (chunks are never empty)."""
-        if self.store.has_chunk(digest):
+        """Bytes uploaded: 0 when a HEAD finds the chunk already stored (chunks are never empty); a chunk marked
+        bad is put again without asking (its stored bytes are wrong, or it is gone)."""
+        if digest not in self.bad and self.store.has_chunk(digest):
             return 0
         self.store.put_chunk(data, digest)
         return len(data)
@@ -124,7 +127,7 @@ def parent_chunks(store: SnapshotStore, parent: str | IndexKey | SnapshotEntry |
 
 def take_snapshot(store: SnapshotStore, volume_id: str, source_dir: str | Path,
                   parent: str | IndexKey | SnapshotEntry | None = None, snapshot_id: str | None = None,
-                  now: datetime | None = None, workers: int = 8) -> SnapshotRecord:
+                  now: datetime | None = None, workers: int = 8, bad_chunks: set[str] | None = None) -> SnapshotRecord:
     """Snapshot every regular file under ``source_dir`` as volume ``volume_id``.
 
     Chunks of ``store.chunk_size``; a chunk is uploaded only when it is neither in the parent's entry nor found
@@ -133,6 +136,9 @@ def take_snapshot(store: SnapshotStore, volume_id: str, source_dir: str | Path,
     :param parent: the previous snapshot (id, index key or entry): its chunks are known present
     :param snapshot_id: defaults to ``snap-<created_at>-<random>``
     :param now: the snapshot's created_at (defaults to the current UTC time)
+    :param bad_chunks: chunks the scrub marked corrupt or missing (default: read from the store's scrub state, one
+        GET): uploaded again even when the parent references them or a HEAD finds them, so the new snapshot does
+        not depend on the bad copy
     """
     started = time.monotonic()
     calls_before = store.api_calls
@@ -143,7 +149,8 @@ def take_snapshot(store: SnapshotStore, volume_id: str, source_dir: str | Path,
     created_at = (now or datetime.now(UTC)).astimezone(UTC)
     snapshot_id = check_name("snapshot", snapshot_id or f"snap-{format_time(created_at)}-{uuid.uuid4().hex[:8]}")
     parent_id, known = parent_chunks(store, parent, volume_id)
-    uploader = _Uploader(store, set(known), max(1, workers))
+    bad = set(marked_bad(store) if bad_chunks is None else bad_chunks)
+    uploader = _Uploader(store, set(known) - bad, max(1, workers), bad)
     files: list[FileEntry] = []
     skipped: list[str] = []
     bytes_read = chunks_total = 0

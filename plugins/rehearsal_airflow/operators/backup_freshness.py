@@ -76,14 +76,23 @@ class AppRuntimeAvailabilityOperator(DrillStepOperator):
 class VolumeSnapshotFreshnessOperator(DrillStepOperator):
     """Every volume of the platform (the control-plane database's ``volumes`` table) has a restorable snapshot
     within the volume RPO, from the store's index keys alone (API calls bounded by listing pages, not volumes);
-    the replica's lag and the index backup's age within their limits. Stale volumes are named by id."""
+    the replica's lag and the index backup's age within their limits. Stale volumes are named by id. A volume whose
+    newest snapshot depends on a chunk the scrub (``dr_snapshot_store_scrub``) found corrupt or missing is red too,
+    naming the chunk, until a new snapshot no longer depends on it.
+
+    :param volume_ids: the volumes to check (default: every volume of the platform's inventory)"""
 
     aws_conn_id = "aws_default"
+
+    def __init__(self, *, volume_ids: list[str] | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.volume_ids = volume_ids
 
     def run_step(self, context: Context) -> dict:
         from rehearsal.catalog import SNAPSHOT_KINDS
         from rehearsal.snapshots import replica_lag, volume_freshness
         from rehearsal.snapshots.freshness import newest_entry
+        from rehearsal.snapshots.scrub import damaged_snapshots, read_state
         from rehearsal_airflow.hooks.controlplane_db import ControlPlaneDbHook
         from rehearsal_airflow.hooks.snapshot_store import SnapshotStoreHook
         from rehearsal_airflow.operators.snapshot_store import volume_inventory
@@ -100,8 +109,10 @@ class VolumeSnapshotFreshnessOperator(DrillStepOperator):
         checks, details, calls = [], [], 0
         for asset in assets:
             if asset.kind == "volume_snapshots":
-                volumes = [v["volume_id"] for v in volume_inventory(ControlPlaneDbHook("controlplane_admin", self.aws_conn_id))]
-                report = volume_freshness(hook.primary, volumes, asset.max_age, now)
+                volumes = self.volume_ids or [v["volume_id"] for v in volume_inventory(
+                    ControlPlaneDbHook("controlplane_admin", self.aws_conn_id))]
+                report = volume_freshness(hook.primary, volumes, asset.max_age, now,
+                                          damaged_snapshots(read_state(hook.primary)))
                 calls += report.api_calls
                 ok, detail = report.ok, (f"{asset.name}: {len(volumes)} volume(s), " + (report.detail if not report.ok else
                                          f"each with a restorable snapshot within {asset.max_age.total_seconds():.0f}s")
