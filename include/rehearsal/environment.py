@@ -36,6 +36,9 @@ class Environment:
     customers_log: str | None = None  # customer traffic through DNS and the edges, JSON lines (Scenario C's drill)
     pgbench_log: str | None = None  # pgbench runs through the database's name (A record), JSON lines: drills report
     # when it committed again after the fault, beside the heartbeat (rehearsal.drills.pgbench)
+    # The on-call people who may answer an approval (Airflow user ids, passed to HITL ``assigned_users``): anyone
+    # else is refused with HTTP 403. None or empty: Airflow's default (any user allowed to edit the DAG's runs).
+    approvers: tuple[str, ...] | None = None
 
     def region_networks(self) -> dict[str, list[str]]:
         return {name: list((spec or {}).get("networks") or []) for name, spec in (self.regions or {}).items()}
@@ -46,6 +49,11 @@ class Environment:
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         drill = known.get("drill_environment", False)
         known["drill_environment"] = drill is True or str(drill).lower() in ("true", "1", "yes")
+        approvers = known.get("approvers")
+        if isinstance(approvers, str):
+            approvers = [a for a in approvers.replace(",", " ").split() if a]
+        if approvers is not None:
+            known["approvers"] = tuple(str(a) for a in approvers) or None
         return cls(**known)
 
     def require_drill_environment(self, action: str) -> None:

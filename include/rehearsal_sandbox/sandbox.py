@@ -587,7 +587,8 @@ class Sandbox:
                        "reports_dir": os.environ.get("REHEARSAL_REPORTS_DIR", str(REPO_ROOT / "reports")),
                        "scratch_root": str(self.runtime / "scratch"), "archive_timeout_seconds": self.archive_timeout,
                        "archive_command": self.wal_shipping.archive_command(), "provisioner": PROVISIONER,
-                       "probe_log": str(self.prober.log), "load_log": str(self.synthetic_load.log)}
+                       "probe_log": str(self.prober.log), "load_log": str(self.synthetic_load.log),
+                       "approvers": ["admin"]}  # the local Airflow's admin user is the sandbox's on-call approver
         snapshots = self.snapshot_store
         environment |= {"snapshot_bucket": snapshots.bucket, "snapshot_prefix": snapshots.prefix,
                         "snapshot_replica_bucket": snapshots.replica_bucket,

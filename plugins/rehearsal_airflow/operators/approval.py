@@ -49,6 +49,14 @@ class RunbookApprovalOperator(ApprovalOperator):
             return self.nothing_to_ask()
         return "mode drill: drills never wait" if self.mode == "drill" else "approve=auto"
 
+    def approvers(self) -> list[dict] | None:
+        """The environment's on-call approvers as HITL ``assigned_users`` (read at run time, not at parse time);
+        None when the environment names none."""
+        from rehearsal_airflow.environment import current_environment
+
+        names = current_environment().approvers
+        return [{"id": name, "name": name} for name in names] if names else None
+
     def execute(self, context: Context):
         started = now_iso()
         who = self.needed()
@@ -57,6 +65,7 @@ class RunbookApprovalOperator(ApprovalOperator):
             push_step(context, self.task_id, started, "success", record["detail"])
             return record
         self.subject, self.body = self.request()
+        self.assigned_users = self.approvers() or self.assigned_users
         push_step(context, self.task_id, started, "awaiting_input", f"waiting for a person: {self.subject}")
         return super().execute(context)
 
