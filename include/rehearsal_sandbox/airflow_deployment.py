@@ -40,6 +40,10 @@ from rehearsal_sandbox.state import SandboxState
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 USERNAME = "admin"
 DEFAULT_PASSWORD = "rehearsal"
+# A second login that may edit DAG runs (role ``user``) but is no approver: who may answer an approval is the
+# environment's ``approvers`` (HITL assigned_users), not the role.
+GUEST_USERNAME = "oncall-guest"
+GUEST_ROLE = "user"
 RESTORE_POOL_SLOTS = 2
 
 EXECUTORS = {"local": "LocalExecutor", "edge": "airflow.providers.edge3.executors.EdgeExecutor"}
@@ -80,6 +84,11 @@ class LocalAirflow:
     def password(self) -> str:
         return self.state.get("password", DEFAULT_PASSWORD)
 
+    @property
+    def guest_password(self) -> str:
+        """The password of ``GUEST_USERNAME`` (a user who may edit DAG runs but approves nothing)."""
+        return self.state["guest_password"]
+
     def save(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         self.state_file.write_text(json.dumps(self.state, indent=2))
@@ -108,7 +117,9 @@ class LocalAirflow:
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://postgres:{pw}@127.0.0.1:{meta.port}/airflow",
             "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USERNAME}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USERNAME}:admin,{GUEST_USERNAME}:{GUEST_ROLE}",
+            # Never every login an admin: then anyone may answer any approval (HITL assigned_users not checked).
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.home / "passwords.json"),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
             "AIRFLOW__API__BASE_URL": self.url,
@@ -149,8 +160,10 @@ class LocalAirflow:
         # A restart keeps the JWT secret: tokens handed out before it (REST clients, workers) stay valid.
         self.state = {"port": self.port, "executor": self.executor, "pids": {}, "workers": {},
                       "jwt_secret": self.state.get("jwt_secret") or secrets.token_urlsafe(24),
-                      "password": os.environ.get("AIRFLOW_ADMIN_PASSWORD", DEFAULT_PASSWORD), "extra_env": extra_env or {}}
-        (self.home / "passwords.json").write_text(json.dumps({USERNAME: self.state["password"]}))
+                      "password": os.environ.get("AIRFLOW_ADMIN_PASSWORD", DEFAULT_PASSWORD), "extra_env": extra_env or {},
+                      "guest_password": self.state.get("guest_password") or secrets.token_urlsafe(12)}
+        (self.home / "passwords.json").write_text(json.dumps({USERNAME: self.state["password"],
+                                                              GUEST_USERNAME: self.state["guest_password"]}))
         self.save()
         env = self.environment(extra_env)
         progress("migrating the Airflow metadata database")

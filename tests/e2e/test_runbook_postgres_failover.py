@@ -15,7 +15,9 @@ from rehearsal.drills.primary_loss import run_key
 from rehearsal.heartbeat import read_acks
 from rehearsal.postgres.connection import accepts_writes
 from rehearsal.scratch import destroy_run_area
+from rehearsal_sandbox.airflow_deployment import GUEST_USERNAME, USERNAME
 from rehearsal_sandbox.platform import Sandbox
+from tests.airflow_api import AirflowApi
 from tests.e2e.test_drill_primary_loss import report_of, run_dag
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.e2e]
@@ -98,17 +100,24 @@ def test_a_runbook_triggered_without_mode_is_refused_naming_the_param(api):
     assert "mode" in str(err.value)
 
 
-def test_an_incident_waits_for_a_person_and_a_rejection_changes_nothing(api, sandbox_session):
+def test_an_incident_waits_for_a_person_and_a_rejection_changes_nothing(api, deployment, sandbox_session):
     before = Sandbox(sandbox_session.dir)
     run_id = api.trigger(RUNBOOK, {"mode": "incident", "approve": "wait"})
     request = pending_approval(api, run_id)
     assert request["subject"].startswith("Postgres failover: ") and "Chosen path" in request["body"]
+    assert [u["id"] for u in request["assigned_users"]] == environment()["approvers"] == [USERNAME]
+    # A login that may edit DAG runs but is not an approver is refused, and the approval still waits.
+    guest = AirflowApi(deployment.url, GUEST_USERNAME, deployment.guest_password)
+    with pytest.raises(AssertionError, match="HTTP 403") as refused:
+        answer(guest, run_id, "Approve")
+    assert f"User={GUEST_USERNAME} (id={GUEST_USERNAME}) is not a respondent for the task" in str(refused.value)
+    assert pending_approval(api, run_id, timeout=5)["response_received"] is False
     answer(api, run_id, "Reject")
     run = api.wait_for_run(RUNBOOK, run_id)
     report = runbook_report(run_id)
     assert run["state"] == "failed"  # the run ends; its report says why
     assert report["status"] == "aborted"
-    assert report["failure"].startswith("rejected by ") and report["failure"].endswith("nothing was changed")
+    assert report["failure"].startswith(f"rejected by {USERNAME}: ") and report["failure"].endswith("nothing was changed")
     statuses = {s["name"].removeprefix(f"{GROUP}."): s["status"] for s in report["steps"]}
     assert statuses["fence_old_primary"] == "skipped" and statuses["recover_database"] == "skipped"
     after = Sandbox(sandbox_session.dir)
@@ -126,7 +135,7 @@ def test_an_incident_approved_through_the_api_completes(api, sandbox_session):
         report = runbook_report(run_id)
         assert run["state"] == "success", report.get("failure")
         assert report["status"] == "passed" and report["recovery_path"] == "pitr"
-        assert report["runbook"]["approved_by"] not in (None, "approve=auto")
+        assert report["runbook"]["approved_by"] == USERNAME  # the environment's approver, as Airflow saw them
     finally:  # a scratch copy is left for inspection by design (on a host the provisioner gave it); the test removes it
         from rehearsal.environment import Environment
         from rehearsal_sandbox.provisioner import SandboxProvisioner
