@@ -99,8 +99,8 @@ def test_the_replica_and_the_index_backup_follow_the_primary(sandbox, environmen
     taken = component.snapshot_now()
     assert set(taken) == set(sandbox.volumes.volume_ids())
     assert all(r.state == "completed" and r.bytes_uploaded == 0 and r.parent for r in taken.values())  # incremental
-    copied = component.replicate_now()
-    assert copied["index"] >= len(taken) and copied["index_backup"] >= len(taken)
+    copied = component.replicate_now()  # the replicator's own pass (every 5 s) may have copied them first
+    assert "skipped" not in copied, copied
     for volume_id, record in taken.items():
         assert replica.newest_restorable(volume_id).snapshot_id == record.snapshot_id
         assert backup.newest_restorable(volume_id).snapshot_id == record.snapshot_id
