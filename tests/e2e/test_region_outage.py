@@ -132,6 +132,9 @@ def test_the_single_region_path_rebuilds_and_completes_on_the_worker_outside_the
     assert {worker_hostname(r): registered[worker_hostname(r)]["state"] in ("idle", "running") for r in EDGE_REGIONS} \
         == {worker_hostname(r): True for r in EDGE_REGIONS}, registered
     victim_pid = edge_airflow.state["workers"][victim]["pid"]
+    status = edge_airflow.status()  # what make airflow-status prints
+    assert all(status[f"edge-worker {r}"]["ok"] for r in EDGE_REGIONS), status
+    assert "queues default,recovery, api-server says " in status[f"edge-worker {victim}"]["detail"]
 
     run_id = api.trigger(DRILL, {"mode": "disruptive", "path": "single_region"})
     run = api.wait_for_run(DRILL, run_id, timeout=900)
@@ -152,6 +155,8 @@ def test_the_single_region_path_rebuilds_and_completes_on_the_worker_outside_the
 
     # The victim's worker died with its region, mid-run; everything after the fault ran on the survivor's.
     assert not psutil.pid_exists(victim_pid) or psutil.Process(victim_pid).status() == psutil.STATUS_ZOMBIE
+    dead = edge_airflow.status()[f"edge-worker {victim}"]
+    assert not dead["ok"] and f"pid {victim_pid} (dead)" in dead["detail"], dead
     inject = next(t for t in tis if t["task_id"] == "inject_region_outage")
     after = [t for t in tis if t["state"] != "skipped" and t["start_date"]  # skipped tasks ran nowhere
              and parse(t["start_date"]) > parse(inject["end_date"])]

@@ -187,6 +187,31 @@ def kill_all(components: Iterable[ServiceComponent]) -> tuple[dict[str, int], fl
 
 
 # ---------------------------------------------------------------------- the control plane
+class LoggingClient(ServiceComponent):
+    """A client on a global host that writes its evidence as JSON lines (``log_name`` in the sandbox folder): it
+    outlives any region; alive is all it answers, and its log goes with it."""
+
+    host_role: ClassVar[str] = "client"
+    interval: ClassVar[float] = 0.5
+    log_name: ClassVar[str]
+
+    @property
+    def log(self) -> Path:
+        return Path(self.state.get("log") or self.sandbox.dir / self.log_name)
+
+    def record_log(self) -> None:
+        self.state["log"] = str(self.sandbox.dir / self.log_name)
+
+    def answers(self) -> tuple[bool, str]:
+        if not self.alive():
+            return False, "not running"
+        return True, f"{self.name} pid {self.pid}, log {self.log}"
+
+    def down(self) -> None:
+        super().down()
+        self.log.unlink(missing_ok=True)
+
+
 class ControlPlaneApi(ServiceComponent):
     name = "api"
     daemon = "api"

@@ -12,12 +12,9 @@ Slices: edge ``{"host", "port", "pid"}``; dns ``{"host", "port", "pid"}``; custo
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import ClassVar
-
 from rehearsal.postgres.cluster import free_port
 from rehearsal_sandbox.components.base import progress
-from rehearsal_sandbox.components.control_plane import ServiceComponent
+from rehearsal_sandbox.components.control_plane import LoggingClient, ServiceComponent
 
 APPS_RECORD = "apps.rehearsal.internal."
 FAILOVER_RECORD = "apps-failover.rehearsal.internal."
@@ -131,23 +128,18 @@ class DnsServer(ServiceComponent):
         dns_server.run(self.address, self.sandbox.aws("route53"), self.sandbox.service_discovery.zone_id, ZONE, stopping)
 
 
-class Customers(ServiceComponent):
+class Customers(LoggingClient):
     """Synthetic customers, on a global host: they outlive any region, and measure what customers see."""
 
     name = "customers"
     daemon = "customers"
     title = "customer traffic"
-    host_role = "client"
-    interval: ClassVar[float] = 0.5
-
-    @property
-    def log(self) -> Path:
-        return Path(self.state.get("log") or self.sandbox.dir / "customers-log.jsonl")
+    log_name = "customers-log.jsonl"
 
     def up(self) -> None:
         from rehearsal.postgres.connection import connect
 
-        self.state["log"] = str(self.sandbox.dir / "customers-log.jsonl")
+        self.record_log()
         if not self.state.get("apps"):
             cp = self.sandbox.controlplane_db
             with connect(cp.endpoint(cp.primary)) as conn:
@@ -158,11 +150,6 @@ class Customers(ServiceComponent):
                     "SELECT app_id FROM deployments WHERE replicas >= 2 ORDER BY app_id LIMIT 3")]
         super().up()
 
-    def answers(self) -> tuple[bool, str]:
-        if not self.alive():
-            return False, "not running"
-        return True, f"customers pid {self.pid}, log {self.log}"
-
     def run(self) -> None:
         from rehearsal_sandbox.services import customer_traffic
         from rehearsal_sandbox.services.common import stop_event
@@ -171,7 +158,3 @@ class Customers(ServiceComponent):
         dns = self.sandbox.components()["dns"]
         customer_traffic.run(dns.address, APPS_RECORD, int(self.sandbox.hosts.network["edge_port"]),
                              list(self.state["apps"]), self.log, stopping, self.interval)
-
-    def down(self) -> None:
-        super().down()
-        self.log.unlink(missing_ok=True)

@@ -11,26 +11,20 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import ClassVar
 
 from rehearsal_sandbox.components.base import ok
-from rehearsal_sandbox.components.control_plane import DB, ServiceComponent
+from rehearsal_sandbox.components.control_plane import DB, LoggingClient
 
 FRESH_SECONDS = 30.0  # a log whose last line is older means the loop is stuck (a run is bounded at 10 s)
 
 
-class PgbenchClient(ServiceComponent):
+class PgbenchClient(LoggingClient):
     """On a global host: it outlives any region, and measures what a client by name sees."""
 
     name = "pgbench"
     daemon = "pgbench"
     title = "pgbench client"
-    host_role = "client"
-    interval: ClassVar[float] = 0.5
-
-    @property
-    def log(self) -> Path:
-        return Path(self.state.get("log") or self.sandbox.dir / "pgbench-log.jsonl")
+    log_name = "pgbench-log.jsonl"
 
     @property
     def script(self) -> Path:
@@ -41,17 +35,13 @@ class PgbenchClient(ServiceComponent):
         from rehearsal.postgres.connection import connect
         from rehearsal_sandbox.services.pgbench_client import CREATE_TABLE, SCRIPT
 
-        self.state.update({"log": str(self.sandbox.dir / "pgbench-log.jsonl"), "script": str(self.sandbox.dir / "pgbench.sql")})
+        self.record_log()
+        self.state["script"] = str(self.sandbox.dir / "pgbench.sql")
         cp = self.sandbox.controlplane_db
         with connect(cp.endpoint(cp.primary)) as conn:
             conn.execute(CREATE_TABLE)
         self.script.write_text(SCRIPT)
         super().up()
-
-    def answers(self) -> tuple[bool, str]:
-        if not self.alive():
-            return False, "not running"
-        return True, f"pgbench pid {self.pid}, log {self.log}"
 
     def last_line(self) -> dict | None:
         try:
@@ -89,6 +79,5 @@ class PgbenchClient(ServiceComponent):
         pgbench_client.run(loop, self.log, stopping, self.interval)
 
     def down(self) -> None:
-        super().down()
-        self.log.unlink(missing_ok=True)
+        super().down()  # and its log
         self.script.unlink(missing_ok=True)
